@@ -1,0 +1,124 @@
+/*
+ * internal.h - declarations shared by the core's translation units.
+ * Nothing here is public or shared between processes (that is layout.h).
+ */
+#ifndef QM_INTERNAL_H
+#define QM_INTERNAL_H
+
+#include "layout.h"
+#include "qmem.h"
+
+#include <limits.h>
+#include <stdbool.h>
+
+#define QM_PATH_MAX 512
+
+/* ----- os seam (os_linux.c): the only file with OS-specific calls -------- */
+/* Sleep while *word == expected, until woken or the absolute monotonic
+ * deadline.  0 = woken (or spurious, or the word already differed),
+ * QM_ETIMEDOUT, QM_EINTR. */
+int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
+void qm__os_futex_wake_all(_Atomic uint32_t *word);
+/* Exclusive OFD lock on one byte; 0, QM_EAGAIN if held by another open
+ * file description, or -errno. */
+int qm__os_lock_byte(int fd, int64_t offset);
+void qm__os_unlock_byte(int fd, int64_t offset);
+/* 1 if another open file description holds a lock on the byte, 0 if not,
+ * -errno on failure. */
+int qm__os_byte_locked(int fd, int64_t offset);
+/* Reserve backing store now (0 or -errno): no SIGBUS on first touch. */
+int qm__os_reserve(int fd, uint64_t size);
+/* A new open file description for the same file (new lock owner). */
+int qm__os_reopen(int fd);
+int64_t qm__os_monotonic_ns(void);
+int64_t qm__os_realtime_ns(void);
+static inline void qm__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* ----- errors (status.c) ------------------------------------------------- */
+int qm__fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ----- waits (wait.c) ---------------------------------------------------- */
+/* Wake everyone sleeping on `line` if the sleepers flag is set.  Call
+ * after publishing; contains the waker's half of the handshake fence. */
+void qm__wake(qm_wake_line_t *line);
+/* The sleeper's half: announce, then the caller re-checks its condition,
+ * then qm__sleep().  Returns the seq value to sleep on. */
+uint32_t qm__sleep_prepare(qm_wake_line_t *line);
+int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns);
+
+/* ----- header validation (region.c) -------------------------------------- */
+typedef struct qm_geometry {
+    uint64_t total_bytes;
+    uint64_t capacity;
+    unsigned capacity_log2;
+    uint64_t max_message;
+    uint64_t maxsize;
+} qm_geometry_t;
+
+/* Validate a header image of `len` readable bytes describing a file of
+ * `file_size` bytes.  Pure function over the bytes: fuzzable. */
+int qm__ring_header_check(const void *image, uint64_t len, uint64_t file_size,
+                          qm_geometry_t *out);
+uint64_t qm__layout_fingerprint(void);
+int qm__capacity_round(uint64_t capacity, unsigned *log2_out);
+
+/* ----- the handle --------------------------------------------------------- */
+struct qm_ring {
+    uint8_t *base;            /* mapping of the whole object */
+    uint64_t map_len;
+    int fd;                   /* -1: caller memory, no liveness locks */
+    bool owns_mapping;
+    qm_ring_ctl_t *ctl;
+    qm_member_t *members;
+    uint8_t *data;
+    /* geometry validated at attach, never re-read from shared memory */
+    uint64_t cap;
+    unsigned cap_log2;
+    uint64_t max_message;
+    uint64_t max_extent;
+    uint64_t maxsize;
+    /* membership: slot 0 = not (yet) a member, e.g. right after fork */
+    uint32_t slot;
+    qm_member_t *me;
+    uint32_t roles;           /* roles already published in the slot */
+    uint32_t abandoned, reclaimed;
+    _Atomic int interrupted;
+    struct qm_ring *reg_prev, *reg_next;
+    char path[QM_PATH_MAX];
+};
+
+/* ----- liveness (liveness.c) ---------------------------------------------- */
+int qm__member_join(qm_ring_t *ring);
+void qm__member_leave(qm_ring_t *ring);
+bool qm__member_alive(qm_ring_t *ring, uint32_t slot);
+void qm__registry_add(qm_ring_t *ring);
+void qm__registry_remove(qm_ring_t *ring);
+static inline int qm__member_ensure(qm_ring_t *ring) {
+    return ring->slot ? QM_OK : qm__member_join(ring);
+}
+
+/* ----- ring internals used by liveness (ring.c) --------------------------- */
+/* Resolve the record a previous owner of `slot` left in flight. */
+void qm__ring_resolve_inflight(qm_ring_t *ring, uint32_t slot, uint64_t inflight);
+void qm__ring_init_data(qm_ring_t *ring);
+int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len);
+
+/* ----- region (region.c) --------------------------------------------------- */
+int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t maxsize,
+                    bool publish);
+
+/* ----- kill points (test builds only) -------------------------------------- */
+#ifdef QM_KILLPOINTS
+void qm__killpoint(const char *name);
+#define QM_KILLPOINT(name) qm__killpoint(name)
+#else
+#define QM_KILLPOINT(name) ((void)0)
+#endif
+
+#endif /* QM_INTERNAL_H */

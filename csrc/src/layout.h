@@ -1,0 +1,224 @@
+/*
+ * layout.h - every byte pyqmem shares between processes.
+ *
+ * This file is the format.  It holds no code: fixed-width types, offsets
+ * (never pointers), explicit padding and _Static_asserts on every size and
+ * every offset another process reads.  A change here is a format change:
+ * bump QM_FORMAT_MAJOR (incompatible) or QM_FORMAT_MINOR (compatible
+ * addition in reserved space) and update docs/design/ring-format.md.
+ *
+ * A shared object (a ring today) is one file in /dev/shm:
+ *
+ *   0       header page (4096 B): qm_header, then the ring's hot lines
+ *   4096    member table: QM_MEMBER_SLOTS x 64 B (slot 0 is never used)
+ *   69632   data: capacity bytes, a power of two, in 64-byte granules
+ *
+ * Hot words that different processes write sit on their own 128-byte line:
+ * x86 fetches adjacent 64-byte lines in pairs (the "spatial prefetcher") and
+ * many arm64 parts have 128-byte lines, so 64 bytes of padding is not enough
+ * to stop false sharing.
+ */
+#ifndef QM_LAYOUT_H
+#define QM_LAYOUT_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Only lock-free, address-free atomics may live in shared memory: a
+ * non-lock-free atomic uses a process-private lock table. */
+_Static_assert(ATOMIC_LLONG_LOCK_FREE == 2, "64-bit atomics must be lock-free");
+_Static_assert(ATOMIC_INT_LOCK_FREE == 2, "32-bit atomics must be lock-free");
+_Static_assert(sizeof(_Atomic uint64_t) == 8, "no hidden lock in _Atomic u64");
+_Static_assert(sizeof(_Atomic uint32_t) == 4, "no hidden lock in _Atomic u32");
+
+/* "qmemring" read as a big-endian string: a byte-swapped reader sees
+ * "gnirmemq" and refuses, so the magic also detects byte-order mismatch. */
+#define QM_MAGIC_RING UINT64_C(0x716d656d72696e67)
+
+#define QM_FORMAT_MAJOR 1
+#define QM_FORMAT_MINOR 0
+
+#define QM_KIND_RING 1u
+
+#define QM_HOT_LINE 128u       /* padding unit for hot words, see above */
+#define QM_HEADER_BYTES 4096u  /* header page */
+#define QM_MEMBER_SLOTS 1024u  /* slot 0 reserved: owner 0 means "nobody" */
+#define QM_MEMBER_BYTES 64u
+
+/* ---------------------------------------------------------------------
+ * Object header: written once by the creator, read-only afterwards.
+ * The creator fills every field, then release-stores `magic` [H1]; an
+ * opener acquire-loads `magic` [H2] before reading anything else.
+ * ------------------------------------------------------------------- */
+typedef struct qm_header {
+    _Atomic uint64_t magic;         /*   0: QM_MAGIC_*, 0 while being created */
+    uint16_t format_major;          /*   8 */
+    uint16_t format_minor;          /*  10 */
+    uint32_t header_bytes;          /*  12: QM_HEADER_BYTES */
+    uint64_t layout_fingerprint;    /*  16: qm__layout_fingerprint() */
+    uint64_t feature_flags;         /*  24: none defined yet; unknown => refuse */
+    uint32_t object_kind;           /*  32: QM_KIND_* */
+    uint32_t creator_pid;           /*  36: display only, never trusted */
+    uint64_t created_unix_ns;       /*  40: display only */
+    uint64_t total_bytes;           /*  48: size of the whole file */
+    uint64_t members_offset;        /*  56 */
+    uint32_t member_slots;          /*  64 */
+    uint32_t member_bytes;          /*  68 */
+    uint64_t data_offset;           /*  72 */
+    uint64_t data_bytes;            /*  80: ring capacity, power of two */
+    uint32_t granule_log2;          /*  88: QM_REC_GRANULE_LOG2 */
+    uint32_t capacity_log2;         /*  92 */
+    uint64_t max_message;           /* 96: largest payload accepted, bytes */
+    uint64_t maxsize;               /* 104: message-count bound, 0 = none */
+    uint64_t reserved[18];          /* 112..255: zero */
+} qm_header_t;
+
+_Static_assert(sizeof(qm_header_t) == 256, "header size");
+_Static_assert(offsetof(qm_header_t, format_major) == 8, "format_major");
+_Static_assert(offsetof(qm_header_t, layout_fingerprint) == 16, "fingerprint");
+_Static_assert(offsetof(qm_header_t, object_kind) == 32, "object_kind");
+_Static_assert(offsetof(qm_header_t, total_bytes) == 48, "total_bytes");
+_Static_assert(offsetof(qm_header_t, data_offset) == 72, "data_offset");
+_Static_assert(offsetof(qm_header_t, capacity_log2) == 92, "capacity_log2");
+_Static_assert(offsetof(qm_header_t, maxsize) == 104, "maxsize");
+
+/* A futex word and a "someone may sleep" flag, on their own line: a waker
+ * reads `sleepers` after every publish, so the line must not bounce with
+ * the cursors.  `sleepers` is a flag, not a count: a sleeper sets it, the
+ * waker that sees it clears it and wakes everyone, and sleepers that still
+ * have to wait set it again.  A sleeper killed in its sleep therefore costs
+ * one spurious wake, never a syscall on every later operation.  The futex
+ * word is 32 bits on every platform; its wrap is harmless because sleepers
+ * re-check the 64-bit state after every wake. */
+typedef struct qm_wake_line {
+    _Atomic uint32_t seq;       /* bumped by a waker that found sleepers set */
+    _Atomic uint32_t sleepers;  /* nonzero: a process may sleep on seq */
+    uint8_t pad[QM_HOT_LINE - 8];
+} qm_wake_line_t;
+
+typedef struct qm_cursor_line {
+    _Atomic uint64_t pos;       /* free-running byte position, never reset */
+    uint8_t pad[QM_HOT_LINE - 8];
+} qm_cursor_line_t;
+
+/* The ring's control block: the rest of the header page.
+ *   tail  next position a producer claims (a hint: claims are decided by
+ *         the record word; any producer may advance a lagging tail)
+ *   read  next position a consumer claims (same helping rule)
+ *   head  everything below it is free for the next lap; head <= read
+ */
+typedef struct qm_ring_ctl {
+    qm_header_t header;          /*    0 */
+    qm_cursor_line_t tail;       /*  256: producers */
+    qm_cursor_line_t read;       /*  384: consumers */
+    qm_cursor_line_t head;       /*  512: whoever frees */
+    qm_wake_line_t data_wake;    /*  640: consumers sleep here */
+    qm_wake_line_t space_wake;   /*  768: producers sleep here */
+    _Atomic uint32_t members_hwm;/*  896: highest member slot ever taken */
+    uint32_t pad0;
+    uint8_t reserved[QM_HEADER_BYTES - 904];
+} qm_ring_ctl_t;
+
+_Static_assert(sizeof(qm_ring_ctl_t) == QM_HEADER_BYTES, "ring header page");
+_Static_assert(offsetof(qm_ring_ctl_t, tail) == 256, "tail line");
+_Static_assert(offsetof(qm_ring_ctl_t, read) == 384, "read line");
+_Static_assert(offsetof(qm_ring_ctl_t, head) == 512, "head line");
+_Static_assert(offsetof(qm_ring_ctl_t, data_wake) == 640, "data wake line");
+_Static_assert(offsetof(qm_ring_ctl_t, space_wake) == 768, "space wake line");
+_Static_assert(offsetof(qm_ring_ctl_t, members_hwm) == 896, "members hwm");
+_Static_assert(offsetof(qm_ring_ctl_t, tail) % QM_HOT_LINE == 0, "tail aligned");
+
+/* ---------------------------------------------------------------------
+ * Member slot: one per attached handle, 64 bytes.  Liveness is NOT stored
+ * here: slot k is alive while someone holds the OFD lock on byte
+ * QM_LOCK_BASE + k of the object file (the kernel drops it on death).
+ * Every field is written only by the slot's current owner.
+ * ------------------------------------------------------------------- */
+#define QM_MEMBER_PRODUCER 1u   /* has put at least once */
+#define QM_MEMBER_CONSUMER 2u   /* has got at least once */
+
+typedef struct qm_member {
+    _Atomic uint32_t pid;           /*  0: display only */
+    _Atomic uint32_t roles;         /*  4: QM_MEMBER_* of the current owner */
+    _Atomic uint64_t inflight;      /*  8: record position being written or
+                                     *     read, | QM_INFLIGHT_VALID; a new
+                                     *     owner of the slot resolves it */
+    _Atomic uint64_t put_count;     /* 16: cumulative over all owners */
+    _Atomic uint64_t got_count;     /* 24 */
+    _Atomic uint64_t put_bytes;     /* 32 */
+    _Atomic uint64_t got_bytes;     /* 40 */
+    _Atomic uint64_t generation;    /* 48: +1 each time the slot is taken */
+    uint64_t reserved;              /* 56 */
+} qm_member_t;
+
+#define QM_INFLIGHT_VALID (UINT64_C(1) << 63)
+
+_Static_assert(sizeof(qm_member_t) == QM_MEMBER_BYTES, "member size");
+_Static_assert(offsetof(qm_member_t, inflight) == 8, "inflight");
+_Static_assert(offsetof(qm_member_t, put_count) == 16, "put_count");
+_Static_assert(offsetof(qm_member_t, generation) == 48, "generation");
+
+/* Liveness lock bytes live far past the end of any file (locks may cover
+ * bytes beyond EOF); byte QM_LOCK_BASE + 0 is the creation lock. */
+#define QM_LOCK_BASE (INT64_C(1) << 40)
+
+#define QM_MEMBERS_OFFSET ((uint64_t)QM_HEADER_BYTES)
+#define QM_DATA_OFFSET (QM_MEMBERS_OFFSET + (uint64_t)QM_MEMBER_SLOTS * QM_MEMBER_BYTES)
+_Static_assert(QM_DATA_OFFSET == 69632, "data offset");
+_Static_assert(QM_DATA_OFFSET % 4096 == 0, "data is page aligned");
+
+/* ---------------------------------------------------------------------
+ * Records in the data area.
+ *
+ * A record starts on a 64-byte granule:
+ *   +0  word0 (u64, atomic): the record word, see below
+ *   +8  length (u64): payload bytes, written before COMMITTED
+ *   +16 payload
+ * and occupies a whole number of granules (its "extent").  Records never
+ * straddle the end of the data area: a PAD record fills the rest of a lap.
+ *
+ * Record word, 64 bits:
+ *   63..32  lap tag: (position >> capacity_log2) mod 2^32
+ *   31..29  state (QM_ST_*)
+ *   28..19  owner member slot (0 = nobody)
+ *   18..0   extent code: 0 = "to the end of this lap", else
+ *           mantissa (13..0) << exponent (18..14) granules
+ *
+ * Every granule-aligned word of free space holds FREE(lap) for the lap in
+ * which it will next be used, or the dead FREED word of the previous lap.
+ * A producer claims position p by CAS from exactly those values, so a
+ * producer holding a stale position (ABA) cannot claim live bytes: the
+ * 32-bit lap tag would have to wrap while it stalls.
+ * ------------------------------------------------------------------- */
+#define QM_REC_GRANULE_LOG2 6u
+#define QM_REC_GRANULE (1u << QM_REC_GRANULE_LOG2)
+#define QM_REC_HEADER 16u
+
+#define QM_ST_FREE 0u        /* free space (with QM_FREE_MAGIC in low bits) */
+#define QM_ST_WRITING 1u     /* claimed by producer `owner`, payload pending */
+#define QM_ST_COMMITTED 2u   /* payload complete, waiting for a consumer */
+#define QM_ST_READING 3u     /* claimed by consumer `owner` */
+#define QM_ST_FREED 4u       /* consumed; head may pass it */
+#define QM_ST_ABANDONED 5u   /* producer died while WRITING: skip */
+#define QM_ST_PAD 6u         /* filler to the end of the lap: skip */
+
+#define QM_FREE_MAGIC UINT32_C(0x0e5a3c71)   /* 29 bits, arbitrary */
+_Static_assert(QM_FREE_MAGIC < (UINT32_C(1) << 29), "free magic fits");
+
+#define QM_WORD_LAP(w) ((uint32_t)((w) >> 32))
+#define QM_WORD_STATE(w) ((uint32_t)(((w) >> 29) & 7u))
+#define QM_WORD_OWNER(w) ((uint32_t)(((w) >> 19) & 1023u))
+#define QM_WORD_CODE(w) ((uint32_t)((w) & 0x7ffffu))
+#define QM_WORD(lap, state, owner, code)                                     \
+    (((uint64_t)(uint32_t)(lap) << 32) | ((uint64_t)(state) << 29) |        \
+     ((uint64_t)(owner) << 19) | (uint64_t)(code))
+#define QM_WORD_FREE(lap) \
+    (((uint64_t)(uint32_t)(lap) << 32) | ((uint64_t)QM_ST_FREE << 29) | QM_FREE_MAGIC)
+
+#define QM_CODE_MANTISSA_BITS 14u
+#define QM_CODE_TO_LAP_END 0u
+
+_Static_assert(QM_MEMBER_SLOTS <= 1024, "owner field is 10 bits");
+
+#endif /* QM_LAYOUT_H */

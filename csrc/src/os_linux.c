@@ -1,0 +1,107 @@
+/*
+ * os_linux.c - the operating-system seam: futexes, OFD locks, space
+ * reservation, clocks.  Everything else in the core is portable C11; a
+ * macOS port replaces this file (ulock / os_sync_wait_on_address,
+ * F_OFD_SETLK equivalents via flock on per-slot files).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static long futex(_Atomic uint32_t *word, int op, uint32_t val,
+                  const struct timespec *ts, uint32_t val3) {
+    return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, val3);
+}
+
+int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns) {
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != QM_FOREVER) {
+        if (deadline_ns < 0) deadline_ns = 0;
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000);
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.  Never
+     * FUTEX_PRIVATE_FLAG: the word is shared between processes. */
+    if (futex(word, FUTEX_WAIT_BITSET, expected, tsp, FUTEX_BITSET_MATCH_ANY) == 0)
+        return QM_OK;
+    switch (errno) {
+    case EAGAIN: return QM_OK;          /* the word changed before we slept */
+    case ETIMEDOUT: return QM_ETIMEDOUT;
+    case EINTR: return QM_EINTR;
+    default: return -errno;
+    }
+}
+
+void qm__os_futex_wake_all(_Atomic uint32_t *word) {
+    futex(word, FUTEX_WAKE, INT_MAX, NULL, 0);
+}
+
+static int ofd_lock(int fd, int cmd, short type, int64_t offset, struct flock *out) {
+    struct flock fl;
+    memset(&fl, 0, sizeof fl);          /* l_pid must be 0 for OFD locks */
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = (off_t)offset;
+    fl.l_len = 1;
+    int rc;
+    do {
+        rc = fcntl(fd, cmd, &fl);
+    } while (rc < 0 && errno == EINTR);
+    if (out) *out = fl;
+    return rc < 0 ? -errno : 0;
+}
+
+int qm__os_lock_byte(int fd, int64_t offset) {
+    int rc = ofd_lock(fd, F_OFD_SETLK, F_WRLCK, offset, NULL);
+    if (rc == -EAGAIN || rc == -EACCES) return QM_EAGAIN;
+    return rc;
+}
+
+void qm__os_unlock_byte(int fd, int64_t offset) {
+    (void)ofd_lock(fd, F_OFD_SETLK, F_UNLCK, offset, NULL);
+}
+
+int qm__os_byte_locked(int fd, int64_t offset) {
+    struct flock fl;
+    int rc = ofd_lock(fd, F_OFD_GETLK, F_WRLCK, offset, &fl);
+    if (rc < 0) return rc;
+    return fl.l_type != F_UNLCK;
+}
+
+int qm__os_reserve(int fd, uint64_t size) {
+    int rc;
+    do {
+        rc = posix_fallocate(fd, 0, (off_t)size);   /* returns the error */
+    } while (rc == EINTR);
+    return -rc;
+}
+
+int qm__os_reopen(int fd) {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int nfd = open(path, O_RDWR | O_CLOEXEC);
+    return nfd < 0 ? -errno : nfd;
+}
+
+int64_t qm__os_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t qm__os_realtime_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}

@@ -1,0 +1,556 @@
+/*
+ * ring.c - multi-producer multi-consumer ring of variable-length records
+ * that survives the death of any producer or consumer.
+ *
+ * The algorithm (docs/design/ring-format.md has it with diagrams):
+ *
+ *  - Three free-running byte positions: tail (next claim), read (next
+ *    take), head (everything below is reusable).  head <= read, and
+ *    tail - head <= capacity.  They are hints any process may advance;
+ *    the truth is in the record words.
+ *  - A producer claims position t by CAS on the record word at t, from the
+ *    exact "free for this lap" value to WRITING(lap, owner, extent), then
+ *    advances tail (or someone helps it along, reading the extent from the
+ *    word).  It writes the length and payload and CASes the word to
+ *    COMMITTED.  Claims need no lock: a producer stalled anywhere never
+ *    stops another producer.
+ *  - A consumer takes the record at `read` by CAS COMMITTED -> READING
+ *    (owner), advances read, copies the payload out, re-marks the body's
+ *    granule words FREE(next lap) and CASes the word to FREED.  Anyone may
+ *    then advance head over FREED records.
+ *  - Death: a WRITING record whose owner's liveness lock is free is CASed
+ *    to ABANDONED and skipped; a READING record of a dead owner is taken
+ *    over, re-marked and freed.  A new owner of a dead member's slot
+ *    settles its in-flight record at join.
+ *
+ * Memory-ordering labels ([P*] produce, [C*] consume, [H*] head) are
+ * listed with their partners in docs/design/memory-ordering.md.
+ */
+#include "internal.h"
+
+#include <string.h>
+
+#define SPIN_TRIES 256
+#define HELP_ROUNDS 4096              /* bound on one attempt's retries */
+#define LIVENESS_SLICE_NS (10 * INT64_C(1000000))
+
+/* ----- positions and record words ------------------------------------------ */
+static inline _Atomic uint64_t *word_at(const qm_ring_t *r, uint64_t pos) {
+    return (_Atomic uint64_t *)(r->data + (pos & (r->cap - 1)));
+}
+static inline _Atomic uint64_t *len_at(const qm_ring_t *r, uint64_t pos) {
+    return (_Atomic uint64_t *)(r->data + (pos & (r->cap - 1)) + 8);
+}
+static inline uint32_t lap_of(const qm_ring_t *r, uint64_t pos) {
+    return (uint32_t)(pos >> r->cap_log2);
+}
+static inline uint64_t lap_end(const qm_ring_t *r, uint64_t pos) {
+    return ((pos >> r->cap_log2) + 1) << r->cap_log2;
+}
+
+/* Extent code: granule count as mantissa (14 bits) << exponent (5 bits),
+ * rounded up; exact below 2^14 granules (1 MiB). */
+static uint32_t extent_code(uint64_t granules) {
+    if (granules < (UINT64_C(1) << QM_CODE_MANTISSA_BITS)) return (uint32_t)granules;
+    unsigned e = (unsigned)(64 - __builtin_clzll(granules)) - QM_CODE_MANTISSA_BITS;
+    uint64_t m = (granules + (UINT64_C(1) << e) - 1) >> e;
+    if (m >> QM_CODE_MANTISSA_BITS) {
+        e++;
+        m = (granules + (UINT64_C(1) << e) - 1) >> e;
+    }
+    return (e << QM_CODE_MANTISSA_BITS) | (uint32_t)m;
+}
+static inline uint64_t code_bytes(uint32_t code) {
+    uint64_t m = code & ((1u << QM_CODE_MANTISSA_BITS) - 1);
+    return (m << (code >> QM_CODE_MANTISSA_BITS)) << QM_REC_GRANULE_LOG2;
+}
+
+/* Extent in bytes of the record at pos with word w, or 0 if the word
+ * cannot be right (a peer scribbled on it): never past the lap's end. */
+static uint64_t extent_of(const qm_ring_t *r, uint64_t pos, uint64_t w) {
+    uint64_t room = lap_end(r, pos) - pos;
+    uint32_t code = QM_WORD_CODE(w);
+    uint64_t e;
+    if (code == QM_CODE_TO_LAP_END) {
+        e = room;
+    } else {
+        if ((code & ((1u << QM_CODE_MANTISSA_BITS) - 1)) == 0) return 0;
+        e = code_bytes(code);
+        if (e > r->max_extent) return 0;
+    }
+    return e <= room ? e : 0;
+}
+
+static inline bool unclaimed_word(uint64_t w, uint32_t lap) {
+    return w == QM_WORD_FREE(lap) ||
+           (QM_WORD_LAP(w) == (uint32_t)(lap - 1) && QM_WORD_STATE(w) == QM_ST_FREED);
+}
+
+static int corrupt(const char *what, uint64_t pos, uint64_t w) {
+    return qm__fail(QM_ECORRUPT, "ring: %s at position %llu (word %#llx)", what,
+                    (unsigned long long)pos, (unsigned long long)w);
+}
+
+static inline void counter_add(_Atomic uint64_t *c, uint64_t v) {
+    /* single writer (the slot's owner): no read-modify-write needed */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+static void publish_role(qm_ring_t *r, uint32_t role) {
+    if (r->roles & role) return;
+    r->roles |= role;
+    atomic_fetch_or_explicit(&r->me->roles, role, memory_order_relaxed);
+}
+
+/* ----- head: reclaiming consumed space -------------------------------------- */
+static int advance_head(qm_ring_t *r) {
+    qm_ring_ctl_t *c = r->ctl;
+    int moved = 0;
+    for (int i = 0; i < 64; i++) {
+        uint64_t h = atomic_load_explicit(&c->head.pos, memory_order_acquire);
+        uint64_t rd = atomic_load_explicit(&c->read.pos, memory_order_acquire);
+        if ((int64_t)(rd - h) <= 0) break;
+        /* [H2] acquire: pairs with [C4]; the taker's reads of the payload
+         * and its re-marking happen before we hand the space back. */
+        uint64_t w = atomic_load_explicit(word_at(r, h), memory_order_acquire);
+        if (QM_WORD_LAP(w) != lap_of(r, h) || QM_WORD_STATE(w) != QM_ST_FREED) break;
+        uint64_t x = extent_of(r, h, w);
+        if (!x || x > rd - h) break;
+        /* [H1] release: pairs with [P3] in a producer's space check. */
+        if (atomic_compare_exchange_strong_explicit(&c->head.pos, &h, h + x,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            moved++;
+    }
+    if (moved) qm__wake(&c->space_wake);
+    return moved;
+}
+
+/* Re-mark a taken record's body as free for the next lap, then FREED. */
+static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
+    uint64_t x = extent_of(r, pos, mine);
+    uint64_t next_free = QM_WORD_FREE(lap_of(r, pos) + 1);
+    for (uint64_t off = QM_REC_GRANULE; off < x; off += QM_REC_GRANULE)
+        atomic_store_explicit(word_at(r, pos + off), next_free, memory_order_relaxed);
+    QM_KILLPOINT("ring.before_free");
+    uint64_t expect = mine;
+    uint64_t freed = QM_WORD(lap_of(r, pos), QM_ST_FREED, 0, QM_WORD_CODE(mine));
+    /* [C4] release: our payload reads and re-marks before FREED; pairs
+     * with [H2]. */
+    bool ok = atomic_compare_exchange_strong_explicit(word_at(r, pos), &expect, freed,
+                                                      memory_order_release,
+                                                      memory_order_relaxed);
+    atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
+    advance_head(r);
+    return ok ? QM_OK : corrupt("record taken from its reader", pos, expect);
+}
+
+/* A consumer died holding the record at head: take it over and free it. */
+static int reclaim_dead_reader(qm_ring_t *r) {
+    uint64_t h = atomic_load_explicit(&r->ctl->head.pos, memory_order_acquire);
+    _Atomic uint64_t *wp = word_at(r, h);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    if (QM_WORD_LAP(w) != lap_of(r, h) || QM_WORD_STATE(w) != QM_ST_READING) return 0;
+    if (!extent_of(r, h, w) || qm__member_alive(r, QM_WORD_OWNER(w))) return 0;
+    uint64_t mine = QM_WORD(lap_of(r, h), QM_ST_READING, r->slot, QM_WORD_CODE(w));
+    atomic_store_explicit(&r->me->inflight, h | QM_INFLIGHT_VALID, memory_order_relaxed);
+    if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
+                                                 memory_order_relaxed)) {
+        atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
+        return 0;
+    }
+    r->reclaimed++;
+    release_record(r, h, mine);
+    return 1;
+}
+
+/* A producer died holding the record at `read`: mark it abandoned. */
+static int abandon_dead_writer(qm_ring_t *r) {
+    uint64_t rd = atomic_load_explicit(&r->ctl->read.pos, memory_order_acquire);
+    _Atomic uint64_t *wp = word_at(r, rd);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    if (QM_WORD_LAP(w) != lap_of(r, rd) || QM_WORD_STATE(w) != QM_ST_WRITING) return 0;
+    if (!extent_of(r, rd, w) || qm__member_alive(r, QM_WORD_OWNER(w))) return 0;
+    uint64_t dead = QM_WORD(lap_of(r, rd), QM_ST_ABANDONED, 0, QM_WORD_CODE(w));
+    if (!atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return 0;
+    r->abandoned++;
+    return 1;
+}
+
+void qm__ring_resolve_inflight(qm_ring_t *r, uint32_t slot, uint64_t inflight) {
+    uint64_t pos = inflight & ~QM_INFLIGHT_VALID;
+    if (pos & (QM_REC_GRANULE - 1)) return;   /* scribbled: ignore */
+    _Atomic uint64_t *wp = word_at(r, pos);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    if (QM_WORD_LAP(w) != lap_of(r, pos) || QM_WORD_OWNER(w) != slot || !extent_of(r, pos, w))
+        return;
+    if (QM_WORD_STATE(w) == QM_ST_WRITING) {
+        uint64_t dead = QM_WORD(lap_of(r, pos), QM_ST_ABANDONED, 0, QM_WORD_CODE(w));
+        if (atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
+                                                    memory_order_relaxed))
+            r->abandoned++;
+    } else if (QM_WORD_STATE(w) == QM_ST_READING) {
+        /* the slot is ours now, so the word already names us as owner */
+        r->reclaimed++;
+        release_record(r, pos, w);
+    }
+}
+
+/* ----- producing --------------------------------------------------------------- */
+static uint64_t depth_of(const qm_ring_t *r) {
+    uint32_t hwm = atomic_load_explicit(&r->ctl->members_hwm, memory_order_relaxed);
+    if (hwm >= QM_MEMBER_SLOTS) hwm = QM_MEMBER_SLOTS - 1;
+    uint64_t put = 0, got = 0;
+    for (uint32_t k = 1; k <= hwm; k++) {
+        put += atomic_load_explicit(&r->members[k].put_count, memory_order_relaxed);
+        got += atomic_load_explicit(&r->members[k].got_count, memory_order_relaxed);
+    }
+    return put > got ? put - got : 0;
+}
+
+static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len) {
+    qm_ring_ctl_t *c = r->ctl;
+    uint64_t granules = (QM_REC_HEADER + len + QM_REC_GRANULE - 1) >> QM_REC_GRANULE_LOG2;
+    uint32_t code = extent_code(granules);
+    uint64_t e = code_bytes(code);
+    for (int round = 0; round < HELP_ROUNDS; round++) {
+        /* [P1] acquire: pairs with [P5]; the claimed word is visible. */
+        uint64_t t = atomic_load_explicit(&c->tail.pos, memory_order_acquire);
+        if (t & (QM_REC_GRANULE - 1)) return corrupt("misaligned tail", t, 0);
+        uint32_t lap = lap_of(r, t);
+        _Atomic uint64_t *wp = word_at(r, t);
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);   /* [P2] */
+        if (QM_WORD_LAP(w) == lap && QM_WORD_STATE(w) != QM_ST_FREE) {
+            /* claimed already: help the tail past it */
+            uint64_t x = extent_of(r, t, w);
+            if (!x) {
+                if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
+                return corrupt("bad record extent", t, w);
+            }
+            atomic_compare_exchange_strong_explicit(&c->tail.pos, &t, t + x,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed);
+            continue;
+        }
+        uint64_t end = lap_end(r, t);
+        bool pad = t + e > end;
+        uint64_t need_end = pad ? end : t + e;
+        /* [P3] acquire: pairs with [H1]; the previous lap's readers are done
+         * with the bytes we are about to overwrite. */
+        uint64_t h = atomic_load_explicit(&c->head.pos, memory_order_acquire);
+        if ((int64_t)(t - h) < 0 || t - h > r->cap) {
+            if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
+            return corrupt("tail and head more than a lap apart", t, h);
+        }
+        if (need_end - h > r->cap) {
+            if (advance_head(r)) continue;
+            return QM_EAGAIN;
+        }
+        if (!unclaimed_word(w, lap)) {
+            if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
+            return corrupt("record word neither free nor claimed", t, w);
+        }
+        if (!pad && r->maxsize && depth_of(r) >= r->maxsize) return QM_EAGAIN;
+        uint64_t claim = pad ? QM_WORD(lap, QM_ST_PAD, r->slot, QM_CODE_TO_LAP_END)
+                             : QM_WORD(lap, QM_ST_WRITING, r->slot, code);
+        if (!pad)
+            atomic_store_explicit(&r->me->inflight, t | QM_INFLIGHT_VALID, memory_order_relaxed);
+        /* [P4] acq_rel: the claim; exactly one producer wins position t. */
+        if (!atomic_compare_exchange_strong_explicit(wp, &w, claim, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        QM_KILLPOINT("ring.after_claim");
+        /* [P5] release: pairs with [P1] in helpers. Failure means a helper
+         * already moved the tail past our record. */
+        uint64_t expect_t = t;
+        atomic_compare_exchange_strong_explicit(&c->tail.pos, &expect_t, need_end,
+                                                memory_order_acq_rel, memory_order_relaxed);
+        if (pad) continue;
+        QM_KILLPOINT("ring.after_reserve");
+        atomic_store_explicit(len_at(r, t), len, memory_order_relaxed);
+        uint8_t *dst = (uint8_t *)wp + QM_REC_HEADER;
+        for (int i = 0; i < iovcnt; i++) {
+            if (iov[i].len) memcpy(dst, iov[i].base, iov[i].len);
+            dst += iov[i].len;
+            if (i == 0) QM_KILLPOINT("ring.mid_copy");
+        }
+        QM_KILLPOINT("ring.before_commit");
+        /* [P6] release: length and payload before COMMITTED; pairs with
+         * [C1]. A CAS, not a store: nobody may have abandoned us. */
+        uint64_t expect = claim;
+        if (!atomic_compare_exchange_strong_explicit(
+                wp, &expect, QM_WORD(lap, QM_ST_COMMITTED, r->slot, code),
+                memory_order_release, memory_order_relaxed))
+            return corrupt("record taken from its writer", t, expect);
+        atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
+        counter_add(&r->me->put_count, 1);
+        counter_add(&r->me->put_bytes, len);
+        return QM_OK;
+    }
+    return QM_EAGAIN;
+}
+
+/* ----- consuming --------------------------------------------------------------- */
+static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
+    qm_ring_ctl_t *c = r->ctl;
+    for (int round = 0; round < HELP_ROUNDS; round++) {
+        uint64_t rd = atomic_load_explicit(&c->read.pos, memory_order_acquire);   /* [C0] */
+        if (rd & (QM_REC_GRANULE - 1)) return corrupt("misaligned read position", rd, 0);
+        uint32_t lap = lap_of(r, rd);
+        _Atomic uint64_t *wp = word_at(r, rd);
+        /* [C1] acquire: pairs with [P6]; length and payload are visible. */
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+        uint32_t st = QM_WORD_STATE(w);
+        if (QM_WORD_LAP(w) != lap || st == QM_ST_FREE) {
+            bool empty = unclaimed_word(w, lap);
+            if (atomic_load_explicit(&c->read.pos, memory_order_acquire) != rd) continue;
+            return empty ? QM_EAGAIN : corrupt("record word neither free nor claimed", rd, w);
+        }
+        uint64_t x = extent_of(r, rd, w);
+        if (!x) {
+            if (atomic_load_explicit(&c->read.pos, memory_order_acquire) != rd) continue;
+            return corrupt("bad record extent", rd, w);
+        }
+        switch (st) {
+        case QM_ST_WRITING:
+            *blocked_on = QM_WORD_OWNER(w);   /* FIFO: wait for this writer */
+            return QM_EAGAIN;
+        case QM_ST_COMMITTED:
+        case QM_ST_PAD:
+        case QM_ST_ABANDONED: {
+            uint64_t mine = QM_WORD(lap, QM_ST_READING, r->slot, QM_WORD_CODE(w));
+            atomic_store_explicit(&r->me->inflight, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
+            /* [C2] acq_rel: the take; exactly one consumer wins. */
+            if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
+                                                         memory_order_relaxed))
+                continue;
+            QM_KILLPOINT("ring.after_take");
+            /* [C3] the read cursor is a hint; failure: a helper moved it */
+            uint64_t expect = rd;
+            atomic_compare_exchange_strong_explicit(&c->read.pos, &expect, rd + x,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed);
+            if (st != QM_ST_COMMITTED) {
+                release_record(r, rd, mine);
+                continue;
+            }
+            uint64_t len = atomic_load_explicit(len_at(r, rd), memory_order_relaxed);
+            if (len > x - QM_REC_HEADER) {   /* read once, checked once */
+                release_record(r, rd, mine);
+                return corrupt("record length exceeds its extent", rd, len);
+            }
+            rec->data = (const uint8_t *)wp + QM_REC_HEADER;
+            rec->len = len;
+            rec->pos = rd;
+            rec->word = mine;
+            counter_add(&r->me->got_count, 1);
+            counter_add(&r->me->got_bytes, len);
+            return QM_OK;
+        }
+        case QM_ST_READING:
+        case QM_ST_FREED: {
+            uint64_t expect = rd;
+            atomic_compare_exchange_strong_explicit(&c->read.pos, &expect, rd + x,
+                                                    memory_order_acq_rel,
+                                                    memory_order_relaxed);
+            continue;
+        }
+        default:
+            return corrupt("unknown record state", rd, w);
+        }
+    }
+    return QM_EAGAIN;
+}
+
+/* ----- blocking ------------------------------------------------------------------ */
+static int check_usable(qm_ring_t *r) {
+    if (!r) return QM_ECLOSED;
+    if (atomic_load_explicit(&r->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+    return qm__member_ensure(r);
+}
+
+/* Spin briefly, then sleep on `line` in slices, re-trying `attempt` after
+ * every wake; `recover` runs liveness checks when a slice ends. */
+typedef int (*attempt_fn)(qm_ring_t *r, void *ctx);
+typedef int (*recover_fn)(qm_ring_t *r, void *ctx);
+
+static int wait_loop(qm_ring_t *r, qm_wake_line_t *line, attempt_fn attempt,
+                     recover_fn recover, void *ctx, int64_t deadline) {
+    int rc = attempt(r, ctx);
+    if (rc != QM_EAGAIN) return rc;
+    if (recover(r, ctx)) {
+        rc = attempt(r, ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+    if (deadline == QM_NOWAIT) return QM_EAGAIN;
+    for (int spin = 0; spin < SPIN_TRIES; spin++) {
+        qm__cpu_relax();
+        rc = attempt(r, ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+    for (;;) {
+        if (atomic_load_explicit(&r->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+        uint32_t seq = qm__sleep_prepare(line);
+        rc = attempt(r, ctx);
+        if (rc != QM_EAGAIN) return rc;
+        int64_t now = qm__os_monotonic_ns();
+        if (now >= deadline) return QM_ETIMEDOUT;
+        int64_t until = deadline - now > LIVENESS_SLICE_NS ? now + LIVENESS_SLICE_NS : deadline;
+        rc = qm__sleep(line, seq, until);
+        if (rc == QM_EINTR) return QM_EINTR;
+        if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
+        if (rc == QM_ETIMEDOUT) recover(r, ctx);
+        rc = attempt(r, ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+}
+
+typedef struct put_ctx {
+    const qm_iovec_t *iov;
+    int iovcnt;
+    uint64_t len;
+} put_ctx_t;
+
+static int put_attempt(qm_ring_t *r, void *ctx) {
+    put_ctx_t *p = ctx;
+    return try_put(r, p->iov, p->iovcnt, p->len);
+}
+static int put_recover(qm_ring_t *r, void *ctx) {
+    (void)ctx;
+    /* wake consumers first: we may be about to sleep on a full ring that
+     * our own earlier (batched) puts filled */
+    qm__wake(&r->ctl->data_wake);
+    return reclaim_dead_reader(r) + advance_head(r);
+}
+
+typedef struct get_ctx {
+    qm_record_t *rec;
+    uint32_t blocked_on;
+} get_ctx_t;
+
+static int get_attempt(qm_ring_t *r, void *ctx) {
+    get_ctx_t *g = ctx;
+    g->blocked_on = 0;
+    return try_get(r, g->rec, &g->blocked_on);
+}
+static int get_recover(qm_ring_t *r, void *ctx) {
+    get_ctx_t *g = ctx;
+    return g->blocked_on ? abandon_dead_writer(r) : 0;
+}
+
+static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline,
+                   bool wake) {
+    uint64_t len = 0;
+    for (int i = 0; i < iovcnt; i++) {
+        if (iov[i].len > r->max_message - len)
+            return qm__fail(QM_ETOOBIG, "message exceeds %llu bytes",
+                            (unsigned long long)r->max_message);
+        len += iov[i].len;
+    }
+    put_ctx_t ctx = {iov, iovcnt, len};
+    int rc = wait_loop(r, &r->ctl->space_wake, put_attempt, put_recover, &ctx, deadline);
+    if (rc == QM_OK) {
+        publish_role(r, QM_MEMBER_PRODUCER);
+        if (wake) qm__wake(&r->ctl->data_wake);
+    }
+    return rc;
+}
+
+int qm_ring_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline) {
+    int rc = check_usable(r);
+    if (rc) return rc;
+    if (iovcnt < 0 || (iovcnt > 0 && !iov)) return qm__fail(QM_EINVAL, "bad iovec");
+    return put_one(r, iov, iovcnt, deadline, true);
+}
+
+int qm_ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t deadline,
+                     size_t *done) {
+    *done = 0;
+    int rc = check_usable(r);
+    if (rc) return rc;
+    for (size_t i = 0; i < count; i++)
+        if (msgs[i].len > r->max_message)
+            return qm__fail(QM_ETOOBIG, "message %zu exceeds %llu bytes", i,
+                            (unsigned long long)r->max_message);
+    for (size_t i = 0; i < count; i++) {
+        rc = put_one(r, &msgs[i], 1, deadline, false);
+        if (rc) break;
+        *done = i + 1;
+    }
+    if (*done) qm__wake(&r->ctl->data_wake);   /* one wake for the batch */
+    return rc;
+}
+
+int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
+    int rc = check_usable(r);
+    if (rc) return rc;
+    get_ctx_t ctx = {rec, 0};
+    rc = wait_loop(r, &r->ctl->data_wake, get_attempt, get_recover, &ctx, deadline);
+    if (rc == QM_OK) publish_role(r, QM_MEMBER_CONSUMER);
+    return rc;
+}
+
+int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) {
+    if (!r || !r->me) return QM_ECLOSED;
+    return release_record(r, rec->pos, rec->word);
+}
+
+/* ----- observation ------------------------------------------------------------------ */
+int qm_ring_depth(qm_ring_t *r, uint64_t *depth) {
+    if (!r) return QM_ECLOSED;
+    *depth = depth_of(r);
+    return QM_OK;
+}
+
+int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
+    if (!r) return QM_ECLOSED;
+    memset(st, 0, sizeof *st);
+    uint32_t hwm = atomic_load_explicit(&r->ctl->members_hwm, memory_order_relaxed);
+    if (hwm >= QM_MEMBER_SLOTS) hwm = QM_MEMBER_SLOTS - 1;
+    for (uint32_t k = 1; k <= hwm; k++) {
+        qm_member_t *m = &r->members[k];
+        st->put += atomic_load_explicit(&m->put_count, memory_order_relaxed);
+        st->got += atomic_load_explicit(&m->got_count, memory_order_relaxed);
+        st->bytes_put += atomic_load_explicit(&m->put_bytes, memory_order_relaxed);
+        st->bytes_got += atomic_load_explicit(&m->got_bytes, memory_order_relaxed);
+        if (!qm__member_alive(r, k)) continue;
+        uint32_t roles = atomic_load_explicit(&m->roles, memory_order_relaxed);
+        st->members++;
+        st->producers += (roles & QM_MEMBER_PRODUCER) != 0;
+        st->consumers += (roles & QM_MEMBER_CONSUMER) != 0;
+    }
+    st->depth = st->put > st->got ? st->put - st->got : 0;
+    st->depth_bytes = st->bytes_put > st->bytes_got ? st->bytes_put - st->bytes_got : 0;
+    uint64_t h = atomic_load_explicit(&r->ctl->head.pos, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&r->ctl->tail.pos, memory_order_relaxed);
+    st->used_bytes = (t - h <= r->cap) ? t - h : r->cap;
+    st->capacity = r->cap;
+    st->max_message = r->max_message;
+    st->maxsize = r->maxsize;
+    st->abandoned = r->abandoned;
+    st->reclaimed = r->reclaimed;
+    st->member_slot = r->slot;
+    return QM_OK;
+}
+
+uint64_t qm_ring_capacity(const qm_ring_t *r) { return r ? r->cap : 0; }
+uint64_t qm_ring_max_message(const qm_ring_t *r) { return r ? r->max_message : 0; }
+uint64_t qm_ring_maxsize(const qm_ring_t *r) { return r ? r->maxsize : 0; }
+
+void qm_ring_interrupt(qm_ring_t *r) {
+    if (!r) return;
+    atomic_store_explicit(&r->interrupted, 1, memory_order_relaxed);
+    qm_ring_wake_all(r);
+}
+
+void qm_ring_wake_all(qm_ring_t *r) {
+    if (!r) return;
+    qm_wake_line_t *lines[2] = {&r->ctl->data_wake, &r->ctl->space_wake};
+    for (int i = 0; i < 2; i++) {
+        atomic_fetch_add_explicit(&lines[i]->seq, 1, memory_order_release);
+        qm__os_futex_wake_all(&lines[i]->seq);
+    }
+}
