@@ -124,11 +124,11 @@ typedef struct qm_ring_stats {
     uint64_t capacity;       /* data bytes */
     uint64_t max_message;
     uint64_t maxsize;
+    uint64_t abandoned;      /* records of dead producers skipped, ever */
+    uint64_t reclaimed;      /* records of dead consumers freed, ever */
     uint32_t producers;      /* live members that have put */
     uint32_t consumers;      /* live members that have got */
     uint32_t members;        /* live members */
-    uint32_t abandoned;      /* records of dead producers skipped by this handle */
-    uint32_t reclaimed;      /* records of dead consumers freed by this handle */
     uint32_t member_slot;    /* this handle's slot */
 } qm_ring_stats_t;
 

@@ -117,7 +117,9 @@ typedef struct qm_ring_ctl {
     qm_wake_line_t space_wake;   /*  768: producers sleep here */
     _Atomic uint32_t members_hwm;/*  896: highest member slot ever taken */
     uint32_t pad0;
-    uint8_t reserved[QM_HEADER_BYTES - 904];
+    _Atomic uint64_t abandoned;  /*  904: records of dead producers skipped */
+    _Atomic uint64_t reclaimed;  /*  912: records of dead consumers freed */
+    uint8_t reserved[QM_HEADER_BYTES - 920];
 } qm_ring_ctl_t;
 
 _Static_assert(sizeof(qm_ring_ctl_t) == QM_HEADER_BYTES, "ring header page");
@@ -127,6 +129,8 @@ _Static_assert(offsetof(qm_ring_ctl_t, head) == 512, "head line");
 _Static_assert(offsetof(qm_ring_ctl_t, data_wake) == 640, "data wake line");
 _Static_assert(offsetof(qm_ring_ctl_t, space_wake) == 768, "space wake line");
 _Static_assert(offsetof(qm_ring_ctl_t, members_hwm) == 896, "members hwm");
+_Static_assert(offsetof(qm_ring_ctl_t, abandoned) == 904, "abandoned count");
+_Static_assert(offsetof(qm_ring_ctl_t, reclaimed) == 912, "reclaimed count");
 _Static_assert(offsetof(qm_ring_ctl_t, tail) % QM_HOT_LINE == 0, "tail aligned");
 
 /* ---------------------------------------------------------------------

@@ -65,6 +65,7 @@ uint64_t qm__layout_fingerprint(void) {
         offsetof(qm_ring_ctl_t, tail), offsetof(qm_ring_ctl_t, read),
         offsetof(qm_ring_ctl_t, head), offsetof(qm_ring_ctl_t, data_wake),
         offsetof(qm_ring_ctl_t, space_wake), offsetof(qm_ring_ctl_t, members_hwm),
+        offsetof(qm_ring_ctl_t, abandoned), offsetof(qm_ring_ctl_t, reclaimed),
         offsetof(qm_member_t, inflight), offsetof(qm_member_t, put_count),
         QM_HOT_LINE, QM_MEMBER_SLOTS, QM_REC_GRANULE, QM_REC_HEADER, QM_FREE_MAGIC,
         QM_CODE_MANTISSA_BITS, (uint64_t)QM_LOCK_BASE,

@@ -160,7 +160,7 @@ static int reclaim_dead_reader(qm_ring_t *r) {
         atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
         return 0;
     }
-    r->reclaimed++;
+    atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
     release_record(r, h, mine);
     return 1;
 }
@@ -176,7 +176,7 @@ static int abandon_dead_writer(qm_ring_t *r) {
     if (!atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 0;
-    r->abandoned++;
+    atomic_fetch_add_explicit(&r->ctl->abandoned, 1, memory_order_relaxed);
     return 1;
 }
 
@@ -191,10 +191,10 @@ void qm__ring_resolve_inflight(qm_ring_t *r, uint32_t slot, uint64_t inflight) {
         uint64_t dead = QM_WORD(lap_of(r, pos), QM_ST_ABANDONED, 0, QM_WORD_CODE(w));
         if (atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
                                                     memory_order_relaxed))
-            r->abandoned++;
+            atomic_fetch_add_explicit(&r->ctl->abandoned, 1, memory_order_relaxed);
     } else if (QM_WORD_STATE(w) == QM_ST_READING) {
         /* the slot is ours now, so the word already names us as owner */
-        r->reclaimed++;
+        atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
         release_record(r, pos, w);
     }
 }
@@ -249,6 +249,10 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
             if (advance_head(r)) continue;
             return QM_EAGAIN;
         }
+        /* Re-read the word: the one above may predate the head we just
+         * saw (its previous-lap reader may have finished in between). */
+        w = atomic_load_explicit(wp, memory_order_acquire);
+        if (QM_WORD_LAP(w) == lap && QM_WORD_STATE(w) != QM_ST_FREE) continue;
         if (!unclaimed_word(w, lap)) {
             if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
             return corrupt("record word neither free nor claimed", t, w);
@@ -272,11 +276,13 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
         QM_KILLPOINT("ring.after_reserve");
         atomic_store_explicit(len_at(r, t), len, memory_order_relaxed);
         uint8_t *dst = (uint8_t *)wp + QM_REC_HEADER;
+        QM_PAYLOAD_ACCESS_BEGIN();
         for (int i = 0; i < iovcnt; i++) {
             if (iov[i].len) memcpy(dst, iov[i].base, iov[i].len);
             dst += iov[i].len;
             if (i == 0) QM_KILLPOINT("ring.mid_copy");
         }
+        QM_PAYLOAD_ACCESS_END();
         QM_KILLPOINT("ring.before_commit");
         /* [P6] release: length and payload before COMMITTED; pairs with
          * [C1]. A CAS, not a store: nobody may have abandoned us. */
@@ -305,7 +311,11 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
         uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
         uint32_t st = QM_WORD_STATE(w);
         if (QM_WORD_LAP(w) != lap || st == QM_ST_FREE) {
-            bool empty = unclaimed_word(w, lap);
+            /* Nothing claimed here in this lap yet.  The word may still be
+             * the previous lap's record, being read or freed: the ring is
+             * exactly full behind us, which is empty ahead of us. */
+            bool empty = unclaimed_word(w, lap) ||
+                         (QM_WORD_LAP(w) == (uint32_t)(lap - 1) && st == QM_ST_READING);
             if (atomic_load_explicit(&c->read.pos, memory_order_acquire) != rd) continue;
             return empty ? QM_EAGAIN : corrupt("record word neither free nor claimed", rd, w);
         }
@@ -530,8 +540,8 @@ int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
     st->capacity = r->cap;
     st->max_message = r->max_message;
     st->maxsize = r->maxsize;
-    st->abandoned = r->abandoned;
-    st->reclaimed = r->reclaimed;
+    st->abandoned = atomic_load_explicit(&r->ctl->abandoned, memory_order_relaxed);
+    st->reclaimed = atomic_load_explicit(&r->ctl->reclaimed, memory_order_relaxed);
     st->member_slot = r->slot;
     return QM_OK;
 }
