@@ -134,7 +134,8 @@ typedef struct qm_ring_stats {
 
 /* Open (or create) the ring `name`.
  *   capacity  data bytes, rounded up to a power of two in
- *             [4096, 2^40]; ignored when attaching to an existing ring.
+ *             [4096, 2^40]; ignored when attaching to an existing ring
+ *             (0 is accepted with QM_OPEN_ONLY).
  *   maxsize   message-count bound, 0 = bytes only; ignored when attaching.
  * The file is created 0600 with O_EXCL|O_NOFOLLOW, its space reserved with
  * posix_fallocate (a full /dev/shm is -ENOSPC now, never SIGBUS later),
@@ -153,7 +154,9 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity,
 void qm_ring_close(qm_ring_t *ring);
 
 /* A second handle on the same object (new member slot, own lock and
- * mapping), for another thread.  Works after the name was unlinked. */
+ * mapping), for another thread.  Works after the name was unlinked.  It
+ * only reads what never changes in `ring`, so it may run while another
+ * thread is inside a call on `ring`. */
 int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out);
 
 /* Make calls blocked on this handle (in another thread) return QM_ECLOSED

@@ -48,8 +48,8 @@ _Static_assert(sizeof(_Atomic uint32_t) == 4, "no hidden lock in _Atomic u32");
 
 /* ---------------------------------------------------------------------
  * Object header: written once by the creator, read-only afterwards.
- * The creator fills every field, then release-stores `magic` [H1]; an
- * opener acquire-loads `magic` [H2] before reading anything else.
+ * The creator fills every field, then release-stores `magic` [O1]; an
+ * opener acquire-loads `magic` [O2] before reading anything else.
  * ------------------------------------------------------------------- */
 typedef struct qm_header {
     _Atomic uint64_t magic;         /*   0: QM_MAGIC_*, 0 while being created */

@@ -5,8 +5,8 @@
  * Creation: O_CREAT|O_EXCL|O_NOFOLLOW 0600 (fchmod too, whatever the
  * umask), the creation lock (OFD byte QM_LOCK_BASE+0) held throughout,
  * posix_fallocate, header and data initialised, magic release-stored last
- * [H1].  Opening: O_NOFOLLOW, fstat (regular file, our uid, no group/other
- * bits, one link), acquire-load magic [H2]: 0 means "being created" - we
+ * [O1].  Opening: O_NOFOLLOW, fstat (regular file, our uid, no group/other
+ * bits, one link), acquire-load magic [O2]: 0 means "being created" - we
  * wait while the creation lock is held and re-create in place if the
  * creator died; then every header field is validated before use.
  */
@@ -169,7 +169,7 @@ int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t max
     for (uint64_t off = 0; off < cap; off += QM_REC_GRANULE)
         atomic_store_explicit((_Atomic uint64_t *)(data + off), QM_WORD_FREE(0),
                               memory_order_relaxed);
-    if (publish)   /* [H1] release: everything above before the magic; pairs with [H2] */
+    if (publish)   /* [O1] release: everything above before the magic; pairs with [O2] */
         atomic_store_explicit(&h->magic, QM_MAGIC_RING, memory_order_release);
     return QM_OK;
 }
@@ -190,7 +190,7 @@ static void handle_free(qm_ring_t *r) {
 
 int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len) {
     qm_geometry_t g;
-    /* [H2] acquire: pairs with [H1]; only then are the fields meaningful. */
+    /* [O2] acquire: pairs with [O1]; only then are the fields meaningful. */
     uint64_t magic = atomic_load_explicit(&((qm_header_t *)base)->magic, memory_order_acquire);
     if (magic == 0) return QM_ENOTREADY;
     int rc = qm__ring_header_check(base, len, len, &g);
@@ -245,7 +245,7 @@ static int create_in(int fd, unsigned cap_log2, uint64_t maxsize, uint8_t **base
     if (rc) return rc;
     qm__ring_format(base, size, cap_log2, maxsize, false);
     QM_KILLPOINT("create.before_publish");
-    /* [H1] release: pairs with [H2] */
+    /* [O1] release: pairs with [O2] */
     atomic_store_explicit(&((qm_header_t *)base)->magic, QM_MAGIC_RING, memory_order_release);
     *base_out = base;
     *len_out = size;
@@ -305,6 +305,8 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
                  qm_ring_t **out) {
     *out = NULL;
     unsigned cap_log2 = 0;
+    if (mode == QM_OPEN_ONLY && capacity == 0)
+        capacity = UINT64_C(16) << 20;   /* only used to re-create a half-made ring */
     int rc = qm__capacity_round(capacity, &cap_log2);
     if (rc) return rc;
     if (mode != QM_OPEN_OR_CREATE && mode != QM_CREATE_ONLY && mode != QM_OPEN_ONLY)

@@ -1,0 +1,262 @@
+"""Queue: a FIFO between processes over a shared-memory ring.
+
+Point-to-point with competing consumers: every message goes to exactly one
+``get`` while no process dies.  A drop-in for ``multiprocessing.Queue`` and
+``queue.Queue`` (same method names, ``Full``/``Empty`` derive from theirs).
+
+The C handle is per thread: the creating thread uses the handle opened by
+the constructor, every other thread lazily gets its own ``dup()`` of it on
+first use (released when that thread ends, or by ``close()``).
+"""
+
+import math
+import numbers
+import sys
+import threading
+import weakref
+
+from . import _core
+from .errors import Closed, Full
+from .naming import check_name
+from .serializers import resolve
+
+__all__ = ["Queue"]
+
+_MODES = {None: _core.OPEN_OR_CREATE, True: _core.CREATE_ONLY, False: _core.OPEN_ONLY}
+
+
+def _check_int(what, value, low, high):
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
+
+
+def _deadline(block, timeout):
+    """Absolute deadline for queue.Queue-style `block` and `timeout` (seconds)."""
+    if not block:
+        return _core.NOWAIT
+    if timeout is None:
+        return _core.FOREVER
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
+        raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
+    if not timeout >= 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    if math.isinf(timeout):
+        return _core.FOREVER
+    return min(_core.now_ns() + int(timeout * 1e9), _core.FOREVER)
+
+
+def _attach(name, serializer):
+    """Unpickle a Queue token: attach to the existing queue by name."""
+    return Queue(name, serializer=serializer, create=False)
+
+
+class Queue:
+    """A FIFO of Python objects in shared memory, usable from any process.
+
+    ``Queue(name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle",
+    create=None)``
+
+    - `capacity`: ring bytes (rounded up to a power of two, 4096 to 2**40);
+      any message up to ``capacity // 4`` bytes after serialization fits.
+    - `maxsize`: bound on the number of messages, 0 = only the bytes bound.
+    - `serializer`: ``"pickle"``, ``None``/``"raw"`` (bytes-like in, bytes
+      out) or an object with ``dumps(obj) -> bytes-like`` and
+      ``loads(buffer) -> obj``.
+    - `create`: ``None`` create or attach, ``True`` must create
+      (AlreadyExists), ``False`` must attach (NotFound).  Attaching keeps the
+      existing queue's capacity and maxsize.
+    """
+
+    def __init__(self, name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle", create=None):
+        check_name(name, "queue name")
+        _check_int("capacity", capacity, 4096, 2**40)
+        _check_int("maxsize", maxsize, 0, 2**63 - 1)
+        if create is not None and not isinstance(create, bool):
+            raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
+        self._serializer = resolve(serializer)
+        self._serializer_spec = serializer
+        self._name = name
+        self._lock = threading.Lock()
+        self._closed = False
+        self._origin = _core.Ring.open(name, _MODES[create], capacity, maxsize)
+        self._others = weakref.WeakSet()
+        self._local = threading.local()
+        self._local.ring = self._origin
+        self._capacity = self._origin.capacity
+        self._max_message = self._origin.max_message
+        self._maxsize = self._origin.maxsize
+
+    def _ring(self):
+        """This thread's handle."""
+        try:
+            return self._local.ring
+        except AttributeError:
+            pass
+        with self._lock:
+            if self._closed:
+                raise Closed(f"queue {self._name!r} is closed")
+            ring = self._origin.dup()
+            self._others.add(ring)
+        self._local.ring = ring
+        return ring
+
+    # ----- properties ---------------------------------------------------
+    @property
+    def name(self):
+        """The queue's name."""
+        return self._name
+
+    @property
+    def capacity(self):
+        """Ring bytes."""
+        return self._capacity
+
+    @property
+    def max_message(self):
+        """Largest serialized message accepted, in bytes (capacity // 4)."""
+        return self._max_message
+
+    @property
+    def maxsize(self):
+        """Bound on the number of messages, 0 = only the bytes bound."""
+        return self._maxsize
+
+    @property
+    def closed(self):
+        """True after close()."""
+        return self._closed
+
+    # ----- put ------------------------------------------------------------
+    def put(self, obj, block=True, timeout=None):
+        """Put `obj`, waiting for room if `block` (at most `timeout` seconds;
+        None = forever).  Raises Full when there is no room in time."""
+        deadline = _deadline(block, timeout)
+        ring = self._ring()
+        ring.put(self._serializer.encode(obj, self._max_message), deadline)
+
+    def put_nowait(self, obj):
+        """Put `obj` if there is room now, else raise Full."""
+        self.put(obj, False)
+
+    def put_many(self, objs, block=True, timeout=None):
+        """Put every object of `objs`, in order.  Every object is serialized
+        (and checked against max_message) before the first is put.  When the
+        time runs out, raises Full with ``.count`` = how many were put."""
+        deadline = _deadline(block, timeout)
+        ring = self._ring()
+        encode = self._serializer.encode
+        records = [encode(obj, self._max_message) for obj in objs]
+        done = start = 0
+        try:
+            while start < len(records):
+                if isinstance(records[start], list):  # a gathered record
+                    ring.put(records[start], deadline)
+                    done, start = done + 1, start + 1
+                    continue
+                end = start + 1
+                while end < len(records) and not isinstance(records[end], list):
+                    end += 1
+                done += ring.put_many(records[start:end], deadline)
+                start = end
+        except Full as exc:
+            exc.count = done + (exc.count or 0)
+            raise
+
+    # ----- get ------------------------------------------------------------
+    def get(self, block=True, timeout=None):
+        """Remove and return the next object, waiting for one if `block` (at
+        most `timeout` seconds; None = forever).  Raises Empty if none came."""
+        deadline = _deadline(block, timeout)
+        ring = self._ring()
+        serializer = self._serializer
+        if serializer.frames:
+            return serializer.decode(ring.get_frame(deadline))
+        return serializer.decode(ring.get(deadline))
+
+    def get_nowait(self):
+        """Remove and return the next object if there is one, else raise Empty."""
+        return self.get(False)
+
+    def get_many(self, max_messages, block=True, timeout=None):
+        """Remove and return up to `max_messages` objects as a list: waits (as
+        get) for the first, then takes what is already there.  Raises Empty
+        if none came."""
+        _check_int("max_messages", max_messages, 1, sys.maxsize)
+        deadline = _deadline(block, timeout)
+        ring = self._ring()
+        serializer = self._serializer
+        items = ring.get_many(max_messages, deadline, serializer.frames)
+        return [serializer.decode(item) for item in items]
+
+    # ----- state ----------------------------------------------------------
+    def qsize(self):
+        """Messages in the queue at the instant of the call."""
+        return self._ring().depth()
+
+    def __len__(self):
+        return self.qsize()
+
+    def empty(self):
+        """True if the queue holds no message at the instant of the call."""
+        return self.qsize() == 0
+
+    def full(self):
+        """True if maxsize > 0 and the queue holds maxsize messages or more."""
+        depth = self.qsize()
+        return self._maxsize > 0 and depth >= self._maxsize
+
+    def stats(self):
+        """Counters as a dict: put, got, bytes_put, bytes_got, depth,
+        depth_bytes, used_bytes, capacity, max_message, maxsize, producers,
+        consumers, members (queue-wide) and abandoned, reclaimed, member_slot
+        (this thread's handle)."""
+        return self._ring().stats()
+
+    # ----- lifetime -------------------------------------------------------
+    def close(self):
+        """Release this process's handles (idempotent); later calls raise
+        Closed, also calls blocked in other threads.  The queue itself stays
+        (see unlink)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            rings = [self._origin, *self._others]
+        for ring in rings:
+            ring.close()
+
+    def unlink(self, missing_ok=False):
+        """Remove the queue's name so it can no longer be attached; handles
+        already attached (in any process) keep working until closed.
+        Raises NotFound if there is none, unless `missing_ok`.  Also works
+        after close()."""
+        try:
+            _core.unlink(self._name)
+        except FileNotFoundError:
+            if not missing_ok:
+                raise
+
+    @staticmethod
+    def exists(name):
+        """True if a queue called `name` exists."""
+        return _core.exists(check_name(name, "queue name"))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __reduce__(self):
+        if self._closed:
+            raise Closed(f"queue {self._name!r} is closed")
+        return _attach, (self._name, self._serializer_spec)
+
+    def __repr__(self):
+        state = " closed" if self._closed else ""
+        return (
+            f"<pyqmem.Queue {self._name!r} capacity={self._capacity} "
+            f"maxsize={self._maxsize}{state}>"
+        )

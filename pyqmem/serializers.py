@@ -1,0 +1,183 @@
+"""How Python objects become ring records and back.
+
+A serializer has ``frames`` (True: records are read with ``Ring.get_frame``,
+which splits off a tag byte; False: with ``Ring.get``), ``encode(obj, limit)``
+returning a record (one bytes-like object, or a list of bytes-like pieces the
+ring gathers into one record) and ``decode(item)``.
+
+"pickle" record formats, told apart by the first byte:
+
+``0x80 ...``  a plain ``pickle.dumps(obj, protocol=5)`` (every pickle of
+              protocol 2+ starts with the PROTO opcode 0x80).
+``B data``    a ``bytes`` object of at least 64 KiB, copied once into the
+              ring and once out (no pickle framing).
+``O frame``   a pickle with out-of-band buffers (protocol 5, e.g. numpy
+              arrays, bytearrays).  ``frame`` is, little-endian::
+
+                  u64 nbufs, u64 pickle_len, u64 len[nbufs],
+                  pickle bytes, then each buffer, zero-padded so that every
+                  buffer starts at a multiple of 64 from the start of frame.
+
+              The reader receives ``frame`` as one writable bytearray and
+              unpickles with memoryview slices of it as the buffers, so arrays
+              come back writable without another copy.
+"""
+
+import pickle
+import struct
+
+from .errors import CorruptError, MessageTooLarge
+
+__all__ = ["resolve"]
+
+_BIG_BYTES = 64 * 1024
+_ALIGN = 64
+_ZEROS = bytes(_ALIGN)
+_TAG_PICKLE = 0x80
+_TAG_BYTES = ord("B")
+_TAG_OUT_OF_BAND = ord("O")
+_FRAME_HEAD = struct.Struct("<QQ")
+
+
+def _too_large(size, limit):
+    return MessageTooLarge(
+        f"message of {size} bytes is larger than this queue's max_message "
+        f"({limit} bytes, capacity // 4)"
+    )
+
+
+def _record(data, limit, what):
+    """`data` checked to be bytes-like and at most `limit` bytes, C-contiguous."""
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{what} a bytes-like object, not {type(data).__name__}") from None
+    if view.nbytes > limit:
+        raise _too_large(view.nbytes, limit)
+    return data if view.c_contiguous else view.tobytes()
+
+
+class PickleSerializer:
+    """Any picklable object; large buffers are copied only into and out of the ring."""
+
+    frames = True
+
+    def encode(self, obj, limit):
+        """The record for `obj`; MessageTooLarge if it exceeds `limit` bytes."""
+        kind = type(obj)
+        if kind is bytes and len(obj) >= _BIG_BYTES:
+            if len(obj) + 1 > limit:
+                raise _too_large(len(obj) + 1, limit)
+            return [b"B", obj]
+        if kind is bytes or kind is bytearray or kind is memoryview:
+            nbytes = memoryview(obj).nbytes
+            if nbytes > limit:
+                raise _too_large(nbytes, limit)
+        buffers = []
+        data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+        if not buffers:
+            if len(data) > limit:
+                raise _too_large(len(data), limit)
+            return data
+        raws = [b.raw() for b in buffers]
+        head = _FRAME_HEAD.pack(len(raws), len(data)) + struct.pack(
+            f"<{len(raws)}Q", *[r.nbytes for r in raws]
+        )
+        pieces = [b"O", head, data]
+        offset = len(head) + len(data)
+        for raw in raws:
+            pad = -offset % _ALIGN
+            if pad:
+                pieces.append(_ZEROS[:pad])
+            pieces.append(raw)
+            offset += pad + raw.nbytes
+        if offset + 1 > limit:
+            raise _too_large(offset + 1, limit)
+        return pieces
+
+    def decode(self, item):
+        """The object of a ``(tag, obj)`` item from ``Ring.get_frame``."""
+        tag, obj = item
+        if tag == _TAG_PICKLE:
+            return pickle.loads(obj)
+        if tag == _TAG_BYTES:
+            return obj
+        if tag == _TAG_OUT_OF_BAND:
+            return _load_frame(obj)
+        raise CorruptError(
+            f"record does not start with a pickle serializer tag (first byte {tag})"
+        )
+
+
+def _load_frame(frame):
+    view = memoryview(frame)
+    size = len(view)
+    if size < _FRAME_HEAD.size:
+        raise CorruptError(f"out-of-band frame of {size} bytes has no header")
+    nbufs, pickle_len = _FRAME_HEAD.unpack_from(view)
+    offset = _FRAME_HEAD.size + 8 * nbufs
+    if offset > size:
+        raise CorruptError(f"out-of-band frame of {size} bytes claims {nbufs} buffers")
+    lengths = struct.unpack_from(f"<{nbufs}Q", view, _FRAME_HEAD.size)
+    data = view[offset : offset + pickle_len]
+    offset += pickle_len
+    buffers = []
+    for length in lengths:
+        offset += -offset % _ALIGN
+        buffers.append(view[offset : offset + length])
+        offset += length
+    if offset > size:
+        raise CorruptError(f"out-of-band frame of {size} bytes claims {offset} bytes")
+    return pickle.loads(data, buffers=buffers)
+
+
+class RawSerializer:
+    """Bytes-like objects in, ``bytes`` out."""
+
+    frames = False
+
+    def encode(self, obj, limit):
+        """`obj` itself (C-contiguous), after checking type and size."""
+        return _record(obj, limit, "the raw serializer takes")
+
+    def decode(self, item):
+        """The bytes of the record."""
+        return item
+
+
+class CustomSerializer:
+    """Wraps a user object with ``dumps(obj) -> bytes-like`` and ``loads(buffer)``."""
+
+    frames = False
+
+    def __init__(self, spec):
+        if not (callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None))):
+            raise TypeError(
+                'serializer must be "pickle", "raw", None, or an object with '
+                f"dumps() and loads() methods, not {type(spec).__name__}"
+            )
+        self._spec = spec
+
+    def encode(self, obj, limit):
+        """``dumps(obj)``, checked to be bytes-like and to fit."""
+        dumps = f"{type(self._spec).__name__}.dumps() must return"
+        return _record(self._spec.dumps(obj), limit, dumps)
+
+    def decode(self, item):
+        """``loads(bytes)``."""
+        return self._spec.loads(item)
+
+
+_PICKLE = PickleSerializer()
+_RAW = RawSerializer()
+
+
+def resolve(spec):
+    """The serializer for a ``Queue(serializer=...)`` argument."""
+    if spec is None or (isinstance(spec, str) and spec == "raw"):
+        return _RAW
+    if isinstance(spec, str):
+        if spec == "pickle":
+            return _PICKLE
+        raise ValueError(f'unknown serializer {spec!r}: use "pickle", "raw", None or an object')
+    return CustomSerializer(spec)
