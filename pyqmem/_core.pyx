@@ -42,6 +42,7 @@ OPEN_ONLY = QM_OPEN_ONLY
 
 cdef enum:
     _SLICE_NS = 50000000        # longest stay in C before signal handlers run
+    _GIL_COPY_MAX = 65536       # records up to this size are first tried holding the GIL
     _TAG_BYTES = 0x42           # b"B": the rest of the payload is one bytes
     _TAG_OUT_OF_BAND = 0x4F     # b"O": the rest is a pickle frame (writable)
 
@@ -240,20 +241,46 @@ cdef class Ring:
         """Put one record: a bytes-like object, or a list/tuple of them
         gathered into one record.  Raises Full when the deadline passes."""
         cdef _Gather g = _Gather(NULL, NULL, 0)
+        cdef Py_buffer view
+        cdef qm_iovec_t one
         cdef qm_ring_t *r = self._enter()
         cdef int status
         try:
-            _gather(tuple(pieces) if isinstance(pieces, (list, tuple)) else (pieces,), &g)
-            while True:
-                with nogil:
-                    status = qm_ring_put(r, g.iov, <int>g.held, _slice_end(deadline_ns))
-                if not _again(status, deadline_ns):
-                    break
+            if type(pieces) is list or type(pieces) is tuple:
+                _gather(tuple(pieces), &g)
+                status = self._put(r, g.iov, <int>g.held, deadline_ns)
+            else:   # one buffer: no tuple, no allocation
+                PyObject_GetBuffer(pieces, &view, PyBUF_SIMPLE)
+                try:
+                    one.base = view.buf
+                    one.len = <size_t>view.len
+                    status = self._put(r, &one, 1, deadline_ns)
+                finally:
+                    PyBuffer_Release(&view)
         finally:
             _release(&g)
             self._leave()
         if status < 0:
             raise _error(status, self.name, True)
+
+    cdef int _put(self, qm_ring_t *r, qm_iovec_t *iov, int n, int64_t deadline_ns) except? -1:
+        """qm_ring_put: a small record is tried once with the GIL held (most
+        puts succeed at once, and dropping the GIL costs more than the copy);
+        then wait with the GIL released, in slices."""
+        cdef int status = QM_EAGAIN
+        cdef size_t size = 0
+        cdef int i
+        for i in range(n):
+            size += iov[i].len
+        if size <= _GIL_COPY_MAX:
+            status = qm_ring_put(r, iov, n, QM_NOWAIT)
+        if status == QM_EAGAIN and deadline_ns != QM_NOWAIT:
+            while True:
+                with nogil:
+                    status = qm_ring_put(r, iov, n, _slice_end(deadline_ns))
+                if not _again(status, deadline_ns):
+                    break
+        return status
 
     def put_many(self, items, int64_t deadline_ns):
         """Put each bytes-like object of `items` as one record, in order, and
@@ -283,12 +310,15 @@ cdef class Ring:
         return total
 
     cdef int _begin(self, qm_ring_t *r, qm_record_t *rec, int64_t deadline_ns) except -1:
-        cdef int status
-        while True:
-            with nogil:
-                status = qm_ring_get_begin(r, rec, _slice_end(deadline_ns))
-            if not _again(status, deadline_ns):
-                break
+        # Try once with the GIL held: when a record is there this is cheaper
+        # than dropping and retaking the GIL.  Then wait without it.
+        cdef int status = qm_ring_get_begin(r, rec, QM_NOWAIT)
+        if status == QM_EAGAIN and deadline_ns != QM_NOWAIT:
+            while True:
+                with nogil:
+                    status = qm_ring_get_begin(r, rec, _slice_end(deadline_ns))
+                if not _again(status, deadline_ns):
+                    break
         if status < 0:
             raise _error(status, self.name, False)
         return 0

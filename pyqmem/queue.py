@@ -18,7 +18,7 @@ import weakref
 from . import _core
 from .errors import Closed, Full
 from .naming import check_name
-from .serializers import resolve
+from .serializers import RawSerializer, resolve
 
 __all__ = ["Queue"]
 
@@ -32,12 +32,18 @@ def _check_int(what, value, low, high):
         raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
 
 
+_FOREVER = _core.FOREVER
+
+
 def _deadline(block, timeout):
     """Absolute deadline for queue.Queue-style `block` and `timeout` (seconds)."""
     if not block:
         return _core.NOWAIT
     if timeout is None:
         return _core.FOREVER
+    kind = type(timeout)
+    if (kind is float or kind is int) and 0 <= timeout < 1e9:   # the common case, fast
+        return _core.now_ns() + int(timeout * 1e9)
     if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
         raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
     if not timeout >= 0:
@@ -76,6 +82,7 @@ class Queue:
         if create is not None and not isinstance(create, bool):
             raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
         self._serializer = resolve(serializer)
+        self._raw = isinstance(self._serializer, RawSerializer)
         self._serializer_spec = serializer
         self._name = name
         self._lock = threading.Lock()
@@ -90,10 +97,9 @@ class Queue:
 
     def _ring(self):
         """This thread's handle."""
-        try:
-            return self._local.ring
-        except AttributeError:
-            pass
+        local = self._local.__dict__   # a dict lookup is the cheapest way in
+        if "ring" in local:
+            return local["ring"]
         with self._lock:
             if self._closed:
                 raise Closed(f"queue {self._name!r} is closed")
@@ -132,9 +138,12 @@ class Queue:
     def put(self, obj, block=True, timeout=None):
         """Put `obj`, waiting for room if `block` (at most `timeout` seconds;
         None = forever).  Raises Full when there is no room in time."""
-        deadline = _deadline(block, timeout)
+        deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
-        ring.put(self._serializer.encode(obj, self._max_message), deadline)
+        if self._raw and type(obj) is bytes:
+            ring.put(obj, deadline)   # the core refuses an oversize one before copying
+        else:
+            ring.put(self._serializer.encode(obj, self._max_message), deadline)
 
     def put_nowait(self, obj):
         """Put `obj` if there is room now, else raise Full."""
@@ -168,8 +177,10 @@ class Queue:
     def get(self, block=True, timeout=None):
         """Remove and return the next object, waiting for one if `block` (at
         most `timeout` seconds; None = forever).  Raises Empty if none came."""
-        deadline = _deadline(block, timeout)
+        deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
+        if self._raw:
+            return ring.get(deadline)
         serializer = self._serializer
         if serializer.frames:
             return serializer.decode(ring.get_frame(deadline))

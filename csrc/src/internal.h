@@ -87,6 +87,8 @@ struct qm_ring {
     uint32_t slot;
     qm_member_t *me;
     uint32_t roles;           /* roles already published in the slot */
+    uint64_t head_seen;       /* producer's last view of head: head only grows,
+                               * so an old view is a safe (pessimistic) bound */
     _Atomic int interrupted;
     struct qm_ring *reg_prev, *reg_next;
     char path[QM_PATH_MAX];

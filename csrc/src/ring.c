@@ -142,7 +142,15 @@ static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
                                                       memory_order_release,
                                                       memory_order_relaxed);
     atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
-    advance_head(r);
+    /* Handing space back is lazy: producers advance head themselves when
+     * their view runs short, so a consumer touches the head line only when
+     * a producer sleeps waiting for space. */
+    /* [W3'] seq_cst fence: our FREED against a producer's sleepers flag
+     * (the wait.c handshake): either it sees FREED when it re-checks, or we
+     * see it sleeping and advance head, which wakes it. */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&r->ctl->space_wake.sleepers, memory_order_relaxed))
+        advance_head(r);
     return ok ? QM_OK : corrupt("record taken from its reader", pos, expect);
 }
 
@@ -238,16 +246,22 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
         uint64_t end = lap_end(r, t);
         bool pad = t + e > end;
         uint64_t need_end = pad ? end : t + e;
-        /* [P3] acquire: pairs with [H1]; the previous lap's readers are done
-         * with the bytes we are about to overwrite. */
-        uint64_t h = atomic_load_explicit(&c->head.pos, memory_order_acquire);
-        if ((int64_t)(t - h) < 0 || t - h > r->cap) {
-            if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
-            return corrupt("tail and head more than a lap apart", t, h);
-        }
-        if (need_end - h > r->cap) {
-            if (advance_head(r)) continue;
-            return QM_EAGAIN;
+        /* Space check against our cached view of head first: it is a lower
+         * bound, so "room" by it is room indeed, and the head's cache line
+         * (written by consumers) is fetched only when the view runs short. */
+        uint64_t h = r->head_seen;
+        if ((int64_t)(t - h) < 0 || need_end - h > r->cap) {
+            /* [P3] acquire: pairs with [H1]; the previous lap's readers are
+             * done with the bytes we are about to overwrite. */
+            h = r->head_seen = atomic_load_explicit(&c->head.pos, memory_order_acquire);
+            if ((int64_t)(t - h) < 0 || t - h > r->cap) {
+                if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
+                return corrupt("tail and head more than a lap apart", t, h);
+            }
+            if (need_end - h > r->cap) {
+                if (advance_head(r)) continue;
+                return QM_EAGAIN;
+            }
         }
         /* Re-read the word: the one above may predate the head we just
          * saw (its previous-lap reader may have finished in between). */
