@@ -396,13 +396,16 @@ static int check_usable(qm_ring_t *r) {
     return qm__member_ensure(r);
 }
 
-/* Spin briefly, then sleep on `line` in slices, re-trying `attempt` after
- * every wake; `recover` runs liveness checks when a slice ends. */
+/* Spin briefly, then sleep on `line`, re-trying `attempt` after every wake.
+ * While `watch` says a peer's death could be what blocks us, sleep in
+ * slices and run `recover` (liveness checks) when a slice ends; otherwise
+ * sleep until woken or the deadline. */
 typedef int (*attempt_fn)(qm_ring_t *r, void *ctx);
 typedef int (*recover_fn)(qm_ring_t *r, void *ctx);
+typedef bool (*watch_fn)(void *ctx);
 
 static int wait_loop(qm_ring_t *r, qm_wake_line_t *line, attempt_fn attempt,
-                     recover_fn recover, void *ctx, int64_t deadline) {
+                     recover_fn recover, watch_fn watch, void *ctx, int64_t deadline) {
     int rc = attempt(r, ctx);
     if (rc != QM_EAGAIN) return rc;
     if (recover(r, ctx)) {
@@ -422,7 +425,8 @@ static int wait_loop(qm_ring_t *r, qm_wake_line_t *line, attempt_fn attempt,
         if (rc != QM_EAGAIN) return rc;
         int64_t now = qm__os_monotonic_ns();
         if (now >= deadline) return QM_ETIMEDOUT;
-        int64_t until = deadline - now > LIVENESS_SLICE_NS ? now + LIVENESS_SLICE_NS : deadline;
+        int64_t until = deadline;
+        if (watch(ctx) && deadline - now > LIVENESS_SLICE_NS) until = now + LIVENESS_SLICE_NS;
         rc = qm__sleep(line, seq, until);
         if (rc == QM_EINTR) return QM_EINTR;
         if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
@@ -450,6 +454,11 @@ static int put_recover(qm_ring_t *r, void *ctx) {
     return reclaim_dead_reader(r) + advance_head(r);
 }
 
+static bool put_watch(void *ctx) {
+    (void)ctx;
+    return true;   /* full: the record at head may belong to a dead reader */
+}
+
 typedef struct get_ctx {
     qm_record_t *rec;
     uint32_t blocked_on;
@@ -464,6 +473,9 @@ static int get_recover(qm_ring_t *r, void *ctx) {
     get_ctx_t *g = ctx;
     return g->blocked_on ? abandon_dead_writer(r) : 0;
 }
+static bool get_watch(void *ctx) {
+    return ((get_ctx_t *)ctx)->blocked_on != 0;   /* behind a writer that may be dead */
+}
 
 static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline,
                    bool wake) {
@@ -475,7 +487,7 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
         len += iov[i].len;
     }
     put_ctx_t ctx = {iov, iovcnt, len};
-    int rc = wait_loop(r, &r->ctl->space_wake, put_attempt, put_recover, &ctx, deadline);
+    int rc = wait_loop(r, &r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx, deadline);
     if (rc == QM_OK) {
         publish_role(r, QM_MEMBER_PRODUCER);
         if (wake) qm__wake(&r->ctl->data_wake);
@@ -512,7 +524,7 @@ int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     int rc = check_usable(r);
     if (rc) return rc;
     get_ctx_t ctx = {rec, 0};
-    rc = wait_loop(r, &r->ctl->data_wake, get_attempt, get_recover, &ctx, deadline);
+    rc = wait_loop(r, &r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx, deadline);
     if (rc == QM_OK) publish_role(r, QM_MEMBER_CONSUMER);
     return rc;
 }
