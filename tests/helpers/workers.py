@@ -1,0 +1,305 @@
+"""Entry points for child processes (importable under fork, spawn and forkserver).
+
+Every loop is bounded in count and in time.  Children report through a
+multiprocessing Connection (see collector.py), never through the queue under test.
+"""
+from __future__ import annotations
+
+import os
+import random
+import time
+import traceback
+from array import array
+
+from . import msgs
+
+
+def _diag():
+    """Let the parent ask for this child's Python stacks (SIGUSR1 -> stderr) when it looks stuck."""
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+
+
+def _open(name, **kw):
+    import pyqmem
+
+    _diag()
+
+    kw.setdefault("serializer", None)
+    kw.setdefault("create", False)
+    return pyqmem.Queue(name, **kw)
+
+
+def _send(conn, *msg):
+    try:
+        conn.send(msg)
+    except (BrokenPipeError, OSError):
+        pass
+
+
+# ----------------------------------------------------------------------------
+# multi-process stress (no kills)
+# ----------------------------------------------------------------------------
+def stress_producer(name, producer, n, seed, conn, deadline_s):
+    """Put n self-checking messages of random sizes; report ("done", producer, n_put)."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    put = 0
+    try:
+        q = _open(name)
+        rng = random.Random(seed)
+        seq = 0
+        while seq < n and time.monotonic() < end:
+            if rng.random() < 0.5:
+                k = min(n - seq, rng.randint(1, 32))
+                batch = []
+                for i in range(k):
+                    s = seq + i
+                    size = 0 if s == 0 else msgs.MAX_PAYLOAD if s == 1 else msgs.draw_size(rng)
+                    batch.append(msgs.encode(producer, s, size))
+                done = 0
+                while done < k and time.monotonic() < end:
+                    try:
+                        q.put_many(batch[done:], timeout=1.0)
+                        done = k
+                    except pyqmem.Full as e:
+                        done += e.count
+                seq += done
+            else:
+                size = 0 if seq == 0 else msgs.MAX_PAYLOAD if seq == 1 else msgs.draw_size(rng)
+                m = msgs.encode(producer, seq, size)
+                try:
+                    q.put(m, timeout=1.0)
+                except pyqmem.Full:
+                    continue
+                seq += 1
+        put = seq
+        q.close()
+    except BaseException:
+        _send(conn, "error", producer, traceback.format_exc())
+    _send(conn, "done", producer, put)
+    conn.close()
+
+
+def stress_consumer(name, consumer, conn, stop, deadline_s):
+    """Get (mixing get and get_many) until stop is set and the queue is empty.
+
+    Sends back ("result", consumer, receipt order as array('Q') bytes of
+    producer<<40|seq, first torn reports, torn count)."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    got = array("Q")
+    torn = []
+    rng = random.Random(consumer)
+    try:
+        q = _open(name)
+        while time.monotonic() < end:
+            try:
+                if rng.random() < 0.5:
+                    bufs = q.get_many(rng.randint(1, 16), timeout=0.05)
+                else:
+                    bufs = [q.get(timeout=0.05)]
+            except pyqmem.Empty:
+                if stop.is_set():
+                    break
+                continue
+            for b in bufs:
+                if type(b) is not bytes:
+                    torn.append(f"get returned {type(b).__name__}, not bytes")
+                try:
+                    p, s, _t, _n = msgs.decode(b)
+                except msgs.TornMessage as e:
+                    torn.append(str(e))
+                    continue
+                got.append((p << 40) | s)
+        q.close()
+    except BaseException:
+        _send(conn, "error", consumer, traceback.format_exc())
+    _send(conn, "result", consumer, got.tobytes(), torn[:20], len(torn))
+    conn.close()
+
+
+# ----------------------------------------------------------------------------
+# handle passing
+# ----------------------------------------------------------------------------
+def echo_with_handle(q_in, q_out, n, conn):
+    """Receive n items on q_in (handles passed as arguments) and put (pid, item) on q_out."""
+    try:
+        for _ in range(n):
+            item = q_in.get(timeout=30)
+            q_out.put((os.getpid(), item), timeout=30)
+        conn.send(("ok", os.getpid()))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def pool_put(q, start, n):
+    for i in range(start, start + n):
+        q.put(("pool", i), timeout=30)
+    return os.getpid(), n
+
+
+def pool_get(q, n):
+    return [q.get(timeout=30) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------
+# numpy / out-of-band pickling
+# ----------------------------------------------------------------------------
+def numpy_modify_and_return(q_in, q_out, conn):
+    """Get one object, check numpy arrays in it are writable, modify them, send it back."""
+    import numpy as np
+
+    try:
+        obj = q_in.get(timeout=60)
+        info = {}
+        arrays = obj if isinstance(obj, dict) else {"a": obj}
+        for k, v in arrays.items():
+            if isinstance(v, np.ndarray):
+                info[k] = {"writeable": bool(v.flags.writeable), "shape": v.shape, "dtype": str(v.dtype),
+                           "sum": None if v.dtype.names else float(v.sum(dtype=np.float64))}
+                if v.flags.writeable:
+                    v.flat[0] = -1
+        q_out.put(obj, timeout=60)
+        conn.send(("ok", info))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------
+# crash tests
+# ----------------------------------------------------------------------------
+def report_producer(name, producer, conn, stop, throttle_s, max_size, seed, deadline_s):
+    """Produce until stop is set; report acked sequence numbers in small batches."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    acked = []
+    last_flush = time.monotonic()
+    seq = 0
+    try:
+        q = _open(name)
+        rng = random.Random(seed)
+        while not stop.is_set() and time.monotonic() < end:
+            size = msgs.draw_size(rng, max_size)
+            m = msgs.encode(producer, seq, size, time.monotonic())
+            try:
+                q.put(m, timeout=0.5)
+            except pyqmem.Full:
+                _send(conn, "full", producer, seq)
+                continue
+            acked.append(seq)
+            seq += 1
+            now = time.monotonic()
+            if len(acked) >= 64 or now - last_flush > 0.005:
+                _send(conn, "ack", producer, acked)
+                acked = []
+                last_flush = now
+            if throttle_s:
+                time.sleep(throttle_s)
+        q.close()
+    except BaseException:
+        _send(conn, "error", producer, traceback.format_exc())
+    if acked:
+        _send(conn, "ack", producer, acked)
+    _send(conn, "done", producer, seq)
+    conn.close()
+
+
+def victim_producer(name, producer, conn, max_size, seed, deadline_s):
+    """Produce as fast as possible, reporting every returned put at once, until killed."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    try:
+        q = _open(name)
+        rng = random.Random(seed)
+        seq = 0
+        while time.monotonic() < end:
+            # biased to larger records so a kill often lands inside the copy
+            size = rng.randint(0, max_size) if rng.random() < 0.5 else msgs.draw_size(rng, max_size)
+            m = msgs.encode(producer, seq, size, time.monotonic())
+            try:
+                q.put(m, timeout=0.5)
+            except pyqmem.Full:
+                _send(conn, "full", producer, seq)
+                continue
+            conn.send(("ack", producer, [seq]))
+            seq += 1
+    except BaseException:
+        _send(conn, "error", producer, traceback.format_exc())
+    conn.close()
+
+
+def report_consumer(name, consumer, conn, stop, throttle_s, deadline_s):
+    """Consume until stop is set and the queue looks empty; report deliveries in batches."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    batch = []
+    last_flush = time.monotonic()
+    try:
+        q = _open(name)
+        while time.monotonic() < end:
+            try:
+                b = q.get(timeout=0.01)
+            except pyqmem.Empty:
+                if batch:
+                    _send(conn, "deliver", consumer, batch)
+                    batch = []
+                    last_flush = time.monotonic()
+                if stop.is_set():
+                    break
+                continue
+            t_recv = time.monotonic()
+            try:
+                p, s, t_put, _n = msgs.decode(b)
+            except msgs.TornMessage as e:
+                _send(conn, "torn", consumer, str(e))
+                continue
+            batch.append((p, s, t_put, t_recv))
+            if len(batch) >= 128 or t_recv - last_flush > 0.003:
+                _send(conn, "deliver", consumer, batch)
+                batch = []
+                last_flush = t_recv
+            if throttle_s:
+                time.sleep(throttle_s)
+        q.close()
+    except BaseException:
+        _send(conn, "error", consumer, traceback.format_exc())
+    if batch:
+        _send(conn, "deliver", consumer, batch)
+    _send(conn, "done", consumer, None)
+    conn.close()
+
+
+def victim_consumer(name, consumer, conn, deadline_s):
+    """Consume as fast as possible, reporting every delivery at once, until killed."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    try:
+        q = _open(name)
+        while time.monotonic() < end:
+            try:
+                b = q.get(timeout=0.05)
+            except pyqmem.Empty:
+                continue
+            t_recv = time.monotonic()
+            try:
+                p, s, t_put, _n = msgs.decode(b)
+            except msgs.TornMessage as e:
+                _send(conn, "torn", consumer, str(e))
+                continue
+            conn.send(("deliver", consumer, [(p, s, t_put, t_recv)]))
+    except BaseException:
+        _send(conn, "error", consumer, traceback.format_exc())
+    conn.close()
