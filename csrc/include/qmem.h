@@ -70,6 +70,13 @@ const char *qm_last_error(void);
 /* CLOCK_MONOTONIC now, in nanoseconds. */
 int64_t qm_now_ns(void);
 
+/* ----- checksums ----------------------------------------------------------
+ * CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start):
+ * qm_crc32c(qm_crc32c(0, a, n), b, m) == CRC of a followed by b.  Uses the
+ * CPU's CRC32C instruction when present.  Check value: "123456789" ->
+ * 0xE3069283. */
+uint32_t qm_crc32c(uint32_t crc, const void *data, size_t len);
+
 /* ----- names ------------------------------------------------------------
  * A name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$.  Returns QM_OK or
  * QM_EINVAL; checked by every call that takes a name, before any file is

@@ -40,6 +40,10 @@ static inline void qm__cpu_relax(void) {
 #endif
 }
 
+/* ----- checksums (crc32c.c) ---------------------------------------------- */
+uint32_t qm__crc32c_portable(uint32_t crc, const void *data, size_t len);
+bool qm__crc32c_hardware(void);
+
 /* ----- errors (status.c) ------------------------------------------------- */
 int qm__fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
