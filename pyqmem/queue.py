@@ -153,8 +153,15 @@ class Queue:
         """Put every object of `objs`, in order.  Every object is serialized
         (and checked against max_message) before the first is put.  When the
         time runs out, raises Full with ``.count`` = how many were put."""
-        deadline = _deadline(block, timeout)
+        deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
+        if self._raw:
+            records = objs if type(objs) is list else list(objs)
+            try:   # bytes-like objects go straight to the ring (it checks every size first)
+                ring.put_many(records, deadline)
+                return
+            except BufferError:   # a non-contiguous buffer: let encode() copy it
+                pass
         encode = self._serializer.encode
         records = [encode(obj, self._max_message) for obj in objs]
         done = start = 0
@@ -195,10 +202,12 @@ class Queue:
         get) for the first, then takes what is already there.  Raises Empty
         if none came."""
         _check_int("max_messages", max_messages, 1, sys.maxsize)
-        deadline = _deadline(block, timeout)
+        deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
         serializer = self._serializer
         items = ring.get_many(max_messages, deadline, serializer.frames)
+        if self._raw:
+            return items
         return [serializer.decode(item) for item in items]
 
     # ----- state ----------------------------------------------------------
