@@ -72,14 +72,40 @@ int qm__ring_header_check(const void *image, uint64_t len, uint64_t file_size,
 uint64_t qm__layout_fingerprint(void);
 int qm__capacity_round(uint64_t capacity, unsigned *log2_out);
 
-/* ----- the handle --------------------------------------------------------- */
+/* ----- membership (liveness.c) -------------------------------------------
+ * A handle's seat in an object's member table.  Generic: the ring and the
+ * partition log each embed one. */
+typedef struct qm_membership {
+    int fd;                   /* object file holding the liveness locks;
+                               * -1: caller memory, every member counts alive */
+    qm_member_t *members;     /* QM_MEMBER_SLOTS entries in shared memory */
+    _Atomic uint32_t *hwm;    /* highest slot ever taken (shared) */
+    uint32_t slot;            /* 0 = not (yet) a member, e.g. right after fork */
+    qm_member_t *me;
+    uint32_t roles;           /* roles already published in the slot */
+    /* settle what a dead previous owner of `slot` left in flight */
+    void (*settle)(void *object, uint32_t slot, uint64_t inflight);
+    void *object;
+    struct qm_membership *reg_prev, *reg_next;
+} qm_membership_t;
+
+int qm__member_join(qm_membership_t *m);
+void qm__member_leave(qm_membership_t *m);
+bool qm__member_alive(const qm_membership_t *m, uint32_t slot);
+void qm__member_publish_role(qm_membership_t *m, uint32_t role);
+void qm__registry_add(qm_membership_t *m);
+void qm__registry_remove(qm_membership_t *m);
+static inline int qm__member_ensure(qm_membership_t *m) {
+    return m->slot ? QM_OK : qm__member_join(m);
+}
+
+/* ----- the ring handle ------------------------------------------------------ */
 struct qm_ring {
     uint8_t *base;            /* mapping of the whole object */
     uint64_t map_len;
-    int fd;                   /* -1: caller memory, no liveness locks */
     bool owns_mapping;
+    qm_membership_t mb;       /* mb.fd is the object's file */
     qm_ring_ctl_t *ctl;
-    qm_member_t *members;
     uint8_t *data;
     /* geometry validated at attach, never re-read from shared memory */
     uint64_t cap;
@@ -87,26 +113,11 @@ struct qm_ring {
     uint64_t max_message;
     uint64_t max_extent;
     uint64_t maxsize;
-    /* membership: slot 0 = not (yet) a member, e.g. right after fork */
-    uint32_t slot;
-    qm_member_t *me;
-    uint32_t roles;           /* roles already published in the slot */
     uint64_t head_seen;       /* producer's last view of head: head only grows,
                                * so an old view is a safe (pessimistic) bound */
     _Atomic int interrupted;
-    struct qm_ring *reg_prev, *reg_next;
     char path[QM_PATH_MAX];
 };
-
-/* ----- liveness (liveness.c) ---------------------------------------------- */
-int qm__member_join(qm_ring_t *ring);
-void qm__member_leave(qm_ring_t *ring);
-bool qm__member_alive(qm_ring_t *ring, uint32_t slot);
-void qm__registry_add(qm_ring_t *ring);
-void qm__registry_remove(qm_ring_t *ring);
-static inline int qm__member_ensure(qm_ring_t *ring) {
-    return ring->slot ? QM_OK : qm__member_join(ring);
-}
 
 /* ----- ring internals used by liveness (ring.c) --------------------------- */
 /* Resolve the record a previous owner of `slot` left in flight. */

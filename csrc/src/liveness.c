@@ -23,112 +23,121 @@
 #include <unistd.h>
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-static qm_ring_t *registry;
+static qm_membership_t *registry;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void atfork_prepare(void) { pthread_mutex_lock(&registry_lock); }
 static void atfork_parent(void) { pthread_mutex_unlock(&registry_lock); }
 static void atfork_child(void) {
-    for (qm_ring_t *r = registry; r; r = r->reg_next) {
-        if (r->fd >= 0) {
-            int nfd = qm__os_reopen(r->fd);
+    for (qm_membership_t *m = registry; m; m = m->reg_next) {
+        if (m->fd >= 0) {
+            int nfd = qm__os_reopen(m->fd);
             if (nfd >= 0) {
-                dup2(nfd, r->fd);   /* keeps the number; the old description stays the parent's */
+                dup2(nfd, m->fd);   /* keeps the number; the old description stays the parent's */
                 close(nfd);
             }
         }
-        r->slot = 0;
-        r->me = NULL;
-        r->roles = 0;
+        m->slot = 0;
+        m->me = NULL;
+        m->roles = 0;
     }
     pthread_mutex_unlock(&registry_lock);
 }
 static void atfork_install(void) { pthread_atfork(atfork_prepare, atfork_parent, atfork_child); }
 
-void qm__registry_add(qm_ring_t *ring) {
+void qm__registry_add(qm_membership_t *m) {
     pthread_once(&atfork_once, atfork_install);
     pthread_mutex_lock(&registry_lock);
-    ring->reg_prev = NULL;
-    ring->reg_next = registry;
-    if (registry) registry->reg_prev = ring;
-    registry = ring;
+    m->reg_prev = NULL;
+    m->reg_next = registry;
+    if (registry) registry->reg_prev = m;
+    registry = m;
     pthread_mutex_unlock(&registry_lock);
 }
 
-void qm__registry_remove(qm_ring_t *ring) {
+void qm__registry_remove(qm_membership_t *m) {
     pthread_mutex_lock(&registry_lock);
-    if (ring->reg_prev) ring->reg_prev->reg_next = ring->reg_next;
-    else if (registry == ring) registry = ring->reg_next;
-    if (ring->reg_next) ring->reg_next->reg_prev = ring->reg_prev;
-    ring->reg_prev = ring->reg_next = NULL;
+    if (m->reg_prev) m->reg_prev->reg_next = m->reg_next;
+    else if (registry == m) registry = m->reg_next;
+    if (m->reg_next) m->reg_next->reg_prev = m->reg_prev;
+    m->reg_prev = m->reg_next = NULL;
     pthread_mutex_unlock(&registry_lock);
 }
 
-static void hwm_raise(qm_ring_t *ring, uint32_t slot) {
-    uint32_t cur = atomic_load_explicit(&ring->ctl->members_hwm, memory_order_relaxed);
-    while (cur < slot && !atomic_compare_exchange_weak_explicit(
-                             &ring->ctl->members_hwm, &cur, slot, memory_order_relaxed,
-                             memory_order_relaxed)) {
+static void hwm_raise(qm_membership_t *m, uint32_t slot) {
+    uint32_t cur = atomic_load_explicit(m->hwm, memory_order_relaxed);
+    while (cur < slot && !atomic_compare_exchange_weak_explicit(m->hwm, &cur, slot,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed)) {
     }
 }
 
 /* Caller memory has no lock file: slots are taken by CAS on `roles` bit 31
- * and every member counts as alive. */
+ * and a member counts as alive while it holds its slot. */
 #define QM_ROLE_TAKEN_MEM (UINT32_C(1) << 31)
 
-int qm__member_join(qm_ring_t *ring) {
+int qm__member_join(qm_membership_t *mb) {
     for (uint32_t k = 1; k < QM_MEMBER_SLOTS; k++) {
-        qm_member_t *m = &ring->members[k];
-        if (ring->fd < 0) {
+        qm_member_t *m = &mb->members[k];
+        if (mb->fd < 0) {
             uint32_t expect = 0;
             if (!atomic_compare_exchange_strong_explicit(&m->roles, &expect, QM_ROLE_TAKEN_MEM,
                                                          memory_order_acq_rel,
                                                          memory_order_relaxed))
                 continue;
         } else {
-            int rc = qm__os_lock_byte(ring->fd, QM_LOCK_BASE + k);
+            int rc = qm__os_lock_byte(mb->fd, QM_LOCK_BASE + k);
             if (rc == QM_EAGAIN) continue;
             if (rc) return rc;
             /* The previous owner (if any) is dead: settle what it left. */
             uint64_t inflight = atomic_load_explicit(&m->inflight, memory_order_acquire);
-            ring->slot = k;
-            ring->me = m;
-            if (inflight & QM_INFLIGHT_VALID) qm__ring_resolve_inflight(ring, k, inflight);
+            mb->slot = k;
+            mb->me = m;
+            if ((inflight & QM_INFLIGHT_VALID) && mb->settle) mb->settle(mb->object, k, inflight);
             atomic_store_explicit(&m->roles, 0, memory_order_relaxed);
         }
-        ring->slot = k;
-        ring->me = m;
-        ring->roles = 0;
+        mb->slot = k;
+        mb->me = m;
+        mb->roles = 0;
         atomic_store_explicit(&m->inflight, 0, memory_order_relaxed);
         atomic_store_explicit(&m->pid, (uint32_t)getpid(), memory_order_relaxed);
         atomic_fetch_add_explicit(&m->generation, 1, memory_order_relaxed);
-        hwm_raise(ring, k);
+        hwm_raise(mb, k);
         return QM_OK;
     }
-    ring->slot = 0;
-    ring->me = NULL;
+    mb->slot = 0;
+    mb->me = NULL;
     return qm__fail(QM_EMEMBERS, "all %u member slots are taken by live handles",
                     QM_MEMBER_SLOTS - 1);
 }
 
-void qm__member_leave(qm_ring_t *ring) {
-    if (!ring->slot) return;
-    qm_member_t *m = ring->me;
+void qm__member_leave(qm_membership_t *mb) {
+    if (!mb->slot) return;
+    qm_member_t *m = mb->me;
     atomic_store_explicit(&m->pid, 0, memory_order_relaxed);
     atomic_store_explicit(&m->inflight, 0, memory_order_relaxed);
-    if (ring->fd < 0) {
+    if (mb->fd < 0) {
         atomic_store_explicit(&m->roles, 0, memory_order_release);
     } else {
         atomic_store_explicit(&m->roles, 0, memory_order_relaxed);
-        qm__os_unlock_byte(ring->fd, QM_LOCK_BASE + ring->slot);
+        qm__os_unlock_byte(mb->fd, QM_LOCK_BASE + mb->slot);
     }
-    ring->slot = 0;
-    ring->me = NULL;
+    mb->slot = 0;
+    mb->me = NULL;
 }
 
-bool qm__member_alive(qm_ring_t *ring, uint32_t slot) {
+void qm__member_publish_role(qm_membership_t *mb, uint32_t role) {
+    if (mb->roles & role) return;
+    mb->roles |= role;
+    atomic_fetch_or_explicit(&mb->me->roles, role, memory_order_relaxed);
+}
+
+bool qm__member_alive(const qm_membership_t *mb, uint32_t slot) {
     if (slot == 0 || slot >= QM_MEMBER_SLOTS) return false;
-    if (ring->fd < 0 || slot == ring->slot) return true;
-    int rc = qm__os_byte_locked(ring->fd, QM_LOCK_BASE + slot);
+    if (slot == mb->slot) return true;
+    if (mb->fd < 0)
+        return (atomic_load_explicit(&mb->members[slot].roles, memory_order_acquire) &
+                QM_ROLE_TAKEN_MEM) != 0;
+    int rc = qm__os_byte_locked(mb->fd, QM_LOCK_BASE + slot);
     return rc != 0;   /* an error counts as alive: never abandon on doubt */
 }

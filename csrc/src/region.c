@@ -175,16 +175,24 @@ int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t max
 }
 
 /* ----- handles ---------------------------------------------------------------- */
+static void settle_inflight(void *ring, uint32_t slot, uint64_t inflight) {
+    qm__ring_resolve_inflight(ring, slot, inflight);
+}
+
 static qm_ring_t *handle_new(void) {
     qm_ring_t *r = calloc(1, sizeof *r);
-    if (r) r->fd = -1;
+    if (r) {
+        r->mb.fd = -1;
+        r->mb.settle = settle_inflight;
+        r->mb.object = r;
+    }
     return r;
 }
 
 static void handle_free(qm_ring_t *r) {
     if (!r) return;
     if (r->owns_mapping && r->base) munmap(r->base, r->map_len);
-    if (r->fd >= 0) close(r->fd);
+    if (r->mb.fd >= 0) close(r->mb.fd);
     free(r);
 }
 
@@ -198,7 +206,8 @@ int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len) {
     ring->base = base;
     ring->map_len = len;
     ring->ctl = (qm_ring_ctl_t *)base;
-    ring->members = (qm_member_t *)(base + QM_MEMBERS_OFFSET);
+    ring->mb.members = (qm_member_t *)(base + QM_MEMBERS_OFFSET);
+    ring->mb.hwm = &ring->ctl->members_hwm;
     ring->data = base + QM_DATA_OFFSET;
     ring->cap = g.capacity;
     ring->cap_log2 = g.capacity_log2;
@@ -256,11 +265,11 @@ static int open_existing(qm_ring_t *r, unsigned cap_log2, uint64_t maxsize) {
     int64_t give_up = qm__os_monotonic_ns() + QM_CREATE_WAIT_NS;
     for (;;) {
         struct stat st;
-        int rc = check_file(r->fd, &st);
+        int rc = check_file(r->mb.fd, &st);
         if (rc) return rc;
         if ((uint64_t)st.st_size >= QM_HEADER_BYTES) {
             uint8_t *base = NULL;
-            rc = map_fd(r->fd, (uint64_t)st.st_size, &base);
+            rc = map_fd(r->mb.fd, (uint64_t)st.st_size, &base);
             if (rc) return rc;
             rc = qm__ring_bind(r, base, (uint64_t)st.st_size);
             if (rc != QM_ENOTREADY) {
@@ -271,25 +280,25 @@ static int open_existing(qm_ring_t *r, unsigned cap_log2, uint64_t maxsize) {
             munmap(base, (size_t)st.st_size);
         }
         /* Not ready: is the creator still at work? */
-        rc = qm__os_lock_byte(r->fd, QM_LOCK_BASE);
+        rc = qm__os_lock_byte(r->mb.fd, QM_LOCK_BASE);
         if (rc == QM_OK) {
             /* The creator died before publishing: re-create in place.  The
              * magic is re-checked under the lock (a creator may have
              * finished between our look and our lock). */
             uint8_t *base = NULL;
             uint64_t len = 0;
-            if (fstat(r->fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
-                map_fd(r->fd, (uint64_t)st.st_size, &base) == QM_OK) {
+            if (fstat(r->mb.fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
+                map_fd(r->mb.fd, (uint64_t)st.st_size, &base) == QM_OK) {
                 uint64_t m = atomic_load_explicit(&((qm_header_t *)base)->magic,
                                                   memory_order_acquire);
                 munmap(base, (size_t)st.st_size);
                 if (m != 0) {
-                    qm__os_unlock_byte(r->fd, QM_LOCK_BASE);
+                    qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
                     continue;
                 }
             }
-            rc = create_in(r->fd, cap_log2, maxsize, &base, &len);
-            qm__os_unlock_byte(r->fd, QM_LOCK_BASE);
+            rc = create_in(r->mb.fd, cap_log2, maxsize, &base, &len);
+            qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
             if (rc) return rc;
             r->owns_mapping = true;
             return qm__ring_bind(r, base, len);
@@ -317,18 +326,18 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
     if (rc < 0) goto fail;
     for (int attempt = 0; attempt < 100; attempt++) {
         if (mode != QM_OPEN_ONLY) {
-            r->fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (r->fd >= 0) {
+            r->mb.fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (r->mb.fd >= 0) {
                 uint8_t *base = NULL;
                 uint64_t len;
-                if (fchmod(r->fd, 0600) < 0 || qm__os_lock_byte(r->fd, QM_LOCK_BASE) != QM_OK) {
+                if (fchmod(r->mb.fd, 0600) < 0 || qm__os_lock_byte(r->mb.fd, QM_LOCK_BASE) != QM_OK) {
                     rc = -errno;
                     unlink(r->path);
                     goto fail;
                 }
                 QM_KILLPOINT("create.after_open");
-                rc = create_in(r->fd, cap_log2, maxsize, &base, &len);
-                qm__os_unlock_byte(r->fd, QM_LOCK_BASE);
+                rc = create_in(r->mb.fd, cap_log2, maxsize, &base, &len);
+                qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
                 if (rc) {
                     unlink(r->path);   /* nothing half-created is left behind */
                     goto fail;
@@ -348,8 +357,8 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
                 goto fail;
             }
         }
-        r->fd = open(r->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-        if (r->fd < 0) {
+        r->mb.fd = open(r->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (r->mb.fd < 0) {
             if (errno == ENOENT) {
                 if (mode == QM_OPEN_ONLY) {
                     rc = QM_ENOTFOUND;
@@ -368,10 +377,10 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
         rc = QM_ENOTFOUND;
         goto fail;
     }
-    qm__registry_add(r);
-    rc = qm__member_join(r);
+    qm__registry_add(&r->mb);
+    rc = qm__member_join(&r->mb);
     if (rc) {
-        qm__registry_remove(r);
+        qm__registry_remove(&r->mb);
         goto fail;
     }
     *out = r;
@@ -388,15 +397,15 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
     if (!r) return -ENOMEM;
     memcpy(r->path, ring->path, sizeof r->path);
     int rc;
-    if (ring->fd >= 0) {
-        r->fd = qm__os_reopen(ring->fd);
-        if (r->fd < 0) {
-            rc = r->fd;
-            r->fd = -1;
+    if (ring->mb.fd >= 0) {
+        r->mb.fd = qm__os_reopen(ring->mb.fd);
+        if (r->mb.fd < 0) {
+            rc = r->mb.fd;
+            r->mb.fd = -1;
             goto fail;
         }
         uint8_t *base = NULL;
-        rc = map_fd(r->fd, ring->map_len, &base);
+        rc = map_fd(r->mb.fd, ring->map_len, &base);
         if (rc) goto fail;
         r->owns_mapping = true;
         r->base = base;   /* freed by handle_free on failure */
@@ -405,10 +414,10 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
         rc = qm__ring_bind(r, ring->base, ring->map_len);
     }
     if (rc) goto fail;
-    qm__registry_add(r);
-    rc = qm__member_join(r);
+    qm__registry_add(&r->mb);
+    rc = qm__member_join(&r->mb);
     if (rc) {
-        qm__registry_remove(r);
+        qm__registry_remove(&r->mb);
         goto fail;
     }
     *out = r;
@@ -433,10 +442,10 @@ int qm_ring_attach_memory(void *mem, uint64_t len, qm_ring_t **out) {
     if (!r) return -ENOMEM;
     int rc = qm__ring_bind(r, mem, len);
     if (rc) goto fail;
-    qm__registry_add(r);
-    rc = qm__member_join(r);
+    qm__registry_add(&r->mb);
+    rc = qm__member_join(&r->mb);
     if (rc) {
-        qm__registry_remove(r);
+        qm__registry_remove(&r->mb);
         goto fail;
     }
     *out = r;
@@ -448,8 +457,8 @@ fail:
 
 void qm_ring_close(qm_ring_t *ring) {
     if (!ring) return;
-    qm__registry_remove(ring);
-    qm__member_leave(ring);
+    qm__registry_remove(&ring->mb);
+    qm__member_leave(&ring->mb);
     handle_free(ring);
 }
 

@@ -97,11 +97,6 @@ static inline void counter_add(_Atomic uint64_t *c, uint64_t v) {
                           memory_order_relaxed);
 }
 
-static void publish_role(qm_ring_t *r, uint32_t role) {
-    if (r->roles & role) return;
-    r->roles |= role;
-    atomic_fetch_or_explicit(&r->me->roles, role, memory_order_relaxed);
-}
 
 /* ----- head: reclaiming consumed space -------------------------------------- */
 static int advance_head(qm_ring_t *r) {
@@ -141,7 +136,7 @@ static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
     bool ok = atomic_compare_exchange_strong_explicit(word_at(r, pos), &expect, freed,
                                                       memory_order_release,
                                                       memory_order_relaxed);
-    atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
     /* Handing space back is lazy: producers advance head themselves when
      * their view runs short, so a consumer touches the head line only when
      * a producer sleeps waiting for space. */
@@ -160,12 +155,12 @@ static int reclaim_dead_reader(qm_ring_t *r) {
     _Atomic uint64_t *wp = word_at(r, h);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
     if (QM_WORD_LAP(w) != lap_of(r, h) || QM_WORD_STATE(w) != QM_ST_READING) return 0;
-    if (!extent_of(r, h, w) || qm__member_alive(r, QM_WORD_OWNER(w))) return 0;
-    uint64_t mine = QM_WORD(lap_of(r, h), QM_ST_READING, r->slot, QM_WORD_CODE(w));
-    atomic_store_explicit(&r->me->inflight, h | QM_INFLIGHT_VALID, memory_order_relaxed);
+    if (!extent_of(r, h, w) || qm__member_alive(&r->mb, QM_WORD_OWNER(w))) return 0;
+    uint64_t mine = QM_WORD(lap_of(r, h), QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
+    atomic_store_explicit(&r->mb.me->inflight, h | QM_INFLIGHT_VALID, memory_order_relaxed);
     if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
                                                  memory_order_relaxed)) {
-        atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
         return 0;
     }
     atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
@@ -179,7 +174,7 @@ static int abandon_dead_writer(qm_ring_t *r) {
     _Atomic uint64_t *wp = word_at(r, rd);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
     if (QM_WORD_LAP(w) != lap_of(r, rd) || QM_WORD_STATE(w) != QM_ST_WRITING) return 0;
-    if (!extent_of(r, rd, w) || qm__member_alive(r, QM_WORD_OWNER(w))) return 0;
+    if (!extent_of(r, rd, w) || qm__member_alive(&r->mb, QM_WORD_OWNER(w))) return 0;
     uint64_t dead = QM_WORD(lap_of(r, rd), QM_ST_ABANDONED, 0, QM_WORD_CODE(w));
     if (!atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
                                                  memory_order_relaxed))
@@ -213,8 +208,8 @@ static uint64_t depth_of(const qm_ring_t *r) {
     if (hwm >= QM_MEMBER_SLOTS) hwm = QM_MEMBER_SLOTS - 1;
     uint64_t put = 0, got = 0;
     for (uint32_t k = 1; k <= hwm; k++) {
-        put += atomic_load_explicit(&r->members[k].put_count, memory_order_relaxed);
-        got += atomic_load_explicit(&r->members[k].got_count, memory_order_relaxed);
+        put += atomic_load_explicit(&r->mb.members[k].put_count, memory_order_relaxed);
+        got += atomic_load_explicit(&r->mb.members[k].got_count, memory_order_relaxed);
     }
     return put > got ? put - got : 0;
 }
@@ -272,10 +267,10 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
             return corrupt("record word neither free nor claimed", t, w);
         }
         if (!pad && r->maxsize && depth_of(r) >= r->maxsize) return QM_EAGAIN;
-        uint64_t claim = pad ? QM_WORD(lap, QM_ST_PAD, r->slot, QM_CODE_TO_LAP_END)
-                             : QM_WORD(lap, QM_ST_WRITING, r->slot, code);
+        uint64_t claim = pad ? QM_WORD(lap, QM_ST_PAD, r->mb.slot, QM_CODE_TO_LAP_END)
+                             : QM_WORD(lap, QM_ST_WRITING, r->mb.slot, code);
         if (!pad)
-            atomic_store_explicit(&r->me->inflight, t | QM_INFLIGHT_VALID, memory_order_relaxed);
+            atomic_store_explicit(&r->mb.me->inflight, t | QM_INFLIGHT_VALID, memory_order_relaxed);
         /* [P4] acq_rel: the claim; exactly one producer wins position t. */
         if (!atomic_compare_exchange_strong_explicit(wp, &w, claim, memory_order_acq_rel,
                                                      memory_order_relaxed))
@@ -302,12 +297,12 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
          * [C1]. A CAS, not a store: nobody may have abandoned us. */
         uint64_t expect = claim;
         if (!atomic_compare_exchange_strong_explicit(
-                wp, &expect, QM_WORD(lap, QM_ST_COMMITTED, r->slot, code),
+                wp, &expect, QM_WORD(lap, QM_ST_COMMITTED, r->mb.slot, code),
                 memory_order_release, memory_order_relaxed))
             return corrupt("record taken from its writer", t, expect);
-        atomic_store_explicit(&r->me->inflight, 0, memory_order_relaxed);
-        counter_add(&r->me->put_count, 1);
-        counter_add(&r->me->put_bytes, len);
+        atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
+        counter_add(&r->mb.me->put_count, 1);
+        counter_add(&r->mb.me->put_bytes, len);
         return QM_OK;
     }
     return QM_EAGAIN;
@@ -345,8 +340,8 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
         case QM_ST_COMMITTED:
         case QM_ST_PAD:
         case QM_ST_ABANDONED: {
-            uint64_t mine = QM_WORD(lap, QM_ST_READING, r->slot, QM_WORD_CODE(w));
-            atomic_store_explicit(&r->me->inflight, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
+            uint64_t mine = QM_WORD(lap, QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
+            atomic_store_explicit(&r->mb.me->inflight, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
             /* [C2] acq_rel: the take; exactly one consumer wins. */
             if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
                                                          memory_order_relaxed))
@@ -370,8 +365,8 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
             rec->len = len;
             rec->pos = rd;
             rec->word = mine;
-            counter_add(&r->me->got_count, 1);
-            counter_add(&r->me->got_bytes, len);
+            counter_add(&r->mb.me->got_count, 1);
+            counter_add(&r->mb.me->got_bytes, len);
             return QM_OK;
         }
         case QM_ST_READING:
@@ -393,7 +388,7 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
 static int check_usable(qm_ring_t *r) {
     if (!r) return QM_ECLOSED;
     if (atomic_load_explicit(&r->interrupted, memory_order_relaxed)) return QM_ECLOSED;
-    return qm__member_ensure(r);
+    return qm__member_ensure(&r->mb);
 }
 
 /* Spin briefly, then sleep on `line`, re-trying `attempt` after every wake.
@@ -489,7 +484,7 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
     put_ctx_t ctx = {iov, iovcnt, len};
     int rc = wait_loop(r, &r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx, deadline);
     if (rc == QM_OK) {
-        publish_role(r, QM_MEMBER_PRODUCER);
+        qm__member_publish_role(&r->mb, QM_MEMBER_PRODUCER);
         if (wake) qm__wake(&r->ctl->data_wake);
     }
     return rc;
@@ -525,12 +520,12 @@ int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     if (rc) return rc;
     get_ctx_t ctx = {rec, 0};
     rc = wait_loop(r, &r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx, deadline);
-    if (rc == QM_OK) publish_role(r, QM_MEMBER_CONSUMER);
+    if (rc == QM_OK) qm__member_publish_role(&r->mb, QM_MEMBER_CONSUMER);
     return rc;
 }
 
 int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) {
-    if (!r || !r->me) return QM_ECLOSED;
+    if (!r || !r->mb.me) return QM_ECLOSED;
     return release_record(r, rec->pos, rec->word);
 }
 
@@ -547,12 +542,12 @@ int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
     uint32_t hwm = atomic_load_explicit(&r->ctl->members_hwm, memory_order_relaxed);
     if (hwm >= QM_MEMBER_SLOTS) hwm = QM_MEMBER_SLOTS - 1;
     for (uint32_t k = 1; k <= hwm; k++) {
-        qm_member_t *m = &r->members[k];
+        qm_member_t *m = &r->mb.members[k];
         st->put += atomic_load_explicit(&m->put_count, memory_order_relaxed);
         st->got += atomic_load_explicit(&m->got_count, memory_order_relaxed);
         st->bytes_put += atomic_load_explicit(&m->put_bytes, memory_order_relaxed);
         st->bytes_got += atomic_load_explicit(&m->got_bytes, memory_order_relaxed);
-        if (!qm__member_alive(r, k)) continue;
+        if (!qm__member_alive(&r->mb, k)) continue;
         uint32_t roles = atomic_load_explicit(&m->roles, memory_order_relaxed);
         st->members++;
         st->producers += (roles & QM_MEMBER_PRODUCER) != 0;
@@ -568,7 +563,7 @@ int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
     st->maxsize = r->maxsize;
     st->abandoned = atomic_load_explicit(&r->ctl->abandoned, memory_order_relaxed);
     st->reclaimed = atomic_load_explicit(&r->ctl->reclaimed, memory_order_relaxed);
-    st->member_slot = r->slot;
+    st->member_slot = r->mb.slot;
     return QM_OK;
 }
 

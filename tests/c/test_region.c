@@ -185,8 +185,8 @@ static void claim_and_die(qm_ring_t *r) {
     /* claim a record exactly as try_put does, then die before commit */
     uint64_t t = atomic_load(&r->ctl->tail.pos);
     _Atomic uint64_t *w = (_Atomic uint64_t *)(r->data + (t & (r->cap - 1)));
-    atomic_store(&r->me->inflight, t | QM_INFLIGHT_VALID);
-    atomic_store(w, QM_WORD((uint32_t)(t >> r->cap_log2), QM_ST_WRITING, r->slot, 1));
+    atomic_store(&r->mb.me->inflight, t | QM_INFLIGHT_VALID);
+    atomic_store(w, QM_WORD((uint32_t)(t >> r->cap_log2), QM_ST_WRITING, r->mb.slot, 1));
     atomic_store(&r->ctl->tail.pos, t + 64);
 }
 
@@ -243,7 +243,7 @@ static void slot_of_dead_member_is_reused_after_settling_its_record(void) {
     /* a new member takes the dead one's slot and abandons its claim */
     qm_ring_t *n;
     CHECK_RC(qm_ring_open("reuse", QM_OPEN_ONLY, 4096, 0, &n), 0);
-    CHECK(n->slot == 2);
+    CHECK(n->mb.slot == 2);
     qm_ring_stats_t st;
     CHECK_RC(qm_ring_stats(n, &st), 0);
     CHECK(st.abandoned == 1);
@@ -257,13 +257,13 @@ static void slot_of_dead_member_is_reused_after_settling_its_record(void) {
 static void forked_child_becomes_its_own_member(void) {
     qm_ring_t *r;
     CHECK_RC(qm_ring_open("forked", QM_CREATE_ONLY, 4096, 0, &r), 0);
-    uint32_t parent_slot = r->slot;
+    uint32_t parent_slot = r->mb.slot;
     int pipefd[2];
     CHECK(pipe(pipefd) == 0);
     pid_t pid = fork();
     if (pid == 0) {
         /* same handle, inherited: must re-join under a new slot */
-        int ok = put_str(r, "from child") == 0 && r->slot != 0 && r->slot != parent_slot;
+        int ok = put_str(r, "from child") == 0 && r->mb.slot != 0 && r->mb.slot != parent_slot;
         qm_ring_close(r);   /* must not release the parent's lock */
         char c = ok ? 'y' : 'n';
         if (write(pipefd[1], &c, 1) != 1) _exit(2);
@@ -274,10 +274,10 @@ static void forked_child_becomes_its_own_member(void) {
     waitpid(pid, NULL, 0);
     close(pipefd[0]);
     close(pipefd[1]);
-    CHECK(qm__member_alive(r, parent_slot));
+    CHECK(qm__member_alive(&r->mb, parent_slot));
     qm_ring_t *other;
     CHECK_RC(qm_ring_open("forked", QM_OPEN_ONLY, 4096, 0, &other), 0);
-    CHECK(qm__member_alive(other, parent_slot));   /* parent's lock survived */
+    CHECK(qm__member_alive(&other->mb, parent_slot));   /* parent's lock survived */
     char buf[16];
     CHECK(get_str(other, buf, sizeof buf, QM_NOWAIT) == 10);
     qm_ring_close(other);
@@ -290,7 +290,7 @@ static void dup_handle_works_after_unlink(void) {
     CHECK_RC(qm_ring_open("dup", QM_CREATE_ONLY, 4096, 0, &r), 0);
     CHECK_RC(qm_ring_unlink("dup"), 0);
     CHECK_RC(qm_ring_dup(r, &d), 0);
-    CHECK(d->slot != r->slot);
+    CHECK(d->mb.slot != r->mb.slot);
     CHECK_RC(put_str(d, "x"), 0);
     char buf[4];
     CHECK(get_str(r, buf, sizeof buf, QM_NOWAIT) == 1);

@@ -196,7 +196,7 @@ static void put_many_reports_how_many_fit(void) {
 static void two_handles_share_one_ring(void) {
     qm_ring_t *a = fresh(4096, 0), *b;
     CHECK_RC(qm_ring_attach_memory(mem, mem_len, &b), 0);
-    CHECK(a->slot != b->slot);
+    CHECK(a->mb.slot != b->mb.slot);
     CHECK_RC(put_bytes(a, "hello", 5, QM_NOWAIT), 0);
     char out[8];
     CHECK(get_bytes(b, out, sizeof out, QM_NOWAIT) == 5);
