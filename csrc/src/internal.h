@@ -56,7 +56,33 @@ void qm__wake(qm_wake_line_t *line);
 uint32_t qm__sleep_prepare(qm_wake_line_t *line);
 int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns);
 
-/* ----- header validation (region.c) -------------------------------------- */
+/* ----- shared objects (region.c) ------------------------------------------- */
+struct stat;
+typedef struct qm_object_spec {
+    uint64_t size;                 /* bytes to create */
+    uint64_t magic;                /* first word of the file, published last */
+    /* write everything but the magic into fresh (zeroed) memory */
+    void (*format)(uint8_t *base, uint64_t len, const void *arg);
+    const void *arg;
+} qm_object_spec_t;
+
+typedef struct qm_object {
+    int fd;
+    uint8_t *base;                 /* read-write mapping of the whole file */
+    uint64_t len;
+    bool created;                  /* this call created (or re-created) it */
+} qm_object_t;
+
+/* Create and/or open the object file `name` under `dirfd` (AT_FDCWD with an
+ * absolute name works), secure and published as described in region.c.
+ * The magic is known non-zero; the caller validates everything else. */
+int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
+                    const qm_object_spec_t *spec, qm_object_t *out);
+void qm__object_close(qm_object_t *obj);
+int qm__map(int fd, uint64_t size, bool writable, uint8_t **out);
+int qm__check_file(int fd, struct stat *st);
+
+/* ----- ring header validation (ring_object.c) ---------------------------- */
 typedef struct qm_geometry {
     uint64_t total_bytes;
     uint64_t capacity;
@@ -125,7 +151,6 @@ void qm__ring_resolve_inflight(qm_ring_t *ring, uint32_t slot, uint64_t inflight
 void qm__ring_init_data(qm_ring_t *ring);
 int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len);
 
-/* ----- region (region.c) --------------------------------------------------- */
 int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t maxsize,
                     bool publish);
 

@@ -1,14 +1,16 @@
 /*
- * region.c - naming, creating, opening, validating and mapping a ring's
- * shared object.  The only file that calls open/mmap.
+ * region.c - named shared objects: creating, opening and mapping the file
+ * behind a ring or a partition log.  With ring_object.c and log.c, the only
+ * code that opens or maps files.
  *
- * Creation: O_CREAT|O_EXCL|O_NOFOLLOW 0600 (fchmod too, whatever the
- * umask), the creation lock (OFD byte QM_LOCK_BASE+0) held throughout,
- * posix_fallocate, header and data initialised, magic release-stored last
- * [O1].  Opening: O_NOFOLLOW, fstat (regular file, our uid, no group/other
- * bits, one link), acquire-load magic [O2]: 0 means "being created" - we
- * wait while the creation lock is held and re-create in place if the
- * creator died; then every header field is validated before use.
+ * Creation: openat(O_CREAT|O_EXCL|O_NOFOLLOW) 0600 (fchmod too, whatever
+ * the umask), the creation lock (OFD byte QM_LOCK_BASE+0) held throughout,
+ * posix_fallocate of the whole size, the object formatted, its 64-bit magic
+ * (first word of the file) release-stored last [O1].  Opening:
+ * O_NOFOLLOW, fstat (regular file, our uid, no group/other bits, one link),
+ * acquire-load of the magic [O2]: 0 means "being created" - we wait while
+ * the creation lock is held and re-create in place if the creator died.
+ * The caller then validates every header field before use.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -24,11 +26,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define QM_MIN_CAPACITY_LOG2 12u   /* 4 KiB */
-#define QM_MAX_CAPACITY_LOG2 40u   /* 1 TiB */
 #define QM_CREATE_WAIT_NS (2 * INT64_C(1000000000))
 
-/* ----- names --------------------------------------------------------------- */
 int qm_name_check(const char *name) {
     if (!name) return qm__fail(QM_EINVAL, "name is NULL");
     size_t n = strlen(name);
@@ -43,191 +42,15 @@ int qm_name_check(const char *name) {
     return QM_OK;
 }
 
-static const char *shm_dir(void) {
-    const char *d = getenv("PYQMEM_SHM_DIR");
-    return (d && d[0]) ? d : "/dev/shm";
-}
-
-int qm_ring_path(const char *name, char *buf, size_t buflen) {
-    int rc = qm_name_check(name);
-    if (rc) return rc;
-    int n = snprintf(buf, buflen, "%s/pyqmem.%u.q.%s", shm_dir(), (unsigned)geteuid(), name);
-    if (n < 0 || (size_t)n >= buflen) return qm__fail(QM_EINVAL, "path too long");
-    return n;
-}
-
-/* ----- header ---------------------------------------------------------------- */
-uint64_t qm__layout_fingerprint(void) {
-    /* Every size and offset a peer relies on, mixed (FNV-1a over words).
-     * Builds that disagree on any of them refuse each other's objects. */
-    const uint64_t parts[] = {
-        sizeof(qm_header_t), sizeof(qm_ring_ctl_t), sizeof(qm_member_t),
-        offsetof(qm_ring_ctl_t, tail), offsetof(qm_ring_ctl_t, read),
-        offsetof(qm_ring_ctl_t, head), offsetof(qm_ring_ctl_t, data_wake),
-        offsetof(qm_ring_ctl_t, space_wake), offsetof(qm_ring_ctl_t, members_hwm),
-        offsetof(qm_ring_ctl_t, abandoned), offsetof(qm_ring_ctl_t, reclaimed),
-        offsetof(qm_member_t, inflight), offsetof(qm_member_t, put_count),
-        QM_HOT_LINE, QM_MEMBER_SLOTS, QM_REC_GRANULE, QM_REC_HEADER, QM_FREE_MAGIC,
-        QM_CODE_MANTISSA_BITS, (uint64_t)QM_LOCK_BASE,
-    };
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        h ^= parts[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
-int qm__capacity_round(uint64_t capacity, unsigned *log2_out) {
-    if (capacity == 0 || capacity > (UINT64_C(1) << QM_MAX_CAPACITY_LOG2))
-        return qm__fail(QM_EINVAL, "capacity must be between 4096 and 2**40 bytes");
-    unsigned l = QM_MIN_CAPACITY_LOG2;
-    while ((UINT64_C(1) << l) < capacity) l++;
-    *log2_out = l;
-    return QM_OK;
-}
-
-uint64_t qm_ring_memory_size(uint64_t capacity) {
-    unsigned l = 0;
-    if (qm__capacity_round(capacity, &l)) return 0;
-    return QM_DATA_OFFSET + (UINT64_C(1) << l);
-}
-
-int qm__ring_header_check(const void *image, uint64_t len, uint64_t file_size,
-                          qm_geometry_t *out) {
-    if (len < sizeof(qm_header_t)) return qm__fail(QM_ECORRUPT, "header truncated");
-    qm_header_t h;
-    memcpy(&h, image, sizeof h);   /* one read of every field: no double fetch */
-    uint64_t magic = (uint64_t)atomic_load_explicit(&h.magic, memory_order_relaxed);
-    if (magic == 0) return QM_ENOTREADY;
-    if (magic == __builtin_bswap64(QM_MAGIC_RING))
-        return qm__fail(QM_EINCOMPAT, "ring written with the other byte order");
-    if (magic != QM_MAGIC_RING) return qm__fail(QM_ECORRUPT, "bad magic %#llx",
-                                                (unsigned long long)magic);
-    if (h.format_major != QM_FORMAT_MAJOR)
-        return qm__fail(QM_EINCOMPAT, "ring format %u.%u, this build reads %u.x",
-                        h.format_major, h.format_minor, QM_FORMAT_MAJOR);
-    if (h.layout_fingerprint != qm__layout_fingerprint())
-        return qm__fail(QM_EINCOMPAT, "layout fingerprint %#llx, this build has %#llx",
-                        (unsigned long long)h.layout_fingerprint,
-                        (unsigned long long)qm__layout_fingerprint());
-    if (h.feature_flags != 0)
-        return qm__fail(QM_EINCOMPAT, "unknown feature flags %#llx",
-                        (unsigned long long)h.feature_flags);
-    if (h.object_kind != QM_KIND_RING)
-        return qm__fail(QM_EINCOMPAT, "object kind %u is not a ring", h.object_kind);
-    if (h.header_bytes != QM_HEADER_BYTES || h.members_offset != QM_MEMBERS_OFFSET ||
-        h.member_slots != QM_MEMBER_SLOTS || h.member_bytes != QM_MEMBER_BYTES ||
-        h.data_offset != QM_DATA_OFFSET || h.granule_log2 != QM_REC_GRANULE_LOG2)
-        return qm__fail(QM_ECORRUPT, "header offsets do not match the format");
-    if (h.capacity_log2 < QM_MIN_CAPACITY_LOG2 || h.capacity_log2 > QM_MAX_CAPACITY_LOG2 ||
-        h.data_bytes != (UINT64_C(1) << h.capacity_log2))
-        return qm__fail(QM_ECORRUPT, "bad capacity");
-    if (h.total_bytes != QM_DATA_OFFSET + h.data_bytes || h.total_bytes != file_size)
-        return qm__fail(QM_ECORRUPT, "object size %llu does not match header size %llu",
-                        (unsigned long long)file_size, (unsigned long long)h.total_bytes);
-    if (h.max_message != h.data_bytes / 4) return qm__fail(QM_ECORRUPT, "bad max_message");
-    for (size_t i = 0; i < sizeof h.reserved / sizeof h.reserved[0]; i++)
-        if (h.reserved[i]) return qm__fail(QM_EINCOMPAT, "reserved header words in use");
-    out->total_bytes = h.total_bytes;
-    out->capacity = h.data_bytes;
-    out->capacity_log2 = h.capacity_log2;
-    out->max_message = h.max_message;
-    out->maxsize = h.maxsize;
-    return QM_OK;
-}
-
-int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t maxsize,
-                    bool publish) {
-    uint64_t cap = UINT64_C(1) << cap_log2;
-    if (len < QM_DATA_OFFSET + cap) return qm__fail(QM_EINVAL, "memory too small");
-    qm_ring_ctl_t *ctl = (qm_ring_ctl_t *)base;
-    atomic_store_explicit(&ctl->header.magic, 0, memory_order_relaxed);
-    memset((uint8_t *)ctl + sizeof(ctl->header.magic), 0,
-           QM_DATA_OFFSET - sizeof(ctl->header.magic));
-    qm_header_t *h = &ctl->header;
-    h->format_major = QM_FORMAT_MAJOR;
-    h->format_minor = QM_FORMAT_MINOR;
-    h->header_bytes = QM_HEADER_BYTES;
-    h->layout_fingerprint = qm__layout_fingerprint();
-    h->object_kind = QM_KIND_RING;
-    h->creator_pid = (uint32_t)getpid();
-    h->created_unix_ns = (uint64_t)qm__os_realtime_ns();
-    h->total_bytes = QM_DATA_OFFSET + cap;
-    h->members_offset = QM_MEMBERS_OFFSET;
-    h->member_slots = QM_MEMBER_SLOTS;
-    h->member_bytes = QM_MEMBER_BYTES;
-    h->data_offset = QM_DATA_OFFSET;
-    h->data_bytes = cap;
-    h->granule_log2 = QM_REC_GRANULE_LOG2;
-    h->capacity_log2 = cap_log2;
-    h->max_message = cap / 4;
-    h->maxsize = maxsize;
-    /* Every granule of free space holds FREE(lap 0); this also touches
-     * every page now, so first use does not fault. */
-    uint8_t *data = base + QM_DATA_OFFSET;
-    for (uint64_t off = 0; off < cap; off += QM_REC_GRANULE)
-        atomic_store_explicit((_Atomic uint64_t *)(data + off), QM_WORD_FREE(0),
-                              memory_order_relaxed);
-    if (publish)   /* [O1] release: everything above before the magic; pairs with [O2] */
-        atomic_store_explicit(&h->magic, QM_MAGIC_RING, memory_order_release);
-    return QM_OK;
-}
-
-/* ----- handles ---------------------------------------------------------------- */
-static void settle_inflight(void *ring, uint32_t slot, uint64_t inflight) {
-    qm__ring_resolve_inflight(ring, slot, inflight);
-}
-
-static qm_ring_t *handle_new(void) {
-    qm_ring_t *r = calloc(1, sizeof *r);
-    if (r) {
-        r->mb.fd = -1;
-        r->mb.settle = settle_inflight;
-        r->mb.object = r;
-    }
-    return r;
-}
-
-static void handle_free(qm_ring_t *r) {
-    if (!r) return;
-    if (r->owns_mapping && r->base) munmap(r->base, r->map_len);
-    if (r->mb.fd >= 0) close(r->mb.fd);
-    free(r);
-}
-
-int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len) {
-    qm_geometry_t g;
-    /* [O2] acquire: pairs with [O1]; only then are the fields meaningful. */
-    uint64_t magic = atomic_load_explicit(&((qm_header_t *)base)->magic, memory_order_acquire);
-    if (magic == 0) return QM_ENOTREADY;
-    int rc = qm__ring_header_check(base, len, len, &g);
-    if (rc) return rc;
-    ring->base = base;
-    ring->map_len = len;
-    ring->ctl = (qm_ring_ctl_t *)base;
-    ring->mb.members = (qm_member_t *)(base + QM_MEMBERS_OFFSET);
-    ring->mb.hwm = &ring->ctl->members_hwm;
-    ring->data = base + QM_DATA_OFFSET;
-    ring->cap = g.capacity;
-    ring->cap_log2 = g.capacity_log2;
-    ring->max_message = g.max_message;
-    ring->maxsize = g.maxsize;
-    uint64_t granules = (QM_REC_HEADER + g.max_message + QM_REC_GRANULE - 1) >> QM_REC_GRANULE_LOG2;
-    /* the extent code may round up by < 2^-13; allow for it */
-    ring->max_extent = (granules + (granules >> 12) + 2) << QM_REC_GRANULE_LOG2;
-    if (ring->max_extent > ring->cap) ring->max_extent = ring->cap;
-    return QM_OK;
-}
-
-static int map_fd(int fd, uint64_t size, uint8_t **out) {
-    void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+int qm__map(int fd, uint64_t size, bool writable, uint8_t **out) {
+    void *p = mmap(NULL, (size_t)size, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                   MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) return -errno;
     *out = p;
     return QM_OK;
 }
 
-static int check_file(int fd, struct stat *st) {
+int qm__check_file(int fd, struct stat *st) {
     if (fstat(fd, st) < 0) return -errno;
     if (!S_ISREG(st->st_mode)) return qm__fail(QM_EPERM, "not a regular file");
     if (st->st_uid != geteuid())
@@ -242,66 +65,66 @@ static int check_file(int fd, struct stat *st) {
 }
 
 /* Format the file behind fd (creation lock held by the caller). */
-static int create_in(int fd, unsigned cap_log2, uint64_t maxsize, uint8_t **base_out,
+static int create_in(int fd, const qm_object_spec_t *spec, uint8_t **base_out,
                      uint64_t *len_out) {
-    uint64_t size = QM_DATA_OFFSET + (UINT64_C(1) << cap_log2);
     if (ftruncate(fd, 0) < 0) return -errno;
-    int rc = qm__os_reserve(fd, size);
-    if (rc) return qm__fail(rc, "cannot reserve %llu bytes of shared memory",
-                            (unsigned long long)size);
+    int rc = qm__os_reserve(fd, spec->size);
+    if (rc) return qm__fail(rc, "cannot reserve %llu bytes", (unsigned long long)spec->size);
     uint8_t *base = NULL;
-    rc = map_fd(fd, size, &base);
+    rc = qm__map(fd, spec->size, true, &base);
     if (rc) return rc;
-    qm__ring_format(base, size, cap_log2, maxsize, false);
+    spec->format(base, spec->size, spec->arg);
     QM_KILLPOINT("create.before_publish");
-    /* [O1] release: pairs with [O2] */
-    atomic_store_explicit(&((qm_header_t *)base)->magic, QM_MAGIC_RING, memory_order_release);
+    /* [O1] release: every byte formatted before the magic; pairs with [O2] */
+    atomic_store_explicit((_Atomic uint64_t *)base, spec->magic, memory_order_release);
     *base_out = base;
-    *len_out = size;
+    *len_out = spec->size;
     return QM_OK;
 }
 
-static int open_existing(qm_ring_t *r, unsigned cap_log2, uint64_t maxsize) {
+static uint64_t published_magic(const uint8_t *base) {
+    /* [O2] acquire: pairs with [O1]; the header behind it is complete. */
+    return atomic_load_explicit((_Atomic uint64_t *)base, memory_order_acquire);
+}
+
+static int open_existing(int fd, const qm_object_spec_t *spec, uint8_t **base_out,
+                         uint64_t *len_out) {
     int64_t give_up = qm__os_monotonic_ns() + QM_CREATE_WAIT_NS;
     for (;;) {
         struct stat st;
-        int rc = check_file(r->mb.fd, &st);
+        int rc = qm__check_file(fd, &st);
         if (rc) return rc;
-        if ((uint64_t)st.st_size >= QM_HEADER_BYTES) {
+        uint64_t size = (uint64_t)st.st_size;
+        if (size >= QM_HEADER_BYTES) {
             uint8_t *base = NULL;
-            rc = map_fd(r->mb.fd, (uint64_t)st.st_size, &base);
+            rc = qm__map(fd, size, true, &base);
             if (rc) return rc;
-            rc = qm__ring_bind(r, base, (uint64_t)st.st_size);
-            if (rc != QM_ENOTREADY) {
-                if (rc) munmap(base, (size_t)st.st_size);
-                else r->owns_mapping = true;
-                return rc;
+            if (published_magic(base) != 0) {
+                *base_out = base;
+                *len_out = size;
+                return QM_OK;   /* the caller validates the header */
             }
-            munmap(base, (size_t)st.st_size);
+            munmap(base, (size_t)size);
         }
         /* Not ready: is the creator still at work? */
-        rc = qm__os_lock_byte(r->mb.fd, QM_LOCK_BASE);
+        rc = qm__os_lock_byte(fd, QM_LOCK_BASE);
         if (rc == QM_OK) {
             /* The creator died before publishing: re-create in place.  The
              * magic is re-checked under the lock (a creator may have
              * finished between our look and our lock). */
             uint8_t *base = NULL;
-            uint64_t len = 0;
-            if (fstat(r->mb.fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
-                map_fd(r->mb.fd, (uint64_t)st.st_size, &base) == QM_OK) {
-                uint64_t m = atomic_load_explicit(&((qm_header_t *)base)->magic,
-                                                  memory_order_acquire);
+            if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
+                qm__map(fd, (uint64_t)st.st_size, false, &base) == QM_OK) {
+                uint64_t m = published_magic(base);
                 munmap(base, (size_t)st.st_size);
                 if (m != 0) {
-                    qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
+                    qm__os_unlock_byte(fd, QM_LOCK_BASE);
                     continue;
                 }
             }
-            rc = create_in(r->mb.fd, cap_log2, maxsize, &base, &len);
-            qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
-            if (rc) return rc;
-            r->owns_mapping = true;
-            return qm__ring_bind(r, base, len);
+            rc = create_in(fd, spec, base_out, len_out);
+            qm__os_unlock_byte(fd, QM_LOCK_BASE);
+            return rc;
         }
         if (rc != QM_EAGAIN) return rc;
         if (qm__os_monotonic_ns() > give_up)
@@ -310,170 +133,62 @@ static int open_existing(qm_ring_t *r, unsigned cap_log2, uint64_t maxsize) {
     }
 }
 
-int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint64_t maxsize,
-                 qm_ring_t **out) {
-    *out = NULL;
-    unsigned cap_log2 = 0;
-    if (mode == QM_OPEN_ONLY && capacity == 0)
-        capacity = UINT64_C(16) << 20;   /* only used to re-create a half-made ring */
-    int rc = qm__capacity_round(capacity, &cap_log2);
-    if (rc) return rc;
+static int refuse_link(void) { return qm__fail(QM_EPERM, "refusing to follow a symlink"); }
+
+int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
+                    const qm_object_spec_t *spec, qm_object_t *out) {
+    out->fd = -1;
+    out->base = NULL;
+    out->len = 0;
     if (mode != QM_OPEN_OR_CREATE && mode != QM_CREATE_ONLY && mode != QM_OPEN_ONLY)
         return qm__fail(QM_EINVAL, "bad open mode");
-    qm_ring_t *r = handle_new();
-    if (!r) return -ENOMEM;
-    rc = qm_ring_path(name, r->path, sizeof r->path);
-    if (rc < 0) goto fail;
     for (int attempt = 0; attempt < 100; attempt++) {
+        int fd, rc;
         if (mode != QM_OPEN_ONLY) {
-            r->mb.fd = open(r->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-            if (r->mb.fd >= 0) {
-                uint8_t *base = NULL;
-                uint64_t len;
-                if (fchmod(r->mb.fd, 0600) < 0 || qm__os_lock_byte(r->mb.fd, QM_LOCK_BASE) != QM_OK) {
+            fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (fd >= 0) {
+                if (fchmod(fd, 0600) < 0 || qm__os_lock_byte(fd, QM_LOCK_BASE) != QM_OK) {
                     rc = -errno;
-                    unlink(r->path);
-                    goto fail;
+                } else {
+                    QM_KILLPOINT("create.after_open");
+                    rc = create_in(fd, spec, &out->base, &out->len);
+                    qm__os_unlock_byte(fd, QM_LOCK_BASE);
                 }
-                QM_KILLPOINT("create.after_open");
-                rc = create_in(r->mb.fd, cap_log2, maxsize, &base, &len);
-                qm__os_unlock_byte(r->mb.fd, QM_LOCK_BASE);
                 if (rc) {
-                    unlink(r->path);   /* nothing half-created is left behind */
-                    goto fail;
+                    unlinkat(dirfd, name, 0);   /* nothing half-created is left behind */
+                    close(fd);
+                    return rc;
                 }
-                r->owns_mapping = true;
-                rc = qm__ring_bind(r, base, len);
-                if (rc) goto fail;
-                break;
+                out->fd = fd;
+                out->created = true;
+                return QM_OK;
             }
-            if (errno != EEXIST) {
-                rc = errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink")
-                                    : -errno;
-                goto fail;
-            }
-            if (mode == QM_CREATE_ONLY) {
-                rc = QM_EEXIST;
-                goto fail;
-            }
+            if (errno == ELOOP) return refuse_link();
+            if (errno != EEXIST) return -errno;
+            if (mode == QM_CREATE_ONLY) return QM_EEXIST;
         }
-        r->mb.fd = open(r->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-        if (r->mb.fd < 0) {
-            if (errno == ENOENT) {
-                if (mode == QM_OPEN_ONLY) {
-                    rc = QM_ENOTFOUND;
-                    goto fail;
-                }
-                continue;   /* unlinked between our create and open: retry */
-            }
-            rc = errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink") : -errno;
-            goto fail;
+        fd = openat(dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            if (errno == ELOOP) return refuse_link();
+            if (errno != ENOENT) return -errno;
+            if (mode == QM_OPEN_ONLY) return QM_ENOTFOUND;
+            continue;   /* unlinked between our create and our open: retry */
         }
-        rc = open_existing(r, cap_log2, maxsize);
-        if (rc) goto fail;
-        break;
-    }
-    if (!r->base) {
-        rc = QM_ENOTFOUND;
-        goto fail;
-    }
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
-    *out = r;
-    return QM_OK;
-fail:
-    handle_free(r);
-    return rc;
-}
-
-int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
-    *out = NULL;
-    if (!ring) return QM_ECLOSED;
-    qm_ring_t *r = handle_new();
-    if (!r) return -ENOMEM;
-    memcpy(r->path, ring->path, sizeof r->path);
-    int rc;
-    if (ring->mb.fd >= 0) {
-        r->mb.fd = qm__os_reopen(ring->mb.fd);
-        if (r->mb.fd < 0) {
-            rc = r->mb.fd;
-            r->mb.fd = -1;
-            goto fail;
+        rc = open_existing(fd, spec, &out->base, &out->len);
+        if (rc) {
+            close(fd);
+            return rc;
         }
-        uint8_t *base = NULL;
-        rc = map_fd(r->mb.fd, ring->map_len, &base);
-        if (rc) goto fail;
-        r->owns_mapping = true;
-        r->base = base;   /* freed by handle_free on failure */
-        rc = qm__ring_bind(r, base, ring->map_len);
-    } else {
-        rc = qm__ring_bind(r, ring->base, ring->map_len);
+        out->fd = fd;
+        out->created = false;
+        return QM_OK;
     }
-    if (rc) goto fail;
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
-    *out = r;
-    return QM_OK;
-fail:
-    handle_free(r);
-    return rc;
+    return qm__fail(QM_ENOTFOUND, "object keeps disappearing while being opened");
 }
 
-int qm_ring_format_memory(void *mem, uint64_t len, uint64_t capacity, uint64_t maxsize) {
-    unsigned l = 0;
-    int rc = qm__capacity_round(capacity, &l);
-    if (rc) return rc;
-    if (!mem || ((uintptr_t)mem & 4095)) return qm__fail(QM_EINVAL, "memory not page aligned");
-    return qm__ring_format(mem, len, l, maxsize, true);
-}
-
-int qm_ring_attach_memory(void *mem, uint64_t len, qm_ring_t **out) {
-    *out = NULL;
-    if (!mem || ((uintptr_t)mem & 4095)) return qm__fail(QM_EINVAL, "memory not page aligned");
-    qm_ring_t *r = handle_new();
-    if (!r) return -ENOMEM;
-    int rc = qm__ring_bind(r, mem, len);
-    if (rc) goto fail;
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
-    *out = r;
-    return QM_OK;
-fail:
-    handle_free(r);
-    return rc;
-}
-
-void qm_ring_close(qm_ring_t *ring) {
-    if (!ring) return;
-    qm__registry_remove(&ring->mb);
-    qm__member_leave(&ring->mb);
-    handle_free(ring);
-}
-
-int qm_ring_unlink(const char *name) {
-    char path[QM_PATH_MAX];
-    int rc = qm_ring_path(name, path, sizeof path);
-    if (rc < 0) return rc;
-    if (unlink(path) < 0) return errno == ENOENT ? QM_ENOTFOUND : -errno;
-    return QM_OK;
-}
-
-int qm_ring_exists(const char *name) {
-    char path[QM_PATH_MAX];
-    int rc = qm_ring_path(name, path, sizeof path);
-    if (rc < 0) return rc;
-    struct stat st;
-    return lstat(path, &st) == 0;
+void qm__object_close(qm_object_t *obj) {
+    if (obj->base) munmap(obj->base, (size_t)obj->len);
+    if (obj->fd >= 0) close(obj->fd);
+    obj->base = NULL;
+    obj->fd = -1;
 }
