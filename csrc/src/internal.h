@@ -56,6 +56,20 @@ void qm__wake(qm_wake_line_t *line);
 uint32_t qm__sleep_prepare(qm_wake_line_t *line);
 int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns);
 
+/* A blocking operation: `attempt` returns QM_EAGAIN while it must wait;
+ * `watch` says whether a dead peer could be the cause (then liveness is
+ * polled every 10 ms through `recover`, which returns nonzero if it freed
+ * something). */
+typedef struct qm_waiter {
+    qm_wake_line_t *line;
+    int (*attempt)(void *ctx);
+    int (*recover)(void *ctx);
+    bool (*watch)(void *ctx);
+    void *ctx;
+    _Atomic int *interrupted;
+} qm_waiter_t;
+int qm__wait_loop(const qm_waiter_t *w, int64_t deadline_ns);
+
 /* ----- shared objects (region.c) ------------------------------------------- */
 struct stat;
 typedef struct qm_object_spec {

@@ -30,9 +30,7 @@
 
 #include <string.h>
 
-#define SPIN_TRIES 256
 #define HELP_ROUNDS 4096              /* bound on one attempt's retries */
-#define LIVENESS_SLICE_NS (10 * INT64_C(1000000))
 
 /* ----- positions and record words ------------------------------------------ */
 static inline _Atomic uint64_t *word_at(const qm_ring_t *r, uint64_t pos) {
@@ -391,58 +389,19 @@ static int check_usable(qm_ring_t *r) {
     return qm__member_ensure(&r->mb);
 }
 
-/* Spin briefly, then sleep on `line`, re-trying `attempt` after every wake.
- * While `watch` says a peer's death could be what blocks us, sleep in
- * slices and run `recover` (liveness checks) when a slice ends; otherwise
- * sleep until woken or the deadline. */
-typedef int (*attempt_fn)(qm_ring_t *r, void *ctx);
-typedef int (*recover_fn)(qm_ring_t *r, void *ctx);
-typedef bool (*watch_fn)(void *ctx);
-
-static int wait_loop(qm_ring_t *r, qm_wake_line_t *line, attempt_fn attempt,
-                     recover_fn recover, watch_fn watch, void *ctx, int64_t deadline) {
-    int rc = attempt(r, ctx);
-    if (rc != QM_EAGAIN) return rc;
-    if (recover(r, ctx)) {
-        rc = attempt(r, ctx);
-        if (rc != QM_EAGAIN) return rc;
-    }
-    if (deadline == QM_NOWAIT) return QM_EAGAIN;
-    for (int spin = 0; spin < SPIN_TRIES; spin++) {
-        qm__cpu_relax();
-        rc = attempt(r, ctx);
-        if (rc != QM_EAGAIN) return rc;
-    }
-    for (;;) {
-        if (atomic_load_explicit(&r->interrupted, memory_order_relaxed)) return QM_ECLOSED;
-        uint32_t seq = qm__sleep_prepare(line);
-        rc = attempt(r, ctx);
-        if (rc != QM_EAGAIN) return rc;
-        int64_t now = qm__os_monotonic_ns();
-        if (now >= deadline) return QM_ETIMEDOUT;
-        int64_t until = deadline;
-        if (watch(ctx) && deadline - now > LIVENESS_SLICE_NS) until = now + LIVENESS_SLICE_NS;
-        rc = qm__sleep(line, seq, until);
-        if (rc == QM_EINTR) return QM_EINTR;
-        if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
-        if (rc == QM_ETIMEDOUT) recover(r, ctx);
-        rc = attempt(r, ctx);
-        if (rc != QM_EAGAIN) return rc;
-    }
-}
-
 typedef struct put_ctx {
+    qm_ring_t *r;
     const qm_iovec_t *iov;
     int iovcnt;
     uint64_t len;
 } put_ctx_t;
 
-static int put_attempt(qm_ring_t *r, void *ctx) {
+static int put_attempt(void *ctx) {
     put_ctx_t *p = ctx;
-    return try_put(r, p->iov, p->iovcnt, p->len);
+    return try_put(p->r, p->iov, p->iovcnt, p->len);
 }
-static int put_recover(qm_ring_t *r, void *ctx) {
-    (void)ctx;
+static int put_recover(void *ctx) {
+    qm_ring_t *r = ((put_ctx_t *)ctx)->r;
     /* wake consumers first: we may be about to sleep on a full ring that
      * our own earlier (batched) puts filled */
     qm__wake(&r->ctl->data_wake);
@@ -455,18 +414,19 @@ static bool put_watch(void *ctx) {
 }
 
 typedef struct get_ctx {
+    qm_ring_t *r;
     qm_record_t *rec;
     uint32_t blocked_on;
 } get_ctx_t;
 
-static int get_attempt(qm_ring_t *r, void *ctx) {
+static int get_attempt(void *ctx) {
     get_ctx_t *g = ctx;
     g->blocked_on = 0;
-    return try_get(r, g->rec, &g->blocked_on);
+    return try_get(g->r, g->rec, &g->blocked_on);
 }
-static int get_recover(qm_ring_t *r, void *ctx) {
+static int get_recover(void *ctx) {
     get_ctx_t *g = ctx;
-    return g->blocked_on ? abandon_dead_writer(r) : 0;
+    return g->blocked_on ? abandon_dead_writer(g->r) : 0;
 }
 static bool get_watch(void *ctx) {
     return ((get_ctx_t *)ctx)->blocked_on != 0;   /* behind a writer that may be dead */
@@ -481,8 +441,10 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
                             (unsigned long long)r->max_message);
         len += iov[i].len;
     }
-    put_ctx_t ctx = {iov, iovcnt, len};
-    int rc = wait_loop(r, &r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx, deadline);
+    put_ctx_t ctx = {r, iov, iovcnt, len};
+    qm_waiter_t w = {&r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx,
+                     &r->interrupted};
+    int rc = qm__wait_loop(&w, deadline);
     if (rc == QM_OK) {
         qm__member_publish_role(&r->mb, QM_MEMBER_PRODUCER);
         if (wake) qm__wake(&r->ctl->data_wake);
@@ -518,8 +480,10 @@ int qm_ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t
 int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     int rc = check_usable(r);
     if (rc) return rc;
-    get_ctx_t ctx = {rec, 0};
-    rc = wait_loop(r, &r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx, deadline);
+    get_ctx_t ctx = {r, rec, 0};
+    qm_waiter_t w = {&r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx,
+                     &r->interrupted};
+    rc = qm__wait_loop(&w, deadline);
     if (rc == QM_OK) qm__member_publish_role(&r->mb, QM_MEMBER_CONSUMER);
     return rc;
 }

@@ -41,3 +41,41 @@ uint32_t qm__sleep_prepare(qm_wake_line_t *line) {
 int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns) {
     return qm__os_futex_wait(&line->seq, seq, deadline_ns);
 }
+
+#define SPIN_TRIES 256
+#define LIVENESS_SLICE_NS (10 * INT64_C(1000000))
+
+/* Spin briefly, then sleep on the wake line, re-trying after every wake.
+ * While `watch` says a peer's death could be what blocks us, sleep in
+ * 10 ms slices and run `recover` (liveness checks) when a slice ends;
+ * otherwise sleep until woken or the deadline. */
+int qm__wait_loop(const qm_waiter_t *w, int64_t deadline) {
+    int rc = w->attempt(w->ctx);
+    if (rc != QM_EAGAIN) return rc;
+    if (w->recover(w->ctx)) {
+        rc = w->attempt(w->ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+    if (deadline == QM_NOWAIT) return QM_EAGAIN;
+    for (int spin = 0; spin < SPIN_TRIES; spin++) {
+        qm__cpu_relax();
+        rc = w->attempt(w->ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+    for (;;) {
+        if (atomic_load_explicit(w->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+        uint32_t seq = qm__sleep_prepare(w->line);
+        rc = w->attempt(w->ctx);
+        if (rc != QM_EAGAIN) return rc;
+        int64_t now = qm__os_monotonic_ns();
+        if (now >= deadline) return QM_ETIMEDOUT;
+        int64_t until = deadline;
+        if (w->watch(w->ctx) && deadline - now > LIVENESS_SLICE_NS) until = now + LIVENESS_SLICE_NS;
+        rc = qm__sleep(w->line, seq, until);
+        if (rc == QM_EINTR) return QM_EINTR;
+        if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
+        if (rc == QM_ETIMEDOUT) w->recover(w->ctx);
+        rc = w->attempt(w->ctx);
+        if (rc != QM_EAGAIN) return rc;
+    }
+}
