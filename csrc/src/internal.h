@@ -123,6 +123,7 @@ typedef struct qm_membership {
     uint32_t slot;            /* 0 = not (yet) a member, e.g. right after fork */
     qm_member_t *me;
     uint32_t roles;           /* roles already published in the slot */
+    bool poisoned;            /* fork child could not get its own lock file */
     /* settle what a dead previous owner of `slot` left in flight */
     void (*settle)(void *object, uint32_t slot, uint64_t inflight);
     void *object;
@@ -155,6 +156,8 @@ struct qm_ring {
     uint64_t maxsize;
     uint64_t head_seen;       /* producer's last view of head: head only grows,
                                * so an old view is a safe (pessimistic) bound */
+    bool holding;             /* between get_begin and get_end */
+    qm_record_t held;         /* the record held, released by close */
     _Atomic int interrupted;
     char path[QM_PATH_MAX];
 };
@@ -162,11 +165,18 @@ struct qm_ring {
 /* ----- ring internals used by liveness (ring.c) --------------------------- */
 /* Resolve the record a previous owner of `slot` left in flight. */
 void qm__ring_resolve_inflight(qm_ring_t *ring, uint32_t slot, uint64_t inflight);
+void qm__ring_release_held(qm_ring_t *ring);
 void qm__ring_init_data(qm_ring_t *ring);
 int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len);
 
 int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t maxsize,
                     bool publish);
+
+/* ----- partition log validation (log.c): pure functions over bytes ------ */
+int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
+                      uint64_t *segment_bytes);
+int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
+                      uint64_t segment_bytes);
 
 /* ----- ThreadSanitizer ------------------------------------------------------- *
  * Helpers read record words at positions that may have gone stale, and throw

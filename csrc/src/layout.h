@@ -153,7 +153,9 @@ typedef struct qm_member {
     _Atomic uint64_t put_bytes;     /* 32 */
     _Atomic uint64_t got_bytes;     /* 40 */
     _Atomic uint64_t generation;    /* 48: +1 each time the slot is taken */
-    uint64_t reserved;              /* 56 */
+    _Atomic uint64_t reading;       /* 56: record position being read (ring) |
+                                     *     QM_INFLIGHT_VALID; `inflight` is the
+                                     *     one being written */
 } qm_member_t;
 
 #define QM_INFLIGHT_VALID (UINT64_C(1) << 63)
@@ -162,6 +164,7 @@ _Static_assert(sizeof(qm_member_t) == QM_MEMBER_BYTES, "member size");
 _Static_assert(offsetof(qm_member_t, inflight) == 8, "inflight");
 _Static_assert(offsetof(qm_member_t, put_count) == 16, "put_count");
 _Static_assert(offsetof(qm_member_t, generation) == 48, "generation");
+_Static_assert(offsetof(qm_member_t, reading) == 56, "reading");
 
 /* Liveness lock bytes live far past the end of any file (locks may cover
  * bytes beyond EOF); byte QM_LOCK_BASE + 0 is the creation lock. */
@@ -224,5 +227,111 @@ _Static_assert(QM_FREE_MAGIC < (UINT32_C(1) << 29), "free magic fits");
 #define QM_CODE_TO_LAP_END 0u
 
 _Static_assert(QM_MEMBER_SLOTS <= 1024, "owner field is 10 bits");
+
+/* =====================================================================
+ * Partition log (Topic): one folder per partition,
+ *
+ *   control                 shared control object (qm_log_ctl_t + member
+ *                           table): append word, active segment, wake line
+ *   <base offset>.log       segments, 20-digit zero-padded base offset,
+ *                           preallocated to segment_bytes
+ *
+ * Segments are append-only and never reused: free space is zero, so a
+ * record word of 0 always means "nothing claimed here yet", and a CAS from
+ * 0 cannot hit reused bytes (no ABA).  Retention deletes whole segments.
+ * ===================================================================== */
+
+/* "qmemplog" / "qmemlseg" read as big-endian strings */
+#define QM_MAGIC_LOG_CTL UINT64_C(0x716d656d706c6f67)
+#define QM_MAGIC_SEGMENT UINT64_C(0x716d656d6c736567)
+#define QM_KIND_LOG 2u
+
+/* The append word: [gen:12][count:20][pos:32].  gen is the active
+ * segment's generation mod 4096, count the records claimed in it, pos the
+ * next byte position.  One CAS reserves an offset (base + count) and its
+ * bytes together; gen makes a stalled writer's CAS fail after a roll. */
+#define QM_APPEND_POS(a) ((uint32_t)((a) & 0xffffffffu))
+#define QM_APPEND_COUNT(a) ((uint32_t)(((a) >> 32) & 0xfffffu))
+#define QM_APPEND_GEN(a) ((uint32_t)((a) >> 52))
+#define QM_APPEND(gen, count, pos)                                                \
+    (((uint64_t)((gen) & 0xfffu) << 52) | ((uint64_t)((count) & 0xfffffu) << 32) | \
+     (uint64_t)(uint32_t)(pos))
+#define QM_SEGMENT_MAX_RECORDS 0xfffffu      /* count field: roll before it fills */
+#define QM_SEGMENT_MAX_BYTES (UINT64_C(1) << 32)
+
+typedef struct qm_log_ctl {
+    qm_header_t header;              /*    0: object_kind = QM_KIND_LOG; data_bytes =
+                                      *       segment_bytes; capacity_log2 unused (0) */
+    qm_cursor_line_t append;         /*  256: the append word, see above */
+    _Atomic uint64_t active_base;    /*  384: base offset of the active segment */
+    _Atomic uint64_t active_gen;     /*  392: full generation of the active segment */
+    _Atomic uint64_t abandoned;      /*  400: records of dead writers marked ABANDONED */
+    _Atomic uint64_t rolls;          /*  408: segments rolled */
+    uint8_t pad_seg[QM_HOT_LINE - 32];
+    qm_wake_line_t data_wake;        /*  512: readers sleep here */
+    _Atomic uint32_t members_hwm;    /*  640 */
+    uint32_t pad0;
+    uint8_t reserved[QM_HEADER_BYTES - 648];
+} qm_log_ctl_t;
+
+_Static_assert(sizeof(qm_log_ctl_t) == QM_HEADER_BYTES, "log control page");
+_Static_assert(offsetof(qm_log_ctl_t, append) == 256, "append line");
+_Static_assert(offsetof(qm_log_ctl_t, active_base) == 384, "active base");
+_Static_assert(offsetof(qm_log_ctl_t, active_gen) == 392, "active gen");
+_Static_assert(offsetof(qm_log_ctl_t, data_wake) == 512, "log wake line");
+_Static_assert(offsetof(qm_log_ctl_t, members_hwm) == 640, "log members hwm");
+
+/* Segment file header, 128 bytes, written before the segment is published
+ * and never changed. */
+typedef struct qm_segment_header {
+    uint64_t magic;                  /*   0: QM_MAGIC_SEGMENT */
+    uint16_t format_major;           /*   8 */
+    uint16_t format_minor;           /*  10 */
+    uint32_t header_bytes;           /*  12: QM_SEGMENT_HEADER */
+    uint64_t layout_fingerprint;     /*  16 */
+    uint64_t base_offset;            /*  24: offset of the first record */
+    uint64_t segment_bytes;          /*  32: file size */
+    uint64_t generation;             /*  40: segments rolled before this one */
+    uint64_t created_unix_ns;        /*  48 */
+    uint64_t reserved[9];            /*  56..127: zero */
+} qm_segment_header_t;
+
+#define QM_SEGMENT_HEADER 128u
+_Static_assert(sizeof(qm_segment_header_t) == QM_SEGMENT_HEADER, "segment header");
+_Static_assert(offsetof(qm_segment_header_t, base_offset) == 24, "base offset");
+
+/* A log record: 8-byte aligned, `len` bytes in all.
+ *   word0   [state:3 @63][owner:10 @51][len:32 @0]
+ *   crc     CRC-32C of bytes [12, 40) and of key, headers and value
+ *   key_len, offset, timestamp (unix ns), headers_len, value_len
+ *   key, headers, value, zero padding to 8
+ * An END record (state END) closes a segment: nothing follows it. */
+typedef struct qm_record_header {
+    _Atomic uint64_t word0;          /*  0 */
+    uint32_t crc;                    /*  8 */
+    uint32_t key_len;                /* 12 */
+    uint64_t offset;                 /* 16 */
+    int64_t timestamp_ns;            /* 24 */
+    uint32_t headers_len;            /* 32 */
+    uint32_t value_len;              /* 36 */
+} qm_record_header_t;
+
+#define QM_RECORD_HEADER 40u
+_Static_assert(sizeof(qm_record_header_t) == QM_RECORD_HEADER, "record header");
+_Static_assert(offsetof(qm_record_header_t, crc) == 8, "crc");
+_Static_assert(offsetof(qm_record_header_t, key_len) == 12, "crc covers from here");
+_Static_assert(offsetof(qm_record_header_t, value_len) == 36, "value_len");
+
+#define QM_REC_EMPTY 0u        /* never claimed (free, zero-filled space) */
+#define QM_REC_WRITING 1u
+#define QM_REC_COMMITTED 2u
+#define QM_REC_ABANDONED 3u    /* writer died: the offset stays a gap */
+#define QM_REC_END 4u          /* segment closed here */
+
+#define QM_REC_STATE(w) ((uint32_t)((w) >> 61))
+#define QM_REC_OWNER(w) ((uint32_t)(((w) >> 51) & 1023u))
+#define QM_REC_LEN(w) ((uint32_t)((w) & 0xffffffffu))
+#define QM_REC_WORD(state, owner, len) \
+    (((uint64_t)(state) << 61) | ((uint64_t)(owner) << 51) | (uint64_t)(uint32_t)(len))
 
 #endif /* QM_LAYOUT_H */

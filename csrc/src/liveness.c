@@ -35,6 +35,13 @@ static void atfork_child(void) {
             if (nfd >= 0) {
                 dup2(nfd, m->fd);   /* keeps the number; the old description stays the parent's */
                 close(nfd);
+            } else {
+                /* Without a description of our own we would share the
+                 * parent's locks (and could take its slot): the handle is
+                 * unusable in this child. */
+                close(m->fd);
+                m->fd = -1;
+                m->poisoned = true;
             }
         }
         m->slot = 0;
@@ -77,6 +84,8 @@ static void hwm_raise(qm_membership_t *m, uint32_t slot) {
 #define QM_ROLE_TAKEN_MEM (UINT32_C(1) << 31)
 
 int qm__member_join(qm_membership_t *mb) {
+    if (mb->poisoned)
+        return qm__fail(QM_EGONE, "could not re-open the object after fork(); open it anew");
     for (uint32_t k = 1; k < QM_MEMBER_SLOTS; k++) {
         qm_member_t *m = &mb->members[k];
         if (mb->fd < 0) {
@@ -91,9 +100,14 @@ int qm__member_join(qm_membership_t *mb) {
             if (rc) return rc;
             /* The previous owner (if any) is dead: settle what it left. */
             uint64_t inflight = atomic_load_explicit(&m->inflight, memory_order_acquire);
+            uint64_t reading = atomic_load_explicit(&m->reading, memory_order_acquire);
             mb->slot = k;
             mb->me = m;
-            if ((inflight & QM_INFLIGHT_VALID) && mb->settle) mb->settle(mb->object, k, inflight);
+            if (mb->settle) {
+                if (inflight & QM_INFLIGHT_VALID) mb->settle(mb->object, k, inflight);
+                if (reading & QM_INFLIGHT_VALID) mb->settle(mb->object, k, reading);
+            }
+            atomic_store_explicit(&m->reading, 0, memory_order_relaxed);
             atomic_store_explicit(&m->roles, 0, memory_order_relaxed);
         }
         mb->slot = k;
@@ -116,6 +130,7 @@ void qm__member_leave(qm_membership_t *mb) {
     qm_member_t *m = mb->me;
     atomic_store_explicit(&m->pid, 0, memory_order_relaxed);
     atomic_store_explicit(&m->inflight, 0, memory_order_relaxed);
+    atomic_store_explicit(&m->reading, 0, memory_order_relaxed);
     if (mb->fd < 0) {
         atomic_store_explicit(&m->roles, 0, memory_order_release);
     } else {

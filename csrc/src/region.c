@@ -42,6 +42,33 @@ int qm_name_check(const char *name) {
     return QM_OK;
 }
 
+uint64_t qm__layout_fingerprint(void) {
+    /* Every size and offset a peer relies on, mixed (FNV-1a over words).
+     * Builds that disagree on any of them refuse each other's objects. */
+    const uint64_t parts[] = {
+        sizeof(qm_header_t), sizeof(qm_ring_ctl_t), sizeof(qm_member_t),
+        offsetof(qm_ring_ctl_t, tail), offsetof(qm_ring_ctl_t, read),
+        offsetof(qm_ring_ctl_t, head), offsetof(qm_ring_ctl_t, data_wake),
+        offsetof(qm_ring_ctl_t, space_wake), offsetof(qm_ring_ctl_t, members_hwm),
+        offsetof(qm_ring_ctl_t, abandoned), offsetof(qm_ring_ctl_t, reclaimed),
+        offsetof(qm_member_t, inflight), offsetof(qm_member_t, put_count),
+        offsetof(qm_member_t, reading),
+        QM_HOT_LINE, QM_MEMBER_SLOTS, QM_REC_GRANULE, QM_REC_HEADER, QM_FREE_MAGIC,
+        QM_CODE_MANTISSA_BITS, (uint64_t)QM_LOCK_BASE,
+        sizeof(qm_log_ctl_t), offsetof(qm_log_ctl_t, append), offsetof(qm_log_ctl_t, active_base),
+        offsetof(qm_log_ctl_t, data_wake), offsetof(qm_log_ctl_t, members_hwm),
+        sizeof(qm_segment_header_t), offsetof(qm_segment_header_t, base_offset),
+        sizeof(qm_record_header_t), offsetof(qm_record_header_t, crc),
+        offsetof(qm_record_header_t, value_len),
+    };
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+        h ^= parts[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
 int qm__map(int fd, uint64_t size, bool writable, uint8_t **out) {
     void *p = mmap(NULL, (size_t)size, writable ? PROT_READ | PROT_WRITE : PROT_READ,
                    MAP_SHARED, fd, 0);
@@ -64,10 +91,14 @@ int qm__check_file(int fd, struct stat *st) {
     return QM_OK;
 }
 
-/* Format the file behind fd (creation lock held by the caller). */
+/* Format the file behind fd (creation lock held by the caller).  The file
+ * is never shrunk below a page: an opener may have it mapped to peek at the
+ * magic, and a shrink under a mapping is SIGBUS for it. */
 static int create_in(int fd, const qm_object_spec_t *spec, uint8_t **base_out,
                      uint64_t *len_out) {
-    if (ftruncate(fd, 0) < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) return -errno;
+    if ((uint64_t)st.st_size > spec->size && ftruncate(fd, (off_t)spec->size) < 0) return -errno;
     int rc = qm__os_reserve(fd, spec->size);
     if (rc) return qm__fail(rc, "cannot reserve %llu bytes", (unsigned long long)spec->size);
     uint8_t *base = NULL;
@@ -147,20 +178,35 @@ int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
         if (mode != QM_OPEN_ONLY) {
             fd = openat(dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
             if (fd >= 0) {
-                if (fchmod(fd, 0600) < 0 || qm__os_lock_byte(fd, QM_LOCK_BASE) != QM_OK) {
-                    rc = -errno;
-                } else {
-                    QM_KILLPOINT("create.after_open");
-                    rc = create_in(fd, spec, &out->base, &out->len);
+                QM_KILLPOINT("create.after_open");
+                /* Between our O_EXCL and our lock an opener may have taken
+                 * the file for the leftover of a dead creator and begun to
+                 * create it itself: then it is that opener's, and we open
+                 * it like anyone else. */
+                rc = fchmod(fd, 0600) < 0 ? -errno : qm__os_lock_byte(fd, QM_LOCK_BASE);
+                if (rc == QM_OK) {
+                    struct stat st;
+                    uint8_t *peek = NULL;
+                    bool published = false;
+                    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
+                        qm__map(fd, (uint64_t)st.st_size, false, &peek) == QM_OK) {
+                        published = published_magic(peek) != 0;
+                        munmap(peek, (size_t)st.st_size);
+                    }
+                    if (!published) rc = create_in(fd, spec, &out->base, &out->len);
                     qm__os_unlock_byte(fd, QM_LOCK_BASE);
+                    if (!rc && published) rc = open_existing(fd, spec, &out->base, &out->len);
+                    else if (!rc) out->created = true;
+                    if (rc && !published)
+                        unlinkat(dirfd, name, 0);   /* nothing half-created is left behind */
+                } else if (rc == QM_EAGAIN) {
+                    rc = open_existing(fd, spec, &out->base, &out->len);
                 }
                 if (rc) {
-                    unlinkat(dirfd, name, 0);   /* nothing half-created is left behind */
                     close(fd);
                     return rc;
                 }
                 out->fd = fd;
-                out->created = true;
                 return QM_OK;
             }
             if (errno == ELOOP) return refuse_link();

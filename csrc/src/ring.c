@@ -103,7 +103,7 @@ static int advance_head(qm_ring_t *r) {
     for (int i = 0; i < 64; i++) {
         uint64_t h = atomic_load_explicit(&c->head.pos, memory_order_acquire);
         uint64_t rd = atomic_load_explicit(&c->read.pos, memory_order_acquire);
-        if ((int64_t)(rd - h) <= 0) break;
+        if ((int64_t)(rd - h) <= 0 || ((h | rd) & (QM_REC_GRANULE - 1))) break;
         /* [H2] acquire: pairs with [C4]; the taker's reads of the payload
          * and its re-marking happen before we hand the space back. */
         uint64_t w = atomic_load_explicit(word_at(r, h), memory_order_acquire);
@@ -134,7 +134,7 @@ static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
     bool ok = atomic_compare_exchange_strong_explicit(word_at(r, pos), &expect, freed,
                                                       memory_order_release,
                                                       memory_order_relaxed);
-    atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
+    atomic_store_explicit(&r->mb.me->reading, 0, memory_order_relaxed);
     /* Handing space back is lazy: producers advance head themselves when
      * their view runs short, so a consumer touches the head line only when
      * a producer sleeps waiting for space. */
@@ -150,15 +150,16 @@ static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
 /* A consumer died holding the record at head: take it over and free it. */
 static int reclaim_dead_reader(qm_ring_t *r) {
     uint64_t h = atomic_load_explicit(&r->ctl->head.pos, memory_order_acquire);
+    if (h & (QM_REC_GRANULE - 1)) return 0;   /* scribbled: put reports it */
     _Atomic uint64_t *wp = word_at(r, h);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
     if (QM_WORD_LAP(w) != lap_of(r, h) || QM_WORD_STATE(w) != QM_ST_READING) return 0;
     if (!extent_of(r, h, w) || qm__member_alive(&r->mb, QM_WORD_OWNER(w))) return 0;
     uint64_t mine = QM_WORD(lap_of(r, h), QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
-    atomic_store_explicit(&r->mb.me->inflight, h | QM_INFLIGHT_VALID, memory_order_relaxed);
+    atomic_store_explicit(&r->mb.me->reading, h | QM_INFLIGHT_VALID, memory_order_relaxed);
     if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
                                                  memory_order_relaxed)) {
-        atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
+        atomic_store_explicit(&r->mb.me->reading, 0, memory_order_relaxed);
         return 0;
     }
     atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
@@ -169,6 +170,7 @@ static int reclaim_dead_reader(qm_ring_t *r) {
 /* A producer died holding the record at `read`: mark it abandoned. */
 static int abandon_dead_writer(qm_ring_t *r) {
     uint64_t rd = atomic_load_explicit(&r->ctl->read.pos, memory_order_acquire);
+    if (rd & (QM_REC_GRANULE - 1)) return 0;   /* scribbled: get reports it */
     _Atomic uint64_t *wp = word_at(r, rd);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
     if (QM_WORD_LAP(w) != lap_of(r, rd) || QM_WORD_STATE(w) != QM_ST_WRITING) return 0;
@@ -194,9 +196,12 @@ void qm__ring_resolve_inflight(qm_ring_t *r, uint32_t slot, uint64_t inflight) {
                                                     memory_order_relaxed))
             atomic_fetch_add_explicit(&r->ctl->abandoned, 1, memory_order_relaxed);
     } else if (QM_WORD_STATE(w) == QM_ST_READING) {
-        /* the slot is ours now, so the word already names us as owner */
-        atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
-        release_record(r, pos, w);
+        /* Hand it to nobody (owner 0 is never alive): whoever next needs
+         * the space reclaims it through reclaim_dead_reader.  Re-marking it
+         * here would race a producer already reclaiming it. */
+        uint64_t orphan = QM_WORD(lap_of(r, pos), QM_ST_READING, 0, QM_WORD_CODE(w));
+        atomic_compare_exchange_strong_explicit(wp, &w, orphan, memory_order_acq_rel,
+                                                memory_order_relaxed);
     }
 }
 
@@ -247,6 +252,7 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
             /* [P3] acquire: pairs with [H1]; the previous lap's readers are
              * done with the bytes we are about to overwrite. */
             h = r->head_seen = atomic_load_explicit(&c->head.pos, memory_order_acquire);
+            if (h & (QM_REC_GRANULE - 1)) return corrupt("misaligned head", h, 0);
             if ((int64_t)(t - h) < 0 || t - h > r->cap) {
                 if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
                 return corrupt("tail and head more than a lap apart", t, h);
@@ -269,6 +275,8 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
                              : QM_WORD(lap, QM_ST_WRITING, r->mb.slot, code);
         if (!pad)
             atomic_store_explicit(&r->mb.me->inflight, t | QM_INFLIGHT_VALID, memory_order_relaxed);
+        /* Narrow the stale-position window: if tail moved on, t is old. */
+        if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
         /* [P4] acq_rel: the claim; exactly one producer wins position t. */
         if (!atomic_compare_exchange_strong_explicit(wp, &w, claim, memory_order_acq_rel,
                                                      memory_order_relaxed))
@@ -339,7 +347,9 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
         case QM_ST_PAD:
         case QM_ST_ABANDONED: {
             uint64_t mine = QM_WORD(lap, QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
-            atomic_store_explicit(&r->mb.me->inflight, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
+            atomic_store_explicit(&r->mb.me->reading, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
+            /* Narrow the stale-position window: if read moved on, rd is old. */
+            if (atomic_load_explicit(&c->read.pos, memory_order_acquire) != rd) continue;
             /* [C2] acq_rel: the take; exactly one consumer wins. */
             if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
                                                          memory_order_relaxed))
@@ -391,6 +401,7 @@ static int check_usable(qm_ring_t *r) {
 
 typedef struct put_ctx {
     qm_ring_t *r;
+    bool woke;
     const qm_iovec_t *iov;
     int iovcnt;
     uint64_t len;
@@ -401,10 +412,14 @@ static int put_attempt(void *ctx) {
     return try_put(p->r, p->iov, p->iovcnt, p->len);
 }
 static int put_recover(void *ctx) {
-    qm_ring_t *r = ((put_ctx_t *)ctx)->r;
-    /* wake consumers first: we may be about to sleep on a full ring that
-     * our own earlier (batched) puts filled */
-    qm__wake(&r->ctl->data_wake);
+    put_ctx_t *p = ctx;
+    qm_ring_t *r = p->r;
+    /* Wake consumers once: we may be about to sleep on a full ring that our
+     * own earlier (batched, not yet announced) puts filled. */
+    if (!p->woke) {
+        p->woke = true;
+        qm__wake(&r->ctl->data_wake);
+    }
     return reclaim_dead_reader(r) + advance_head(r);
 }
 
@@ -441,7 +456,7 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
                             (unsigned long long)r->max_message);
         len += iov[i].len;
     }
-    put_ctx_t ctx = {r, iov, iovcnt, len};
+    put_ctx_t ctx = {r, false, iov, iovcnt, len};
     qm_waiter_t w = {&r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx,
                      &r->interrupted};
     int rc = qm__wait_loop(&w, deadline);
@@ -480,16 +495,25 @@ int qm_ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t
 int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     int rc = check_usable(r);
     if (rc) return rc;
+    if (r->holding)   /* one record per handle: its slot tracks one for recovery */
+        return qm__fail(QM_EINVAL, "this handle already holds a record; get_end it first");
     get_ctx_t ctx = {r, rec, 0};
     qm_waiter_t w = {&r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx,
                      &r->interrupted};
     rc = qm__wait_loop(&w, deadline);
-    if (rc == QM_OK) qm__member_publish_role(&r->mb, QM_MEMBER_CONSUMER);
+    if (rc == QM_OK) {
+        qm__member_publish_role(&r->mb, QM_MEMBER_CONSUMER);
+        r->holding = true;
+        r->held = *rec;
+    }
     return rc;
 }
 
 int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) {
     if (!r || !r->mb.me) return QM_ECLOSED;
+    if (!r->holding || rec->pos != r->held.pos || rec->word != r->held.word)
+        return qm__fail(QM_EINVAL, "get_end of a record this handle does not hold");
+    r->holding = false;
     return release_record(r, rec->pos, rec->word);
 }
 
@@ -534,6 +558,13 @@ int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
 uint64_t qm_ring_capacity(const qm_ring_t *r) { return r ? r->cap : 0; }
 uint64_t qm_ring_max_message(const qm_ring_t *r) { return r ? r->max_message : 0; }
 uint64_t qm_ring_maxsize(const qm_ring_t *r) { return r ? r->maxsize : 0; }
+
+void qm__ring_release_held(qm_ring_t *r) {
+    if (r && r->holding && r->mb.me) {
+        r->holding = false;
+        release_record(r, r->held.pos, r->held.word);
+    }
+}
 
 void qm_ring_interrupt(qm_ring_t *r) {
     if (!r) return;

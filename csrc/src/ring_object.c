@@ -35,27 +35,6 @@ int qm_ring_path(const char *name, char *buf, size_t buflen) {
 }
 
 /* ----- header ---------------------------------------------------------------- */
-uint64_t qm__layout_fingerprint(void) {
-    /* Every size and offset a peer relies on, mixed (FNV-1a over words).
-     * Builds that disagree on any of them refuse each other's objects. */
-    const uint64_t parts[] = {
-        sizeof(qm_header_t), sizeof(qm_ring_ctl_t), sizeof(qm_member_t),
-        offsetof(qm_ring_ctl_t, tail), offsetof(qm_ring_ctl_t, read),
-        offsetof(qm_ring_ctl_t, head), offsetof(qm_ring_ctl_t, data_wake),
-        offsetof(qm_ring_ctl_t, space_wake), offsetof(qm_ring_ctl_t, members_hwm),
-        offsetof(qm_ring_ctl_t, abandoned), offsetof(qm_ring_ctl_t, reclaimed),
-        offsetof(qm_member_t, inflight), offsetof(qm_member_t, put_count),
-        QM_HOT_LINE, QM_MEMBER_SLOTS, QM_REC_GRANULE, QM_REC_HEADER, QM_FREE_MAGIC,
-        QM_CODE_MANTISSA_BITS, (uint64_t)QM_LOCK_BASE,
-    };
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        h ^= parts[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
-}
-
 int qm__capacity_round(uint64_t capacity, unsigned *log2_out) {
     if (capacity == 0 || capacity > (UINT64_C(1) << QM_MAX_CAPACITY_LOG2))
         return qm__fail(QM_EINVAL, "capacity must be between 4096 and 2**40 bytes");
@@ -312,6 +291,7 @@ fail:
 
 void qm_ring_close(qm_ring_t *ring) {
     if (!ring) return;
+    qm__ring_release_held(ring);   /* a held record is dropped, not stranded */
     qm__registry_remove(&ring->mb);
     qm__member_leave(&ring->mb);
     handle_free(ring);

@@ -44,6 +44,7 @@ int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns) {
 
 #define SPIN_TRIES 256
 #define LIVENESS_SLICE_NS (10 * INT64_C(1000000))
+#define IDLE_SLICE_NS (100 * INT64_C(1000000))
 
 /* Spin briefly, then sleep on the wake line, re-trying after every wake.
  * While `watch` says a peer's death could be what blocks us, sleep in
@@ -62,19 +63,30 @@ int qm__wait_loop(const qm_waiter_t *w, int64_t deadline) {
         rc = w->attempt(w->ctx);
         if (rc != QM_EAGAIN) return rc;
     }
+    int64_t last_recover = qm__os_monotonic_ns();
     for (;;) {
-        if (atomic_load_explicit(w->interrupted, memory_order_relaxed)) return QM_ECLOSED;
         uint32_t seq = qm__sleep_prepare(w->line);
+        /* after announcing: an interrupt that bumped seq before our read of
+         * it is seen here (its flag store precedes its seq bump) */
+        if (atomic_load_explicit(w->interrupted, memory_order_relaxed)) return QM_ECLOSED;
         rc = w->attempt(w->ctx);
         if (rc != QM_EAGAIN) return rc;
         int64_t now = qm__os_monotonic_ns();
         if (now >= deadline) return QM_ETIMEDOUT;
-        int64_t until = deadline;
-        if (w->watch(w->ctx) && deadline - now > LIVENESS_SLICE_NS) until = now + LIVENESS_SLICE_NS;
+        /* Liveness checks run every slice while a dead peer could be the
+         * cause, however the sleep ends (wakes by others must not starve
+         * them).  Otherwise sleep in long slices: a peer killed between
+         * publishing and waking costs at most one of them. */
+        bool watching = w->watch(w->ctx);
+        if (watching && now - last_recover >= LIVENESS_SLICE_NS) {
+            last_recover = now;
+            if (w->recover(w->ctx)) continue;
+        }
+        int64_t slice = watching ? LIVENESS_SLICE_NS : IDLE_SLICE_NS;
+        int64_t until = deadline - now > slice ? now + slice : deadline;
         rc = qm__sleep(w->line, seq, until);
         if (rc == QM_EINTR) return QM_EINTR;
         if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
-        if (rc == QM_ETIMEDOUT) w->recover(w->ctx);
         rc = w->attempt(w->ctx);
         if (rc != QM_EAGAIN) return rc;
     }

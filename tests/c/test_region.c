@@ -190,6 +190,12 @@ static void claim_and_die(qm_ring_t *r) {
     atomic_store(&r->ctl->tail.pos, t + 64);
 }
 
+static void claim_and_die_later(qm_ring_t *r, int64_t when) {
+    claim_and_die(r);
+    while (qm_now_ns() < when) usleep(1000);
+    raise(SIGKILL);
+}
+
 static void take_and_die(qm_ring_t *r) {
     qm_record_t rec;
     if (qm_ring_get_begin(r, &rec, QM_NOWAIT)) _exit(5);
@@ -309,6 +315,85 @@ static void interrupted_handle_refuses_further_calls(void) {
     qm_ring_unlink("intr");
 }
 
+
+/* A consumer that dies holding a record must never wedge the ring, even
+ * when its slot is taken again at once and it had put (variant 0) or
+ * closed (variant 1) after taking the record. */
+static void dead_reader_record_is_recovered_after_its_slot_is_reused(void) {
+    for (int variant = 0; variant < 2; variant++) {
+        qm_ring_t *a;
+        CHECK_RC(qm_ring_open("slotreuse", QM_CREATE_ONLY, 4096, 0, &a), 0);
+        char b[100] = {1};
+        qm_iovec_t v = {b, sizeof b};
+        CHECK_RC(qm_ring_put(a, &v, 1, QM_NOWAIT), 0);
+        pid_t p = fork();
+        if (p == 0) {
+            qm_record_t rec;
+            int rc = qm_ring_get_begin(a, &rec, QM_NOWAIT);
+            if (variant == 0) rc |= qm_ring_put(a, &v, 1, QM_NOWAIT);
+            else qm_ring_close(a);
+            raise(SIGKILL);
+            _exit(rc ? 9 : 0);
+        }
+        waitpid(p, NULL, 0);
+        qm_ring_t *h;   /* takes the dead child's slot */
+        CHECK_RC(qm_ring_open("slotreuse", QM_OPEN_ONLY, 0, 0, &h), 0);
+        int moved = 0;
+        for (int i = 0; i < 200; i++) {   /* 200 x 100 B through a 4 KiB ring */
+            if (qm_ring_put(a, &v, 1, qm_now_ns() + 200000000) != 0) break;
+            qm_record_t rec;
+            if (qm_ring_get_begin(a, &rec, QM_NOWAIT) == 0) {
+                qm_ring_get_end(a, &rec);
+                moved++;
+            }
+        }
+        CHECK(moved == 200);
+        qm_ring_close(h);
+        qm_ring_close(a);
+        qm_ring_unlink("slotreuse");
+    }
+}
+
+/* Producers blocked on a full ring keep waking the consumer; the consumer
+ * must still notice, within its liveness slices, that the writer it waits
+ * behind is dead. */
+static void dead_writer_is_abandoned_while_producers_keep_waking_the_reader(void) {
+    qm_ring_t *r;
+    CHECK_RC(qm_ring_open("wakes", QM_CREATE_ONLY, 4096, 0, &r), 0);
+    int64_t dies_at = qm_now_ns() + 150000000;
+    pid_t writer = fork();
+    if (writer == 0) {   /* claims the next record, lives 150 ms, dies mid-write */
+        qm_ring_t *w;
+        if (qm_ring_open("wakes", QM_OPEN_ONLY, 0, 0, &w)) _exit(3);
+        claim_and_die_later(w, dies_at);
+    }
+    usleep(30000);
+    pid_t kids[3];
+    for (int i = 0; i < 3; i++) {
+        kids[i] = fork();
+        if (kids[i] == 0) {   /* fill the ring, then block on it */
+            qm_ring_t *mine;
+            if (qm_ring_open("wakes", QM_OPEN_ONLY, 0, 0, &mine)) _exit(2);
+            static char m[500];
+            qm_iovec_t v = {m, sizeof m};
+            for (int k = 0; k < 50; k++) qm_ring_put(mine, &v, 1, qm_now_ns() + 3000000000);
+            _exit(0);
+        }
+    }
+    qm_record_t rec;
+    int rc = qm_ring_get_begin(r, &rec, qm_now_ns() + 3000000000);
+    int64_t after_death = qm_now_ns() - dies_at;
+    if (rc == 0) qm_ring_get_end(r, &rec);
+    for (int i = 0; i < 3; i++) kill(kids[i], SIGKILL), waitpid(kids[i], NULL, 0);
+    waitpid(writer, NULL, 0);
+    fprintf(stderr, "  dead writer passed %.1f ms after its death\n", (double)after_death / 1e6);
+    CHECK(rc == 0);
+    CHECK(after_death > 0);              /* it did wait behind the live writer */
+    CHECK(after_death < 1000000000);     /* liveness, not the 3 s deadline, ended it */
+    qm_ring_close(r);
+    qm_ring_unlink("wakes");
+}
+
 int main(void) {
     check_use_private_shm_dir("region");
     RUN(create_then_open_attaches_the_same_ring);
@@ -325,5 +410,7 @@ int main(void) {
     RUN(forked_child_becomes_its_own_member);
     RUN(dup_handle_works_after_unlink);
     RUN(interrupted_handle_refuses_further_calls);
+    RUN(dead_reader_record_is_recovered_after_its_slot_is_reused);
+    RUN(dead_writer_is_abandoned_while_producers_keep_waking_the_reader);
     CHECK_EXIT();
 }

@@ -282,6 +282,46 @@ static void capacity_is_rounded_up_and_bounded(void) {
     CHECK(qm_ring_memory_size((UINT64_C(1) << 40) + 1) == 0);
 }
 
+
+static void one_record_at_a_time_per_handle(void) {
+    qm_ring_t *r = fresh(4096, 0);
+    CHECK_RC(put_bytes(r, "a", 1, QM_NOWAIT), 0);
+    CHECK_RC(put_bytes(r, "b", 1, QM_NOWAIT), 0);
+    qm_record_t rec, other;
+    CHECK_RC(qm_ring_get_begin(r, &rec, QM_NOWAIT), 0);
+    CHECK_RC(qm_ring_get_begin(r, &other, QM_NOWAIT), QM_EINVAL);
+    qm_record_t fake = rec;
+    fake.pos += 64;
+    CHECK_RC(qm_ring_get_end(r, &fake), QM_EINVAL);
+    CHECK_RC(qm_ring_get_end(r, &rec), 0);
+    CHECK_RC(qm_ring_get_end(r, &rec), QM_EINVAL);   /* not twice */
+    qm_ring_close(r);
+}
+
+static void closing_a_handle_that_holds_a_record_frees_its_space(void) {
+    qm_ring_t *a = fresh(4096, 0), *b;
+    CHECK_RC(qm_ring_attach_memory(mem, mem_len, &b), 0);
+    static uint8_t m[1000];
+    CHECK_RC(put_bytes(a, m, sizeof m, QM_NOWAIT), 0);
+    qm_record_t rec;
+    CHECK_RC(qm_ring_get_begin(b, &rec, QM_NOWAIT), 0);
+    qm_ring_close(b);
+    int n = 0;
+    while (put_bytes(a, m, sizeof m, QM_NOWAIT) == 0) n++;
+    CHECK(n == 4);   /* the whole ring is free again */
+    qm_ring_close(a);
+}
+
+static void misaligned_head_is_reported_when_a_producer_needs_it(void) {
+    qm_ring_t *r = fresh(4096, 0);
+    static uint8_t m[1000];
+    for (int i = 0; i < 4; i++) CHECK_RC(put_bytes(r, m, sizeof m, QM_NOWAIT), 0);
+    /* a scribbled head would point an 8-byte load past the mapping */
+    atomic_store(&r->ctl->head.pos, 4095);
+    CHECK_RC(put_bytes(r, m, sizeof m, QM_NOWAIT), QM_ECORRUPT);
+    qm_ring_close(r);
+}
+
 int main(void) {
     RUN(get_on_empty_ring_returns_eagain);
     RUN(get_returns_messages_in_put_order);
@@ -298,5 +338,8 @@ int main(void) {
     RUN(scribbled_record_word_is_reported_not_followed);
     RUN(header_validation_rejects_every_bad_field);
     RUN(capacity_is_rounded_up_and_bounded);
+    RUN(one_record_at_a_time_per_handle);
+    RUN(misaligned_head_is_reported_when_a_producer_needs_it);
+    RUN(closing_a_handle_that_holds_a_record_frees_its_space);
     CHECK_EXIT();
 }
