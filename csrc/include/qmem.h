@@ -222,6 +222,90 @@ uint64_t qm_ring_maxsize(const qm_ring_t *ring);
  * close() elsewhere in the process.  Cheap; never fails. */
 void qm_ring_wake_all(qm_ring_t *ring);
 
+
+/* ----- partition log: the append-only, persistent log of one topic partition
+ *
+ * A folder holding `control` (shared state, member table) and segment files
+ * named by their first offset.  Any number of writers in any processes
+ * append without a lock on the data path: one CAS reserves an offset and
+ * its bytes, the writer fills the record (CRC-32C included) and commits it.
+ * Readers read committed records in place, in offset order, and stop at
+ * the first record not yet committed.  A record whose writer died before
+ * committing is marked abandoned (never delivered; its offset is a gap)
+ * once a reader finds the writer's liveness lock free.  When a segment is
+ * full, the writer that finds it so rolls to a new one (under a kernel-
+ * released OFD lock, held only while creating the file).
+ *
+ * Status: appending, reading, rolling and dead-writer handling are built;
+ * indexes, retention, fsync durability and crash-recovery CRC scans are not
+ * (docs/design/format.md).
+ */
+typedef struct qm_log qm_log_t;
+
+/* Open (or create) the partition log in folder `dir` (created 0700; its
+ * parent must exist).  `segment_bytes` (64 KiB .. 4 GiB, a multiple of
+ * 4096) applies when creating.  Errors as qm_ring_open. */
+int qm_log_open(const char *dir, qm_open_mode_t mode, uint64_t segment_bytes, qm_log_t **out);
+void qm_log_close(qm_log_t *log);
+
+/* Largest key + headers + value one record may hold (segment_bytes / 2). */
+uint64_t qm_log_max_record(const qm_log_t *log);
+
+typedef struct qm_log_entry {
+    const void *key;
+    uint32_t key_len;
+    const void *headers;
+    uint32_t headers_len;
+    const qm_iovec_t *value;   /* gathered into one value */
+    int value_cnt;
+    int64_t timestamp_ns;      /* unix time; 0 = now */
+} qm_log_entry_t;
+
+/* Append one record; *offset receives its offset.  Never blocks for
+ * readers (a log does not fill up); rolls the segment when needed.
+ * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment). */
+int qm_log_append(qm_log_t *log, const qm_log_entry_t *entry, uint64_t *offset);
+
+/* A reader's position.  Initialise with qm_log_seek(). */
+typedef struct qm_log_cursor {
+    uint64_t base;             /* segment the cursor is in */
+    uint64_t pos;              /* byte position in it */
+    uint64_t next_offset;      /* offset of the record at pos */
+} qm_log_cursor_t;
+
+typedef struct qm_log_record {
+    uint64_t offset;
+    int64_t timestamp_ns;
+    const void *key;
+    uint32_t key_len;
+    const void *headers;
+    uint32_t headers_len;
+    const void *value;
+    uint64_t value_len;
+} qm_log_record_t;
+
+/* Place `cur` at the first record with offset >= `offset` (at the end if
+ * there is none yet).  QM_ENOTFOUND if `offset` is before the log's start. */
+int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset);
+
+/* Read the record at `cur` and advance past it.  Pointers in `rec` stay
+ * valid until the handle is closed.  Skips abandoned records.  Waits for
+ * a record until the deadline: QM_EAGAIN (QM_NOWAIT), QM_ETIMEDOUT,
+ * QM_EINTR; QM_ECORRUPT if the record fails validation or its CRC. */
+int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline_ns);
+
+/* First offset still stored and the next offset to be assigned. */
+int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end);
+
+typedef struct qm_log_stats {
+    uint64_t start_offset, end_offset;
+    uint64_t segments_rolled, abandoned;
+    uint64_t segment_bytes;
+    uint32_t members;
+    uint32_t member_slot;      /* this handle's slot */
+} qm_log_stats_t;
+int qm_log_stats(qm_log_t *log, qm_log_stats_t *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,727 @@
+/*
+ * log.c - the append-only log of one topic partition, on memory-mapped
+ * segment files (docs/design/format.md).
+ *
+ *  - Appending: read the append word (gen, count, pos); CAS the record word
+ *    at pos from 0 to WRITING(owner, len) - space is never reused, so 0
+ *    means unclaimed and the CAS cannot hit old bytes; advance the append
+ *    word (any writer helps, reading len from the record word); fill the
+ *    record, CRC-32C included; CAS WRITING -> COMMITTED.  The record's
+ *    offset is the segment's base + count: one CAS fixes bytes and offset.
+ *  - Rolling: a writer that finds no room claims an END record at pos; then
+ *    whoever sees END at the append position rolls, under the roll lock (an
+ *    OFD lock the kernel drops if its holder dies): create the next segment
+ *    (base = base + count), publish it, move the append word.  Every step
+ *    is idempotent, so a roller that dies is finished by the next.
+ *  - Reading: records in place, in offset order; stop at 0 (nothing more);
+ *    wait at WRITING (abandon it if the writer's liveness lock is free);
+ *    skip ABANDONED; follow END to the next segment.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LOG_MIN_SEGMENT (UINT64_C(64) << 10)
+#define LOG_ROLL_LOCK (QM_LOCK_BASE + QM_MEMBER_SLOTS)
+#define LOG_ROUNDS 100000
+#define END_ROOM 8u   /* every segment keeps room for its END word */
+
+typedef struct seg_map {
+    uint64_t base;
+    uint8_t *mem;
+} seg_map_t;
+
+struct qm_log {
+    int dirfd;
+    qm_object_t obj;
+    qm_log_ctl_t *ctl;
+    qm_membership_t mb;
+    uint64_t segment_bytes;
+    seg_map_t *segs;
+    size_t nsegs, capsegs;
+    _Atomic int interrupted;
+};
+
+static inline uint64_t align8(uint64_t x) { return (x + 7) & ~UINT64_C(7); }
+static inline _Atomic uint64_t *word_at(uint8_t *seg, uint64_t pos) {
+    return (_Atomic uint64_t *)(seg + pos);
+}
+
+/* ----- control object ------------------------------------------------------- */
+static void ctl_format(uint8_t *base, uint64_t len, const void *arg) {
+    uint64_t segment_bytes = *(const uint64_t *)arg;
+    /* everything but the magic: a dead creator may have left bytes behind */
+    memset(base + sizeof(uint64_t), 0, len - sizeof(uint64_t));
+    qm_log_ctl_t *c = (qm_log_ctl_t *)base;
+    qm_header_t *h = &c->header;
+    h->format_major = QM_FORMAT_MAJOR;
+    h->format_minor = QM_FORMAT_MINOR;
+    h->header_bytes = QM_HEADER_BYTES;
+    h->layout_fingerprint = qm__layout_fingerprint();
+    h->object_kind = QM_KIND_LOG;
+    h->creator_pid = (uint32_t)getpid();
+    h->created_unix_ns = (uint64_t)qm__os_realtime_ns();
+    h->total_bytes = QM_DATA_OFFSET;
+    h->members_offset = QM_MEMBERS_OFFSET;
+    h->member_slots = QM_MEMBER_SLOTS;
+    h->member_bytes = QM_MEMBER_BYTES;
+    h->data_offset = QM_DATA_OFFSET;
+    h->data_bytes = segment_bytes;
+    h->granule_log2 = 3;
+    h->max_message = segment_bytes / 2;
+    atomic_store_explicit(&c->append.pos, QM_APPEND(0, 0, QM_SEGMENT_HEADER),
+                          memory_order_relaxed);
+}
+
+int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
+                      uint64_t *segment_bytes) {
+    if (len < sizeof(qm_header_t)) return qm__fail(QM_ECORRUPT, "control header truncated");
+    qm_header_t h;
+    memcpy(&h, image, sizeof h);   /* one read of every field */
+    uint64_t magic = (uint64_t)atomic_load_explicit(&h.magic, memory_order_relaxed);
+    if (magic == __builtin_bswap64(QM_MAGIC_LOG_CTL))
+        return qm__fail(QM_EINCOMPAT, "log written with the other byte order");
+    if (magic != QM_MAGIC_LOG_CTL)
+        return qm__fail(QM_ECORRUPT, "bad log control magic %#llx", (unsigned long long)magic);
+    if (h.format_major != QM_FORMAT_MAJOR)
+        return qm__fail(QM_EINCOMPAT, "log format %u.%u, this build reads %u.x",
+                        h.format_major, h.format_minor, QM_FORMAT_MAJOR);
+    if (h.layout_fingerprint != qm__layout_fingerprint() || h.feature_flags != 0 ||
+        h.object_kind != QM_KIND_LOG)
+        return qm__fail(QM_EINCOMPAT, "log layout, features or kind differ from this build");
+    if (h.header_bytes != QM_HEADER_BYTES || h.members_offset != QM_MEMBERS_OFFSET ||
+        h.member_slots != QM_MEMBER_SLOTS || h.member_bytes != QM_MEMBER_BYTES ||
+        h.data_offset != QM_DATA_OFFSET || h.total_bytes != QM_DATA_OFFSET ||
+        h.total_bytes != file_size || h.granule_log2 != 3)
+        return qm__fail(QM_ECORRUPT, "log control offsets or size do not match the format");
+    if (h.data_bytes < LOG_MIN_SEGMENT || h.data_bytes > QM_SEGMENT_MAX_BYTES ||
+        h.data_bytes % 4096 || h.max_message != h.data_bytes / 2)
+        return qm__fail(QM_ECORRUPT, "bad segment size %llu", (unsigned long long)h.data_bytes);
+    for (size_t i = 0; i < sizeof h.reserved / sizeof h.reserved[0]; i++)
+        if (h.reserved[i]) return qm__fail(QM_EINCOMPAT, "reserved header words in use");
+    *segment_bytes = h.data_bytes;
+    return QM_OK;
+}
+
+/* ----- segments ---------------------------------------------------------------- */
+static void seg_name(uint64_t base, char *buf, size_t n) {
+    snprintf(buf, n, "%020" PRIu64 ".log", base);
+}
+
+int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
+                      uint64_t segment_bytes) {
+    qm_segment_header_t h;
+    if (file_size < sizeof h) return qm__fail(QM_ECORRUPT, "segment truncated");
+    memcpy(&h, image, sizeof h);
+    uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)image, memory_order_acquire);
+    if (magic == 0) return QM_ENOTREADY;
+    if (magic != QM_MAGIC_SEGMENT)
+        return qm__fail(QM_ECORRUPT, "bad segment magic %#llx", (unsigned long long)magic);
+    if (h.format_major != QM_FORMAT_MAJOR)
+        return qm__fail(QM_EINCOMPAT, "segment format %u.%u, this build reads %u.x",
+                        h.format_major, h.format_minor, QM_FORMAT_MAJOR);
+    if (h.layout_fingerprint != qm__layout_fingerprint() ||
+        h.header_bytes != QM_SEGMENT_HEADER)
+        return qm__fail(QM_EINCOMPAT, "segment layout differs from this build");
+    if (h.base_offset != base || h.segment_bytes != segment_bytes || file_size != segment_bytes)
+        return qm__fail(QM_ECORRUPT, "segment %llu: header says base %llu, %llu bytes",
+                        (unsigned long long)base, (unsigned long long)h.base_offset,
+                        (unsigned long long)h.segment_bytes);
+    return QM_OK;
+}
+
+static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem) {
+    if (lg->nsegs == lg->capsegs) {
+        size_t cap = lg->capsegs ? lg->capsegs * 2 : 8;
+        seg_map_t *n = realloc(lg->segs, cap * sizeof *n);
+        if (!n) return -ENOMEM;
+        lg->segs = n;
+        lg->capsegs = cap;
+    }
+    lg->segs[lg->nsegs++] = (seg_map_t){base, mem};
+    return QM_OK;
+}
+
+/* Map segment `base` (cached for the handle's life). QM_ENOTFOUND if the
+ * file does not exist, QM_ENOTREADY while its creator is still writing it. */
+static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
+    for (size_t i = lg->nsegs; i-- > 0;)
+        if (lg->segs[i].base == base) {
+            *out = lg->segs[i].mem;
+            return QM_OK;
+        }
+    char name[32];
+    seg_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? QM_ENOTFOUND : errno == ELOOP ? QM_EPERM : -errno;
+    struct stat st;
+    uint8_t *mem = NULL;
+    int rc = qm__check_file(fd, &st);
+    if (!rc && (uint64_t)st.st_size != lg->segment_bytes)
+        rc = (uint64_t)st.st_size < lg->segment_bytes ? QM_ENOTREADY
+                                                      : qm__fail(QM_ECORRUPT, "segment size");
+    if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &mem);
+    close(fd);
+    if (rc) return rc;
+    rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);
+    if (!rc) rc = seg_remember(lg, base, mem);
+    if (rc) {
+        munmap(mem, (size_t)lg->segment_bytes);
+        return rc;
+    }
+    *out = mem;
+    return QM_OK;
+}
+
+/* Create segment `base` (roll lock held).  Idempotent: a file left by a
+ * roller that died is completed or validated. */
+static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
+    char name[32];
+    seg_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return errno == ELOOP ? QM_EPERM : -errno;
+    struct stat st;
+    uint8_t *mem = NULL;
+    int rc = qm__check_file(fd, &st);
+    if (!rc && fchmod(fd, 0600) < 0) rc = -errno;
+    if (!rc && (uint64_t)st.st_size >= sizeof(qm_segment_header_t)) {
+        /* exists: finished if its magic is set */
+        uint8_t *peek;
+        if (qm__map(fd, (uint64_t)st.st_size, false, &peek) == QM_OK) {
+            uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
+            munmap(peek, (size_t)st.st_size);
+            if (magic != 0) {
+                close(fd);
+                return QM_OK;
+            }
+        }
+    }
+    if (!rc) {
+        rc = qm__os_reserve(fd, lg->segment_bytes);
+        if (rc) rc = qm__fail(rc, "cannot reserve a %llu-byte segment",
+                              (unsigned long long)lg->segment_bytes);
+    }
+    if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &mem);
+    close(fd);
+    if (rc) {
+        unlinkat(lg->dirfd, name, 0);
+        return rc;
+    }
+    qm_segment_header_t *h = (qm_segment_header_t *)mem;
+    h->format_major = QM_FORMAT_MAJOR;
+    h->format_minor = QM_FORMAT_MINOR;
+    h->header_bytes = QM_SEGMENT_HEADER;
+    h->layout_fingerprint = qm__layout_fingerprint();
+    h->base_offset = base;
+    h->segment_bytes = lg->segment_bytes;
+    h->generation = generation;
+    h->created_unix_ns = (uint64_t)qm__os_realtime_ns();
+    QM_KILLPOINT("log.roll_before_publish");
+    /* [S1] release: header before magic; pairs with the acquire in
+     * qm__segment_check */
+    atomic_store_explicit((_Atomic uint64_t *)mem, QM_MAGIC_SEGMENT, memory_order_release);
+    munmap(mem, (size_t)lg->segment_bytes);
+    return QM_OK;
+}
+
+static int roll_lock(qm_log_t *lg) {
+    for (int i = 0; i < 20000; i++) {   /* the holder only creates one file */
+        int rc = qm__os_lock_byte(lg->mb.fd, LOG_ROLL_LOCK);
+        if (rc != QM_EAGAIN) return rc;
+        usleep(100);
+    }
+    return qm__fail(QM_ETIMEDOUT, "segment roll lock held for 2 s");
+}
+
+/* Close the segment of generation `gen12` (END claimed at its append
+ * position) and open the next.  Returns when the append word has moved on. */
+static int roll(qm_log_t *lg, uint32_t gen12) {
+    int rc = roll_lock(lg);
+    if (rc) return rc;
+    qm_log_ctl_t *c = lg->ctl;
+    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+    if (QM_APPEND_GEN(a) == gen12) {
+        uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire);
+        uint64_t base = atomic_load_explicit(&c->active_base, memory_order_acquire);
+        uint64_t next_gen = gen, next_base = base;
+        if ((gen & 0xfff) == gen12) {   /* not published yet (or a roller died before) */
+            next_gen = gen + 1;
+            next_base = base + QM_APPEND_COUNT(a);
+            rc = seg_create(lg, next_base, next_gen);
+            if (!rc) {
+                atomic_store_explicit(&c->active_base, next_base, memory_order_relaxed);
+                /* [L3] release: the new base (and the segment file) before
+                 * the generation; pairs with [L1] */
+                atomic_store_explicit(&c->active_gen, next_gen, memory_order_release);
+            }
+        }
+        if (!rc) {
+            QM_KILLPOINT("log.roll_before_append");
+            /* [L4] release: pairs with [L0]; a writer that sees the new gen
+             * sees the active segment it names */
+            atomic_compare_exchange_strong_explicit(
+                &c->append.pos, &a, QM_APPEND(next_gen, 0, QM_SEGMENT_HEADER),
+                memory_order_acq_rel, memory_order_relaxed);
+            atomic_fetch_add_explicit(&c->rolls, 1, memory_order_relaxed);
+        }
+    }
+    qm__os_unlock_byte(lg->mb.fd, LOG_ROLL_LOCK);
+    return rc;
+}
+
+/* Map the active segment for append word `a`.  QM_EAGAIN while a roll is
+ * between publishing the segment and moving the append word. */
+static int active_segment(qm_log_t *lg, uint64_t a, uint64_t *base, uint8_t **seg) {
+    /* [L1] acquire: pairs with [L3] */
+    uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
+    if ((gen & 0xfff) != QM_APPEND_GEN(a)) return QM_EAGAIN;
+    *base = atomic_load_explicit(&lg->ctl->active_base, memory_order_relaxed);
+    int rc = seg_get(lg, *base, seg);
+    if (rc == QM_ENOTFOUND || rc == QM_ENOTREADY) {
+        /* creator of the log died before its first segment: make it */
+        rc = roll_lock(lg);
+        if (rc) return rc;
+        rc = seg_create(lg, *base, gen);
+        qm__os_unlock_byte(lg->mb.fd, LOG_ROLL_LOCK);
+        if (!rc) rc = seg_get(lg, *base, seg);
+    }
+    return rc;
+}
+
+static int bad_len(uint64_t pos, uint64_t len, uint64_t segment_bytes) {
+    return len < QM_RECORD_HEADER || (len & 7) || len > segment_bytes ||
+           pos + len + END_ROOM > segment_bytes;
+}
+
+/* ----- appending ------------------------------------------------------------------ */
+int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
+    if (!lg) return QM_ECLOSED;
+    int rc = qm__member_ensure(&lg->mb);
+    if (rc) return rc;
+    uint64_t value_len = 0;
+    for (int i = 0; i < e->value_cnt; i++) value_len += e->value[i].len;
+    uint64_t body = (uint64_t)e->key_len + e->headers_len + value_len;
+    if (body > lg->segment_bytes / 2 || value_len > lg->segment_bytes)
+        return qm__fail(QM_ETOOBIG, "record of %llu bytes exceeds %llu",
+                        (unsigned long long)body, (unsigned long long)lg->segment_bytes / 2);
+    uint64_t need = align8(QM_RECORD_HEADER + body);
+    qm_log_ctl_t *c = lg->ctl;
+    for (int round = 0; round < LOG_ROUNDS; round++) {
+        /* [L0] acquire: pairs with [L4] and with [L2] of helpers */
+        uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+        uint32_t count = QM_APPEND_COUNT(a);
+        uint64_t pos = QM_APPEND_POS(a), base;
+        uint8_t *seg;
+        rc = active_segment(lg, a, &base, &seg);
+        if (rc == QM_EAGAIN) {
+            qm__cpu_relax();
+            continue;
+        }
+        if (rc) return rc;
+        if (pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
+            return qm__fail(QM_ECORRUPT, "append position %llu", (unsigned long long)pos);
+        _Atomic uint64_t *wp = word_at(seg, pos);
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+        if (w != 0) {   /* claimed: help the append word past it, or roll */
+            if (QM_REC_STATE(w) == QM_REC_END) {
+                rc = roll(lg, QM_APPEND_GEN(a));
+                if (rc) return rc;
+                continue;
+            }
+            if (bad_len(pos, QM_REC_LEN(w), lg->segment_bytes)) {
+                if (atomic_load_explicit(&c->append.pos, memory_order_acquire) != a) continue;
+                return qm__fail(QM_ECORRUPT, "record at %llu has bad length %u",
+                                (unsigned long long)pos, QM_REC_LEN(w));
+            }
+            /* [L2] acq_rel: helpers publish only what they read */
+            atomic_compare_exchange_strong_explicit(
+                &c->append.pos, &a, QM_APPEND(QM_APPEND_GEN(a), count + 1, pos + QM_REC_LEN(w)),
+                memory_order_acq_rel, memory_order_relaxed);
+            continue;
+        }
+        if (pos + need + END_ROOM > lg->segment_bytes || count >= QM_SEGMENT_MAX_RECORDS) {
+            uint64_t zero = 0;
+            if (atomic_compare_exchange_strong_explicit(wp, &zero,
+                                                        QM_REC_WORD(QM_REC_END, lg->mb.slot, 0),
+                                                        memory_order_acq_rel,
+                                                        memory_order_relaxed)) {
+                rc = roll(lg, QM_APPEND_GEN(a));
+                if (rc) return rc;
+            }
+            continue;
+        }
+        uint64_t offset = base + count;
+        uint64_t claim = QM_REC_WORD(QM_REC_WRITING, lg->mb.slot, need);
+        atomic_store_explicit(&lg->mb.me->inflight, offset | QM_INFLIGHT_VALID,
+                              memory_order_relaxed);
+        uint64_t zero = 0;
+        /* [L5] acq_rel: the claim; exactly one writer owns pos */
+        if (!atomic_compare_exchange_strong_explicit(wp, &zero, claim, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            continue;
+        QM_KILLPOINT("log.after_claim");
+        atomic_compare_exchange_strong_explicit(
+            &c->append.pos, &a, QM_APPEND(QM_APPEND_GEN(a), count + 1, pos + need),
+            memory_order_acq_rel, memory_order_relaxed);
+        qm_record_header_t *h = (qm_record_header_t *)(seg + pos);
+        h->key_len = e->key_len;
+        h->offset = offset;
+        h->timestamp_ns = e->timestamp_ns ? e->timestamp_ns : qm__os_realtime_ns();
+        h->headers_len = e->headers_len;
+        h->value_len = (uint32_t)value_len;
+        uint8_t *p = seg + pos + QM_RECORD_HEADER;
+        uint32_t crc = qm_crc32c(0, (uint8_t *)h + 12, QM_RECORD_HEADER - 12);
+        if (e->key_len) memcpy(p, e->key, e->key_len);
+        crc = qm_crc32c(crc, p, e->key_len);
+        p += e->key_len;
+        if (e->headers_len) memcpy(p, e->headers, e->headers_len);
+        crc = qm_crc32c(crc, p, e->headers_len);
+        p += e->headers_len;
+        for (int i = 0; i < e->value_cnt; i++) {
+            if (e->value[i].len) memcpy(p, e->value[i].base, e->value[i].len);
+            crc = qm_crc32c(crc, p, e->value[i].len);
+            p += e->value[i].len;
+            if (i == 0) QM_KILLPOINT("log.mid_copy");
+        }
+        h->crc = crc;
+        QM_KILLPOINT("log.before_commit");
+        /* [L6] release: record bytes before COMMITTED; pairs with [L7] */
+        uint64_t expect = claim;
+        if (!atomic_compare_exchange_strong_explicit(
+                wp, &expect, QM_REC_WORD(QM_REC_COMMITTED, lg->mb.slot, need),
+                memory_order_release, memory_order_relaxed))
+            return qm__fail(QM_ECORRUPT, "record %llu taken from its writer",
+                            (unsigned long long)offset);
+        atomic_store_explicit(&lg->mb.me->inflight, 0, memory_order_relaxed);
+        qm_member_t *me = lg->mb.me;
+        atomic_store_explicit(&me->put_count,
+                              atomic_load_explicit(&me->put_count, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+        qm__member_publish_role(&lg->mb, QM_MEMBER_PRODUCER);
+        qm__wake(&c->data_wake);
+        *offset_out = offset;
+        return QM_OK;
+    }
+    return qm__fail(QM_ECORRUPT, "append made no progress in %d rounds", LOG_ROUNDS);
+}
+
+/* ----- reading ----------------------------------------------------------------- */
+typedef struct read_ctx {
+    qm_log_t *lg;
+    qm_log_cursor_t *cur;
+    qm_log_record_t *rec;
+    uint32_t blocked_on;   /* owner of the WRITING record we wait behind */
+} read_ctx_t;
+
+static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, uint32_t *blocked) {
+    for (int round = 0; round < LOG_ROUNDS; round++) {
+        uint8_t *seg;
+        int rc = seg_get(lg, cur->base, &seg);
+        if (rc == QM_ENOTFOUND || rc == QM_ENOTREADY) return QM_EAGAIN;   /* being rolled in */
+        if (rc) return rc;
+        uint64_t pos = cur->pos;
+        if (pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
+            return qm__fail(QM_ECORRUPT, "cursor position %llu", (unsigned long long)pos);
+        _Atomic uint64_t *wp = word_at(seg, pos);
+        /* [L7] acquire: pairs with [L6]; the record's bytes are complete */
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+        uint32_t st = QM_REC_STATE(w), len = QM_REC_LEN(w);
+        if (st == QM_REC_EMPTY) return QM_EAGAIN;
+        if (st == QM_REC_END) {   /* the next segment starts at our next offset */
+            cur->base = cur->next_offset;
+            cur->pos = QM_SEGMENT_HEADER;
+            continue;
+        }
+        if (bad_len(pos, len, lg->segment_bytes))
+            return qm__fail(QM_ECORRUPT, "record at %llu has bad length %u",
+                            (unsigned long long)pos, len);
+        if (st == QM_REC_WRITING) {   /* in order: wait for it (recover checks its writer) */
+            *blocked = QM_REC_OWNER(w);
+            return QM_EAGAIN;
+        }
+        if (st == QM_REC_ABANDONED) {
+            cur->pos += len;
+            cur->next_offset++;
+            continue;
+        }
+        if (st != QM_REC_COMMITTED)
+            return qm__fail(QM_ECORRUPT, "record at %llu has unknown state %u",
+                            (unsigned long long)pos, st);
+        qm_record_header_t h;
+        memcpy(&h, seg + pos, sizeof h);   /* every field read once */
+        uint64_t body = (uint64_t)h.key_len + h.headers_len + h.value_len;
+        if (QM_RECORD_HEADER + body > len)
+            return qm__fail(QM_ECORRUPT, "record %llu: lengths exceed the record",
+                            (unsigned long long)cur->next_offset);
+        if (h.offset != cur->next_offset)
+            return qm__fail(QM_ECORRUPT, "record at %llu has offset %llu, expected %llu",
+                            (unsigned long long)pos, (unsigned long long)h.offset,
+                            (unsigned long long)cur->next_offset);
+        const uint8_t *p = seg + pos + QM_RECORD_HEADER;
+        uint32_t crc = qm_crc32c(0, (const uint8_t *)&h + 12, QM_RECORD_HEADER - 12);
+        crc = qm_crc32c(crc, p, body);
+        if (crc != h.crc)
+            return qm__fail(QM_ECORRUPT, "record %llu fails its CRC",
+                            (unsigned long long)h.offset);
+        rec->offset = h.offset;
+        rec->timestamp_ns = h.timestamp_ns;
+        rec->key = p;
+        rec->key_len = h.key_len;
+        rec->headers = p + h.key_len;
+        rec->headers_len = h.headers_len;
+        rec->value = p + h.key_len + h.headers_len;
+        rec->value_len = h.value_len;
+        cur->pos += len;
+        cur->next_offset++;
+        return QM_OK;
+    }
+    return QM_EAGAIN;
+}
+
+static int read_attempt(void *ctx) {
+    read_ctx_t *r = ctx;
+    r->blocked_on = 0;
+    return try_read(r->lg, r->cur, r->rec, &r->blocked_on);
+}
+/* The record at the cursor is WRITING: if its writer is dead, abandon it. */
+static int abandon_at(qm_log_t *lg, const qm_log_cursor_t *cur) {
+    uint8_t *seg;
+    if (seg_get(lg, cur->base, &seg) != QM_OK) return 0;
+    _Atomic uint64_t *wp = word_at(seg, cur->pos);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    if (QM_REC_STATE(w) != QM_REC_WRITING || qm__member_alive(&lg->mb, QM_REC_OWNER(w)))
+        return 0;
+    if (!atomic_compare_exchange_strong_explicit(
+            wp, &w, QM_REC_WORD(QM_REC_ABANDONED, 0, QM_REC_LEN(w)), memory_order_acq_rel,
+            memory_order_relaxed))
+        return 0;
+    atomic_fetch_add_explicit(&lg->ctl->abandoned, 1, memory_order_relaxed);
+    return 1;
+}
+
+static int read_recover(void *ctx) {
+    read_ctx_t *r = ctx;
+    return r->blocked_on ? abandon_at(r->lg, r->cur) : 0;
+}
+static bool read_watch(void *ctx) { return ((read_ctx_t *)ctx)->blocked_on != 0; }
+
+int qm_log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline) {
+    if (!lg) return QM_ECLOSED;
+    int rc = qm__member_ensure(&lg->mb);
+    if (rc) return rc;
+    read_ctx_t ctx = {lg, cur, rec, 0};
+    qm_waiter_t w = {&lg->ctl->data_wake, read_attempt, read_recover, read_watch, &ctx,
+                     &lg->interrupted};
+    return qm__wait_loop(&w, deadline);
+}
+
+/* ----- segments on disk -------------------------------------------------------- */
+/* Smallest segment base present, or QM_ENOTFOUND. `below`: the largest
+ * base <= below instead. */
+static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t *out) {
+    int fd = openat(lg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    bool found = false;
+    uint64_t best = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        if (strlen(n) != 24 || strcmp(n + 20, ".log") != 0) continue;
+        uint64_t b = 0;
+        bool digits = true;
+        for (int i = 0; i < 20; i++) {
+            if (n[i] < '0' || n[i] > '9') digits = false;
+            else b = b * 10 + (uint64_t)(n[i] - '0');
+        }
+        if (!digits) continue;
+        if (largest_below ? (b <= below && (!found || b > best)) : (!found || b < best)) {
+            best = b;
+            found = true;
+        }
+    }
+    closedir(d);
+    if (!found) return QM_ENOTFOUND;
+    *out = best;
+    return QM_OK;
+}
+
+int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
+    if (!lg) return QM_ECLOSED;
+    uint64_t start;
+    int rc = list_base(lg, false, 0, &start);
+    if (rc) return rc;
+    if (offset < start)
+        return qm__fail(QM_ENOTFOUND, "offset %llu is before the log start %llu",
+                        (unsigned long long)offset, (unsigned long long)start);
+    uint64_t base;
+    rc = list_base(lg, true, offset, &base);
+    if (rc) return rc;
+    cur->base = base;
+    cur->pos = QM_SEGMENT_HEADER;
+    cur->next_offset = base;
+    /* walk forward (linear for now; the sparse index will make it O(log n)) */
+    while (cur->next_offset < offset) {
+        uint8_t *seg;
+        rc = seg_get(lg, cur->base, &seg);
+        if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
+        uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
+        uint32_t st = QM_REC_STATE(w);
+        if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
+        if (st == QM_REC_END) {
+            cur->base = cur->next_offset;
+            cur->pos = QM_SEGMENT_HEADER;
+            continue;
+        }
+        if (bad_len(cur->pos, QM_REC_LEN(w), lg->segment_bytes))
+            return qm__fail(QM_ECORRUPT, "record at %llu has bad length",
+                            (unsigned long long)cur->pos);
+        cur->pos += QM_REC_LEN(w);
+        cur->next_offset++;
+    }
+    return QM_OK;
+}
+
+int qm_log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
+    if (!lg) return QM_ECLOSED;
+    int rc = list_base(lg, false, 0, start);
+    if (rc) return rc;
+    for (;;) {
+        uint64_t a = atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire);
+        uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
+        if ((gen & 0xfff) != QM_APPEND_GEN(a)) {   /* mid-roll */
+            qm__cpu_relax();
+            continue;
+        }
+        *end = atomic_load_explicit(&lg->ctl->active_base, memory_order_relaxed) +
+               QM_APPEND_COUNT(a);
+        return QM_OK;
+    }
+}
+
+int qm_log_stats(qm_log_t *lg, qm_log_stats_t *st) {
+    if (!lg) return QM_ECLOSED;
+    memset(st, 0, sizeof *st);
+    int rc = qm_log_bounds(lg, &st->start_offset, &st->end_offset);
+    if (rc) return rc;
+    st->segments_rolled = atomic_load_explicit(&lg->ctl->rolls, memory_order_relaxed);
+    st->abandoned = atomic_load_explicit(&lg->ctl->abandoned, memory_order_relaxed);
+    st->segment_bytes = lg->segment_bytes;
+    st->member_slot = lg->mb.slot;
+    uint32_t hwm = atomic_load_explicit(&lg->ctl->members_hwm, memory_order_relaxed);
+    for (uint32_t k = 1; k <= hwm && k < QM_MEMBER_SLOTS; k++)
+        st->members += qm__member_alive(&lg->mb, k);
+    return QM_OK;
+}
+
+uint64_t qm_log_max_record(const qm_log_t *lg) { return lg ? lg->segment_bytes / 2 : 0; }
+
+/* ----- open/close ---------------------------------------------------------------- */
+/* A new owner of a dead writer's slot: abandon the record it was writing
+ * (its offset is in `inflight`), so no reader waits on it forever. */
+static void settle_inflight(void *object, uint32_t slot, uint64_t inflight) {
+    qm_log_t *lg = object;
+    uint64_t offset = inflight & ~QM_INFLIGHT_VALID;
+    qm_log_cursor_t cur;
+    if (qm_log_seek(lg, &cur, offset) != QM_OK || cur.next_offset != offset) return;
+    uint8_t *seg;
+    if (seg_get(lg, cur.base, &seg) != QM_OK) return;
+    _Atomic uint64_t *wp = word_at(seg, cur.pos);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    if (QM_REC_STATE(w) != QM_REC_WRITING || QM_REC_OWNER(w) != slot) return;
+    if (atomic_compare_exchange_strong_explicit(
+            wp, &w, QM_REC_WORD(QM_REC_ABANDONED, 0, QM_REC_LEN(w)), memory_order_acq_rel,
+            memory_order_relaxed))
+        atomic_fetch_add_explicit(&lg->ctl->abandoned, 1, memory_order_relaxed);
+}
+
+void qm_log_close(qm_log_t *lg) {
+    if (!lg) return;
+    if (lg->ctl) {
+        qm__registry_remove(&lg->mb);
+        qm__member_leave(&lg->mb);
+    }
+    for (size_t i = 0; i < lg->nsegs; i++) munmap(lg->segs[i].mem, (size_t)lg->segment_bytes);
+    free(lg->segs);
+    qm__object_close(&lg->obj);
+    if (lg->dirfd >= 0) close(lg->dirfd);
+    free(lg);
+}
+
+static int open_dir(const char *dir, qm_open_mode_t mode, int *out) {
+    if (!dir || !dir[0]) return qm__fail(QM_EINVAL, "no log folder given");
+    if (mode != QM_OPEN_ONLY && mkdir(dir, 0700) < 0 && errno != EEXIST) return -errno;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? QM_ENOTFOUND
+               : errno == ELOOP || errno == ENOTDIR ? qm__fail(QM_EPERM, "not a folder: %s", dir)
+                                                    : -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        close(fd);
+        return qm__fail(QM_EPERM, "folder %s is not private to this user", dir);
+    }
+    *out = fd;
+    return QM_OK;
+}
+
+int qm_log_open(const char *dir, qm_open_mode_t mode, uint64_t segment_bytes, qm_log_t **out) {
+    *out = NULL;
+    if (segment_bytes < LOG_MIN_SEGMENT || segment_bytes > QM_SEGMENT_MAX_BYTES ||
+        segment_bytes % 4096)
+        return qm__fail(QM_EINVAL, "segment_bytes must be a multiple of 4096 in [64 KiB, 4 GiB]");
+    qm_log_t *lg = calloc(1, sizeof *lg);
+    if (!lg) return -ENOMEM;
+    lg->dirfd = -1;
+    lg->obj.fd = -1;
+    lg->mb.fd = -1;
+    int rc = open_dir(dir, mode, &lg->dirfd);
+    if (rc) goto fail;
+    qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, &segment_bytes};
+    rc = qm__object_open(lg->dirfd, "control", mode, &spec, &lg->obj);
+    if (rc) goto fail;
+    rc = qm__log_ctl_check(lg->obj.base, lg->obj.len, lg->obj.len, &lg->segment_bytes);
+    if (rc) goto fail;
+    lg->ctl = (qm_log_ctl_t *)lg->obj.base;
+    lg->mb.fd = lg->obj.fd;
+    lg->mb.members = (qm_member_t *)(lg->obj.base + QM_MEMBERS_OFFSET);
+    lg->mb.hwm = &lg->ctl->members_hwm;
+    lg->mb.settle = settle_inflight;
+    lg->mb.object = lg;
+    qm__registry_add(&lg->mb);
+    rc = qm__member_join(&lg->mb);
+    if (rc) goto fail_registered;
+    /* make sure the active segment exists (its creator may have died) */
+    uint64_t base;
+    uint8_t *seg;
+    do {
+        rc = active_segment(lg, atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire),
+                            &base, &seg);
+    } while (rc == QM_EAGAIN);
+    if (rc) goto fail_registered;
+    *out = lg;
+    return QM_OK;
+fail_registered:
+    qm__registry_remove(&lg->mb);
+    qm__member_leave(&lg->mb);
+fail:
+    lg->ctl = NULL;
+    qm_log_close(lg);
+    return rc;
+}

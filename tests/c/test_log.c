@@ -1,0 +1,366 @@
+/*
+ * test_log.c - the partition log: appending, reading in offset order,
+ * rolling segments, persistence across reopen, dead writers, corrupt
+ * bytes and headers, concurrent writer processes.
+ */
+#include "check.h"
+#include "internal.h"
+#include "stress_common.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SEG (64u << 10)
+
+static char dirbuf[400];
+static const char *logdir(const char *tag) {
+    snprintf(dirbuf, sizeof dirbuf, "%s/%s", check_dir, tag);
+    return dirbuf;
+}
+
+static int append_str(qm_log_t *lg, const char *key, const char *value, uint64_t *off) {
+    qm_iovec_t v = {value, strlen(value)};
+    qm_log_entry_t e = {key, key ? (uint32_t)strlen(key) : 0, "h=1", 3, &v, 1, 0};
+    return qm_log_append(lg, &e, off);
+}
+
+static void appends_get_consecutive_offsets_and_read_back_in_order(void) {
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("order"), QM_CREATE_ONLY, SEG, &lg), 0);
+    uint64_t off;
+    for (uint64_t i = 0; i < 100; i++) {
+        char v[32];
+        snprintf(v, sizeof v, "value-%llu", (unsigned long long)i);
+        CHECK_RC(append_str(lg, "k", v, &off), 0);
+        CHECK(off == i);
+    }
+    qm_log_cursor_t cur;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    for (uint64_t i = 0; i < 100; i++) {
+        qm_log_record_t rec;
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        char want[32];
+        snprintf(want, sizeof want, "value-%llu", (unsigned long long)i);
+        CHECK(rec.offset == i && rec.value_len == strlen(want));
+        CHECK(memcmp(rec.value, want, rec.value_len) == 0);
+        CHECK(rec.key_len == 1 && memcmp(rec.key, "k", 1) == 0);
+        CHECK(rec.headers_len == 3 && memcmp(rec.headers, "h=1", 3) == 0);
+        CHECK(rec.timestamp_ns > 1600000000LL * 1000000000LL);
+    }
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_EAGAIN);
+    int64_t t0 = qm_now_ns();
+    CHECK_RC(qm_log_read(lg, &cur, &rec, t0 + 20000000), QM_ETIMEDOUT);
+    CHECK(qm_now_ns() - t0 >= 20000000);
+    uint64_t start, end;
+    CHECK_RC(qm_log_bounds(lg, &start, &end), 0);
+    CHECK(start == 0 && end == 100);
+    qm_log_close(lg);
+}
+
+static void empty_values_and_largest_record_fit_larger_is_refused(void) {
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("sizes"), QM_CREATE_ONLY, SEG, &lg), 0);
+    uint64_t off;
+    qm_log_entry_t e = {NULL, 0, NULL, 0, NULL, 0, 0};
+    CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    CHECK(qm_log_max_record(lg) == SEG / 2);
+    static uint8_t big[SEG / 2 + 1];
+    qm_iovec_t v = {big, SEG / 2};
+    e.value = &v;
+    e.value_cnt = 1;
+    CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    CHECK(off == 1);
+    v.len = SEG / 2 + 1;
+    CHECK_RC(qm_log_append(lg, &e, &off), QM_ETOOBIG);
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 0 && rec.value_len == 0 && rec.key_len == 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 1 && rec.value_len == SEG / 2);
+    qm_log_close(lg);
+}
+
+static void full_segments_roll_and_readers_follow_across_them(void) {
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("roll"), QM_CREATE_ONLY, SEG, &lg), 0);
+    static char v[3000];
+    memset(v, 'r', sizeof v - 1);
+    uint64_t off;
+    for (int i = 0; i < 200; i++) CHECK_RC(append_str(lg, NULL, v, &off), 0);
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.segments_rolled >= 8 && st.end_offset == 200 && st.start_offset == 0);
+    qm_log_cursor_t cur;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    for (uint64_t i = 0; i < 200; i++) {
+        qm_log_record_t rec;
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == i && rec.value_len == sizeof v - 1);
+    }
+    /* seek into a later segment */
+    CHECK_RC(qm_log_seek(lg, &cur, 150), 0);
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 150);
+    CHECK_RC(qm_log_seek(lg, &cur, 1000), 0);   /* past the end: waits there */
+    CHECK(cur.next_offset == 200);
+    qm_log_close(lg);
+}
+
+static void records_survive_close_and_reopen(void) {
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(logdir("persist"), QM_CREATE_ONLY, SEG, &lg), 0);
+    for (int i = 0; i < 40; i++) CHECK_RC(append_str(lg, "k", "persisted", &off), 0);
+    qm_log_close(lg);
+    CHECK_RC(qm_log_open(logdir("persist"), QM_OPEN_ONLY, SEG, &lg), 0);
+    CHECK_RC(append_str(lg, "k", "more", &off), 0);
+    CHECK(off == 40);
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 39), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 39 && memcmp(rec.value, "persisted", 9) == 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 40 && memcmp(rec.value, "more", 4) == 0);
+    qm_log_close(lg);
+    CHECK_RC(qm_log_open(logdir("missing"), QM_OPEN_ONLY, SEG, &lg), QM_ENOTFOUND);
+}
+
+static uint8_t *map_file(const char *dir, const char *name, size_t len) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_RDWR);
+    if (fd < 0) return NULL;
+    void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void dead_writer_leaves_a_gap_and_never_blocks_readers(void) {
+    const char *dir = logdir("deadwriter");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(append_str(lg, NULL, "before", &off), 0);
+    pid_t pid = fork();
+    if (pid == 0) {   /* claim offset 1 exactly as qm_log_append does, then die */
+        qm_log_t *mine;
+        qm_log_stats_t st;
+        if (qm_log_open(dir, QM_OPEN_ONLY, SEG, &mine) || qm_log_stats(mine, &st)) _exit(2);
+        qm_log_ctl_t *c = (qm_log_ctl_t *)map_file(dir, "control", QM_DATA_OFFSET);
+        uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+        if (!c || !seg) _exit(3);
+        uint64_t a = atomic_load(&c->append.pos);
+        atomic_store((_Atomic uint64_t *)(seg + QM_APPEND_POS(a)),
+                     QM_REC_WORD(QM_REC_WRITING, st.member_slot, 64));
+        atomic_store(&c->append.pos, QM_APPEND(QM_APPEND_GEN(a), QM_APPEND_COUNT(a) + 1,
+                                               QM_APPEND_POS(a) + 64));
+        raise(SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    CHECK_RC(append_str(lg, NULL, "after", &off), 0);
+    CHECK(off == 2);
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, qm_now_ns() + 1000000000), 0);
+    CHECK(rec.offset == 2 && memcmp(rec.value, "after", 5) == 0);   /* 1 is a gap */
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.abandoned == 1);
+    qm_log_close(lg);
+}
+
+static void flipped_bit_is_a_crc_error_and_bad_length_is_corrupt(void) {
+    const char *dir = logdir("bitflip");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(append_str(lg, "key", "a value that will be damaged", &off), 0);
+    uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+    CHECK(seg != NULL);
+    seg[QM_SEGMENT_HEADER + QM_RECORD_HEADER + 10] ^= 0x10;
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_ECORRUPT);
+    seg[QM_SEGMENT_HEADER + QM_RECORD_HEADER + 10] ^= 0x10;
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    /* a length word pointing past the segment */
+    CHECK_RC(append_str(lg, "key", "second", &off), 0);
+    _Atomic uint64_t *w = (_Atomic uint64_t *)(seg + cur.pos);
+    uint64_t good = atomic_load(w);
+    atomic_store(w, QM_REC_WORD(QM_REC_COMMITTED, 1, SEG * 2));
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_ECORRUPT);
+    atomic_store(w, QM_REC_WORD(7, 1, 64));
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_ECORRUPT);
+    atomic_store(w, good);
+    /* a key length larger than the record */
+    uint32_t saved;
+    memcpy(&saved, seg + cur.pos + 12, 4);
+    uint32_t huge = 1u << 30;
+    memcpy(seg + cur.pos + 12, &huge, 4);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_ECORRUPT);
+    memcpy(seg + cur.pos + 12, &saved, 4);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    munmap(seg, SEG);
+    qm_log_close(lg);
+}
+
+static void header_validators_reject_every_bad_field(void) {
+    const char *dir = logdir("headers");
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    qm_log_close(lg);
+    uint8_t *ctl = map_file(dir, "control", QM_DATA_OFFSET);
+    uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+    CHECK(ctl && seg);
+    static uint8_t img[4096];
+    uint64_t segb;
+    memcpy(img, ctl, sizeof img);
+    CHECK_RC(qm__log_ctl_check(img, sizeof img, QM_DATA_OFFSET, &segb), 0);
+    CHECK(segb == SEG);
+    qm_header_t *h = (qm_header_t *)img;
+#define MUTATE(stmt, want)                                                          \
+    do {                                                                            \
+        memcpy(img, ctl, sizeof img);                                               \
+        stmt;                                                                       \
+        CHECK_RC(qm__log_ctl_check(img, sizeof img, QM_DATA_OFFSET, &segb), want);  \
+    } while (0)
+    MUTATE(atomic_store(&h->magic, 1), QM_ECORRUPT);
+    MUTATE(atomic_store(&h->magic, __builtin_bswap64(QM_MAGIC_LOG_CTL)), QM_EINCOMPAT);
+    MUTATE(h->format_major = 3, QM_EINCOMPAT);
+    MUTATE(h->layout_fingerprint ^= 4, QM_EINCOMPAT);
+    MUTATE(h->object_kind = QM_KIND_RING, QM_EINCOMPAT);
+    MUTATE(h->total_bytes = 1, QM_ECORRUPT);
+    MUTATE(h->members_offset = 8, QM_ECORRUPT);
+    MUTATE(h->data_bytes = 1000, QM_ECORRUPT);
+    MUTATE(h->data_bytes = UINT64_C(1) << 40, QM_ECORRUPT);
+    MUTATE(h->max_message = 1, QM_ECORRUPT);
+    MUTATE(h->reserved[0] = 9, QM_EINCOMPAT);
+#undef MUTATE
+    CHECK_RC(qm__log_ctl_check(img, 10, QM_DATA_OFFSET, &segb), QM_ECORRUPT);
+    static uint8_t simg[SEG];
+    qm_segment_header_t *sh = (qm_segment_header_t *)simg;
+#define SMUTATE(stmt, want)                                                 \
+    do {                                                                    \
+        memcpy(simg, seg, sizeof simg);                                     \
+        stmt;                                                               \
+        CHECK_RC(qm__segment_check(simg, sizeof simg, 0, SEG), want);       \
+    } while (0)
+    SMUTATE((void)0, QM_OK);
+    SMUTATE(sh->magic = 0, QM_ENOTREADY);
+    SMUTATE(sh->magic = 5, QM_ECORRUPT);
+    SMUTATE(sh->format_major = 2, QM_EINCOMPAT);
+    SMUTATE(sh->layout_fingerprint = 0, QM_EINCOMPAT);
+    SMUTATE(sh->base_offset = 7, QM_ECORRUPT);
+    SMUTATE(sh->segment_bytes = SEG * 2, QM_ECORRUPT);
+#undef SMUTATE
+    CHECK_RC(qm__segment_check(seg, 64, 0, SEG), QM_ECORRUPT);
+    munmap(ctl, QM_DATA_OFFSET);
+    munmap(seg, SEG);
+}
+
+static void folder_that_is_a_symlink_or_shared_is_refused(void) {
+    char real[500], link_[500];
+    snprintf(real, sizeof real, "%s/realdir", check_dir);
+    snprintf(link_, sizeof link_, "%s/linkdir", check_dir);
+    CHECK(mkdir(real, 0700) == 0);
+    CHECK(symlink(real, link_) == 0);
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(link_, QM_OPEN_OR_CREATE, SEG, &lg), QM_EPERM);
+    CHECK(chmod(real, 0755) == 0);
+    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, SEG, &lg), QM_EPERM);
+    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, 1000, &lg), QM_EINVAL);
+    struct stat st;
+    char ctl[600];
+    snprintf(ctl, sizeof ctl, "%s/control", real);
+    CHECK(stat(ctl, &st) != 0);   /* nothing was created */
+}
+
+/* ----- concurrent writers ----------------------------------------------------- */
+#define WRITERS 4
+static void writer_processes_interleave_without_loss_across_rolls(void) {
+    const char *dir = logdir("writers");
+    long per = stress_scale(5000);
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    pid_t pids[WRITERS];
+    for (uint32_t w = 0; w < WRITERS; w++) {
+        pids[w] = fork();
+        if (pids[w] == 0) {
+            qm_log_t *mine;
+            if (qm_log_open(dir, QM_OPEN_ONLY, SEG, &mine)) _exit(2);
+            static uint8_t buf[STRESS_MAX_MSG];
+            for (long s = 0; s < per; s++) {
+                size_t n = stress_make(buf, w, (uint64_t)s, 2000);
+                qm_iovec_t v = {buf, n};
+                qm_log_entry_t e = {NULL, 0, NULL, 0, &v, 1, 0};
+                uint64_t off;
+                if (qm_log_append(mine, &e, &off)) _exit(3);
+            }
+            qm_log_close(mine);
+            _exit(0);
+        }
+    }
+    /* read concurrently while they write */
+    qm_log_cursor_t cur;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    long next[WRITERS] = {0}, got = 0, bad = 0;
+    while (got < WRITERS * per) {
+        qm_log_record_t rec;
+        int rc = qm_log_read(lg, &cur, &rec, qm_now_ns() + 5000000000);
+        if (rc) {
+            fprintf(stderr, "read: %s [%s]\n", qm_status_str(rc), qm_last_error());
+            bad++;
+            break;
+        }
+        uint32_t id;
+        uint64_t seq;
+        if (stress_check(rec.value, rec.value_len, &id, &seq) || id >= WRITERS ||
+            (long)seq != next[id]) {
+            bad++;
+        } else {
+            next[id]++;
+        }
+        if (rec.offset != (uint64_t)got) bad++;   /* dense offsets: nobody died */
+        got++;
+    }
+    int failed = 0;
+    for (int w = 0; w < WRITERS; w++) {
+        int status;
+        waitpid(pids[w], &status, 0);
+        failed += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    qm_log_stats_t st;
+    qm_log_stats(lg, &st);
+    fprintf(stderr, "  %ld records from %d writers, %llu rolls, bad %ld\n", got, WRITERS,
+            (unsigned long long)st.segments_rolled, bad);
+    CHECK(failed == 0 && bad == 0 && got == WRITERS * per);
+    CHECK(st.segments_rolled > 10);
+    qm_log_close(lg);
+}
+
+int main(void) {
+    check_use_private_shm_dir("log");
+    RUN(appends_get_consecutive_offsets_and_read_back_in_order);
+    RUN(empty_values_and_largest_record_fit_larger_is_refused);
+    RUN(full_segments_roll_and_readers_follow_across_them);
+    RUN(records_survive_close_and_reopen);
+    RUN(dead_writer_leaves_a_gap_and_never_blocks_readers);
+    RUN(flipped_bit_is_a_crc_error_and_bad_length_is_corrupt);
+    RUN(header_validators_reject_every_bad_field);
+    RUN(folder_that_is_a_symlink_or_shared_is_refused);
+    RUN(writer_processes_interleave_without_loss_across_rolls);
+    CHECK_EXIT();
+}
