@@ -236,17 +236,27 @@ void qm_ring_wake_all(qm_ring_t *ring);
  * full, the writer that finds it so rolls to a new one (under a kernel-
  * released OFD lock, held only while creating the file).
  *
- * Status: appending, reading, rolling and dead-writer handling are built;
- * indexes, retention, fsync durability and crash-recovery CRC scans are not
- * (docs/design/format.md).
+ * See docs/design/format.md for the bytes.
  */
 typedef struct qm_log qm_log_t;
 
+#define QM_LOG_FSYNC 1u   /* durability: append returns after fdatasync */
+
+typedef struct qm_log_config {
+    uint64_t segment_bytes;    /* 64 KiB .. 4 GiB, a multiple of 4096 */
+    uint64_t retention_bytes;  /* keep at most this many bytes of segments; 0 = all */
+    int64_t retention_ns;      /* drop segments whose newest record is older; 0 = never */
+    uint32_t flags;            /* QM_LOG_FSYNC */
+} qm_log_config_t;
+
 /* Open (or create) the partition log in folder `dir` (created 0700; its
- * parent must exist).  `segment_bytes` (64 KiB .. 4 GiB, a multiple of
- * 4096) applies when creating.  Errors as qm_ring_open. */
-int qm_log_open(const char *dir, qm_open_mode_t mode, uint64_t segment_bytes, qm_log_t **out);
+ * parent must exist).  `cfg` applies when creating; an existing log keeps
+ * the configuration it was created with (qm_log_config() reads it).
+ * Errors as qm_ring_open. */
+int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
+                qm_log_t **out);
 void qm_log_close(qm_log_t *log);
+int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg);
 
 /* Largest key + headers + value one record may hold (segment_bytes / 2). */
 uint64_t qm_log_max_record(const qm_log_t *log);
@@ -262,8 +272,12 @@ typedef struct qm_log_entry {
 } qm_log_entry_t;
 
 /* Append one record; *offset receives its offset.  Never blocks for
- * readers (a log does not fill up); rolls the segment when needed.
- * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment). */
+ * readers (a log does not fill up); rolls the segment when needed (and
+ * then applies retention).  With QM_LOG_FSYNC it returns only after the
+ * record is on stable storage; concurrent appenders share one fdatasync.
+ * An fsync error makes the partition read-only: this and every later
+ * append returns -EIO (never retried into a false success).
+ * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment, EIO). */
 int qm_log_append(qm_log_t *log, const qm_log_entry_t *entry, uint64_t *offset);
 
 /* A reader's position.  Initialise with qm_log_seek(). */
@@ -271,6 +285,8 @@ typedef struct qm_log_cursor {
     uint64_t base;             /* segment the cursor is in */
     uint64_t pos;              /* byte position in it */
     uint64_t next_offset;      /* offset of the record at pos */
+    uint64_t skipped;          /* records retention removed before this cursor
+                                * read them (it then jumps to the log start) */
 } qm_log_cursor_t;
 
 typedef struct qm_log_record {
@@ -288,19 +304,46 @@ typedef struct qm_log_record {
  * there is none yet).  QM_ENOTFOUND if `offset` is before the log's start. */
 int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset);
 
+/* Place `cur` at the first record whose timestamp is >= `timestamp_ns`
+ * (at the end if none).  Timestamps of concurrent writers may be slightly
+ * out of order; the result is the first record in offset order that
+ * qualifies. */
+int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns);
+
 /* Read the record at `cur` and advance past it.  Pointers in `rec` stay
- * valid until the handle is closed.  Skips abandoned records.  Waits for
- * a record until the deadline: QM_EAGAIN (QM_NOWAIT), QM_ETIMEDOUT,
- * QM_EINTR; QM_ECORRUPT if the record fails validation or its CRC. */
+ * valid until the handle is closed.  Skips abandoned records.  A cursor
+ * behind retention jumps to the log start and adds what it missed to
+ * cur->skipped.  Waits for a record until the deadline: QM_EAGAIN
+ * (QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR; QM_ECORRUPT if the record fails
+ * validation or its CRC. */
 int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline_ns);
 
 /* First offset still stored and the next offset to be assigned. */
 int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end);
 
+/* Apply the retention configuration now (appends do it after each roll):
+ * delete whole segments, oldest first, never the active one.  *deleted
+ * (may be NULL) receives how many were removed. */
+int qm_log_retain(qm_log_t *log, uint64_t *deleted);
+
+/* Make calls blocked on this handle (in another thread) return QM_ECLOSED. */
+void qm_log_interrupt(qm_log_t *log);
+
+/* Block until any of `n` logs may have a record at its cursor (the caller
+ * then tries each with QM_NOWAIT), the deadline passes (QM_ETIMEDOUT), a
+ * signal arrives (QM_EINTR) or a handle is interrupted (QM_ECLOSED).
+ * Returns QM_OK at once if a record is already there.  Uses futex_waitv
+ * where the kernel has it (Linux 5.16+), else short slices. */
+int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
+                    int64_t deadline_ns);
+
 typedef struct qm_log_stats {
     uint64_t start_offset, end_offset;
     uint64_t segments_rolled, abandoned;
     uint64_t segment_bytes;
+    uint64_t bytes;            /* bytes of segment files on disk */
+    uint64_t segments;         /* segment files on disk */
+    uint64_t syncs, synced_appends;   /* fdatasync calls and the appends they covered */
     uint32_t members;
     uint32_t member_slot;      /* this handle's slot */
 } qm_log_stats_t;

@@ -19,6 +19,11 @@
  * QM_ETIMEDOUT, QM_EINTR. */
 int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns);
 void qm__os_futex_wake_all(_Atomic uint32_t *word);
+/* Sleep until any words[i] != expected[i] might hold (futex_waitv), the
+ * deadline, or a signal.  -ENOSYS on kernels without futex_waitv. */
+int qm__os_futex_waitv(_Atomic uint32_t *const *words, const uint32_t *expected, size_t n,
+                       int64_t deadline_ns);
+int qm__os_datasync(int fd);
 /* Exclusive OFD lock on one byte; 0, QM_EAGAIN if held by another open
  * file description, or -errno. */
 int qm__os_lock_byte(int fd, int64_t offset);
@@ -174,7 +179,7 @@ int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t max
 
 /* ----- partition log validation (log.c): pure functions over bytes ------ */
 int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
-                      uint64_t *segment_bytes);
+                      qm_log_config_t *cfg);
 int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
                       uint64_t segment_bytes);
 

@@ -267,11 +267,26 @@ typedef struct qm_log_ctl {
     _Atomic uint64_t active_gen;     /*  392: full generation of the active segment */
     _Atomic uint64_t abandoned;      /*  400: records of dead writers marked ABANDONED */
     _Atomic uint64_t rolls;          /*  408: segments rolled */
-    uint8_t pad_seg[QM_HOT_LINE - 32];
+    _Atomic uint64_t start_offset;   /*  416: first offset not deleted by retention */
+    uint8_t pad_seg[QM_HOT_LINE - 40];
     qm_wake_line_t data_wake;        /*  512: readers sleep here */
     _Atomic uint32_t members_hwm;    /*  640 */
-    uint32_t pad0;
-    uint8_t reserved[QM_HEADER_BYTES - 648];
+    uint32_t flags;                  /*  644: QM_LOG_FSYNC; fixed at creation */
+    uint64_t retention_bytes;        /*  648: fixed at creation; 0 = keep all */
+    int64_t retention_ns;            /*  656: fixed at creation; 0 = keep all */
+    uint8_t pad1[768 - 664];
+    /* group commit (QM_LOG_FSYNC): syncs are numbered; an append waits for
+     * one numbered above the count it saw after committing */
+    _Atomic uint64_t sync_low_base;  /*  768: oldest segment the last sync covered */
+    _Atomic uint64_t sync_started;   /*  776 */
+    _Atomic uint64_t sync_done;      /*  784 */
+    _Atomic int32_t sync_error;      /*  792: errno of a failed fdatasync: read-only */
+    uint32_t pad2;
+    _Atomic uint64_t syncs;          /*  800: fdatasync calls */
+    _Atomic uint64_t synced_appends; /*  808: appends they covered */
+    uint8_t pad3[896 - 816];
+    qm_wake_line_t sync_wake;        /*  896: appends waiting for a sync */
+    uint8_t reserved[QM_HEADER_BYTES - 1024];
 } qm_log_ctl_t;
 
 _Static_assert(sizeof(qm_log_ctl_t) == QM_HEADER_BYTES, "log control page");
@@ -280,6 +295,11 @@ _Static_assert(offsetof(qm_log_ctl_t, active_base) == 384, "active base");
 _Static_assert(offsetof(qm_log_ctl_t, active_gen) == 392, "active gen");
 _Static_assert(offsetof(qm_log_ctl_t, data_wake) == 512, "log wake line");
 _Static_assert(offsetof(qm_log_ctl_t, members_hwm) == 640, "log members hwm");
+_Static_assert(offsetof(qm_log_ctl_t, retention_ns) == 656, "retention");
+_Static_assert(offsetof(qm_log_ctl_t, start_offset) == 416, "start offset");
+_Static_assert(offsetof(qm_log_ctl_t, sync_low_base) == 768, "sync line");
+_Static_assert(offsetof(qm_log_ctl_t, synced_appends) == 808, "sync counters");
+_Static_assert(offsetof(qm_log_ctl_t, sync_wake) == 896, "sync wake line");
 
 /* Segment file header, 128 bytes, written before the segment is published
  * and never changed. */

@@ -35,6 +35,7 @@
 
 #define LOG_MIN_SEGMENT (UINT64_C(64) << 10)
 #define LOG_ROLL_LOCK (QM_LOCK_BASE + QM_MEMBER_SLOTS)
+#define LOG_SYNC_LOCK (QM_LOCK_BASE + QM_MEMBER_SLOTS + 1)
 #define LOG_ROUNDS 100000
 #define END_ROOM 8u   /* every segment keeps room for its END word */
 
@@ -49,6 +50,7 @@ struct qm_log {
     qm_log_ctl_t *ctl;
     qm_membership_t mb;
     uint64_t segment_bytes;
+    qm_log_config_t cfg;      /* as stored in control, validated at open */
     seg_map_t *segs;
     size_t nsegs, capsegs;
     _Atomic int interrupted;
@@ -61,7 +63,8 @@ static inline _Atomic uint64_t *word_at(uint8_t *seg, uint64_t pos) {
 
 /* ----- control object ------------------------------------------------------- */
 static void ctl_format(uint8_t *base, uint64_t len, const void *arg) {
-    uint64_t segment_bytes = *(const uint64_t *)arg;
+    const qm_log_config_t *cfg = arg;
+    uint64_t segment_bytes = cfg->segment_bytes;
     /* everything but the magic: a dead creator may have left bytes behind */
     memset(base + sizeof(uint64_t), 0, len - sizeof(uint64_t));
     qm_log_ctl_t *c = (qm_log_ctl_t *)base;
@@ -81,12 +84,24 @@ static void ctl_format(uint8_t *base, uint64_t len, const void *arg) {
     h->data_bytes = segment_bytes;
     h->granule_log2 = 3;
     h->max_message = segment_bytes / 2;
+    c->flags = cfg->flags;
+    c->retention_bytes = cfg->retention_bytes;
+    c->retention_ns = cfg->retention_ns;
     atomic_store_explicit(&c->append.pos, QM_APPEND(0, 0, QM_SEGMENT_HEADER),
                           memory_order_relaxed);
 }
 
+static int config_check(const qm_log_config_t *cfg) {
+    if (cfg->segment_bytes < LOG_MIN_SEGMENT || cfg->segment_bytes > QM_SEGMENT_MAX_BYTES ||
+        cfg->segment_bytes % 4096)
+        return qm__fail(QM_EINVAL, "segment_bytes must be a multiple of 4096 in [64 KiB, 4 GiB]");
+    if (cfg->retention_ns < 0) return qm__fail(QM_EINVAL, "retention_ns must be >= 0");
+    if (cfg->flags & ~QM_LOG_FSYNC) return qm__fail(QM_EINVAL, "unknown log flags");
+    return QM_OK;
+}
+
 int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
-                      uint64_t *segment_bytes) {
+                      qm_log_config_t *cfg) {
     if (len < sizeof(qm_header_t)) return qm__fail(QM_ECORRUPT, "control header truncated");
     qm_header_t h;
     memcpy(&h, image, sizeof h);   /* one read of every field */
@@ -111,7 +126,12 @@ int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
         return qm__fail(QM_ECORRUPT, "bad segment size %llu", (unsigned long long)h.data_bytes);
     for (size_t i = 0; i < sizeof h.reserved / sizeof h.reserved[0]; i++)
         if (h.reserved[i]) return qm__fail(QM_EINCOMPAT, "reserved header words in use");
-    *segment_bytes = h.data_bytes;
+    if (len < sizeof(qm_log_ctl_t)) return qm__fail(QM_ECORRUPT, "control page truncated");
+    const qm_log_ctl_t *c = image;
+    qm_log_config_t got = {h.data_bytes, c->retention_bytes, c->retention_ns, c->flags};
+    if (got.flags & ~QM_LOG_FSYNC || got.retention_ns < 0)
+        return qm__fail(QM_EINCOMPAT, "unknown log flags or bad retention");
+    *cfg = got;
     return QM_OK;
 }
 
@@ -233,6 +253,13 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
      * qm__segment_check */
     atomic_store_explicit((_Atomic uint64_t *)mem, QM_MAGIC_SEGMENT, memory_order_release);
     munmap(mem, (size_t)lg->segment_bytes);
+    if (lg->cfg.flags & QM_LOG_FSYNC) {   /* the file and its name survive power loss */
+        int sfd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        rc = sfd < 0 ? -errno : qm__os_datasync(sfd);
+        if (sfd >= 0) close(sfd);
+        if (!rc) rc = qm__os_datasync(lg->dirfd);
+        if (rc) return qm__fail(rc, "fsync of new segment %s failed", name);
+    }
     return QM_OK;
 }
 
@@ -278,6 +305,7 @@ static int roll(qm_log_t *lg, uint32_t gen12) {
         }
     }
     qm__os_unlock_byte(lg->mb.fd, LOG_ROLL_LOCK);
+    if (!rc && (lg->cfg.retention_bytes || lg->cfg.retention_ns)) rc = qm_log_retain(lg, NULL);
     return rc;
 }
 
@@ -305,11 +333,85 @@ static int bad_len(uint64_t pos, uint64_t len, uint64_t segment_bytes) {
            pos + len + END_ROOM > segment_bytes;
 }
 
+/* ----- durability (QM_LOG_FSYNC) --------------------------------------------------- */
+static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t *out);
+
+static int sync_segment(qm_log_t *lg, uint64_t base) {
+    char name[32];
+    seg_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ENOENT ? QM_OK : -errno;   /* deleted by retention */
+    int rc = qm__os_datasync(fd);
+    close(fd);
+    return rc;
+}
+
+static int sync_failed(qm_log_t *lg) {
+    int err = atomic_load_explicit(&lg->ctl->sync_error, memory_order_acquire);
+    return err ? qm__fail(-EIO, "an earlier fdatasync failed (%s): partition is read-only",
+                          qm_status_str(-err))
+               : QM_OK;
+}
+
+/* Return once a fdatasync that started after our commit has finished (group
+ * commit: one process syncs for everyone waiting; the others sleep). */
+static int wait_durable(qm_log_t *lg, uint64_t base) {
+    qm_log_ctl_t *c = lg->ctl;
+    /* any sync numbered >= need starts after this load, so after our commit */
+    uint64_t need = atomic_load_explicit(&c->sync_started, memory_order_acquire) + 1;
+    for (;;) {
+        int rc = sync_failed(lg);
+        if (rc) return rc;
+        if (atomic_load_explicit(&c->sync_done, memory_order_acquire) >= need) break;
+        rc = qm__os_lock_byte(lg->mb.fd, LOG_SYNC_LOCK);
+        if (rc == QM_OK) {
+            if (atomic_load_explicit(&c->sync_done, memory_order_acquire) < need) {
+                uint64_t n = atomic_fetch_add_explicit(&c->sync_started, 1, memory_order_acq_rel) + 1;
+                uint64_t active = atomic_load_explicit(&c->active_base, memory_order_acquire);
+                uint64_t low = active, prev;
+                rc = sync_segment(lg, active);
+                if (!rc && active > 0 && list_base(lg, true, active - 1, &prev) == QM_OK) {
+                    low = prev;
+                    rc = sync_segment(lg, prev);
+                }
+                if (rc) {   /* never retried into a false success */
+                    atomic_store_explicit(&c->sync_error, -rc, memory_order_release);
+                } else {
+                    atomic_store_explicit(&c->sync_low_base, low, memory_order_relaxed);
+                    /* [L8] release: pairs with the acquire loads above */
+                    atomic_store_explicit(&c->sync_done, n, memory_order_release);
+                    atomic_fetch_add_explicit(&c->syncs, 1, memory_order_relaxed);
+                }
+            }
+            qm__os_unlock_byte(lg->mb.fd, LOG_SYNC_LOCK);
+            qm__wake(&c->sync_wake);
+            continue;
+        }
+        if (rc != QM_EAGAIN) return rc;
+        /* someone is syncing: sleep until it finishes (or dies: its lock goes) */
+        uint32_t seq = qm__sleep_prepare(&c->sync_wake);
+        if (atomic_load_explicit(&c->sync_done, memory_order_acquire) >= need) break;
+        qm__sleep(&c->sync_wake, seq, qm__os_monotonic_ns() + 10 * INT64_C(1000000));
+    }
+    /* the covering sync synced the active segment and the one before; ours
+     * may be older if rolls overtook a slow append */
+    if (base < atomic_load_explicit(&c->sync_low_base, memory_order_relaxed)) {
+        int rc = sync_segment(lg, base);
+        if (rc) {
+            atomic_store_explicit(&c->sync_error, -rc, memory_order_release);
+            return qm__fail(-EIO, "fdatasync failed: partition is now read-only");
+        }
+    }
+    atomic_fetch_add_explicit(&c->synced_appends, 1, memory_order_relaxed);
+    return QM_OK;
+}
+
 /* ----- appending ------------------------------------------------------------------ */
 int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
     if (!lg) return QM_ECLOSED;
     int rc = qm__member_ensure(&lg->mb);
     if (rc) return rc;
+    if ((lg->cfg.flags & QM_LOG_FSYNC) && (rc = sync_failed(lg))) return rc;
     uint64_t value_len = 0;
     for (int i = 0; i < e->value_cnt; i++) value_len += e->value[i].len;
     uint64_t body = (uint64_t)e->key_len + e->headers_len + value_len;
@@ -412,7 +514,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
         qm__member_publish_role(&lg->mb, QM_MEMBER_PRODUCER);
         qm__wake(&c->data_wake);
         *offset_out = offset;
-        return QM_OK;
+        return (lg->cfg.flags & QM_LOG_FSYNC) ? wait_durable(lg, base) : QM_OK;
     }
     return qm__fail(QM_ECORRUPT, "append made no progress in %d rounds", LOG_ROUNDS);
 }
@@ -427,9 +529,31 @@ typedef struct read_ctx {
 
 static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, uint32_t *blocked) {
     for (int round = 0; round < LOG_ROUNDS; round++) {
+        /* behind retention: the records up to the start are gone */
+        uint64_t start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);
+        if (cur->next_offset < start) {
+            uint64_t base;
+            if (list_base(lg, false, 0, &base) == QM_OK && base >= start) {
+                cur->skipped += base - cur->next_offset;
+                cur->base = cur->next_offset = base;
+                cur->pos = QM_SEGMENT_HEADER;
+            }
+        }
         uint8_t *seg;
         int rc = seg_get(lg, cur->base, &seg);
-        if (rc == QM_ENOTFOUND || rc == QM_ENOTREADY) return QM_EAGAIN;   /* being rolled in */
+        if (rc == QM_ENOTFOUND) {
+            /* Either the next segment is being rolled in, or retention
+             * deleted this one before we read it: then jump to the start. */
+            uint64_t start;
+            if (list_base(lg, false, 0, &start) == QM_OK && start > cur->base) {
+                cur->skipped += start > cur->next_offset ? start - cur->next_offset : 0;
+                cur->base = cur->next_offset = start;
+                cur->pos = QM_SEGMENT_HEADER;
+                continue;
+            }
+            return QM_EAGAIN;
+        }
+        if (rc == QM_ENOTREADY) return QM_EAGAIN;
         if (rc) return rc;
         uint64_t pos = cur->pos;
         if (pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
@@ -528,38 +652,24 @@ int qm_log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_
 }
 
 /* ----- segments on disk -------------------------------------------------------- */
-/* Smallest segment base present, or QM_ENOTFOUND. `below`: the largest
- * base <= below instead. */
+static int list_all(qm_log_t *lg, uint64_t **out, size_t *n);
+
+/* Smallest segment base present (largest_below: the largest base <= below),
+ * or QM_ENOTFOUND. */
 static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t *out) {
-    int fd = openat(lg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return -errno;
+    uint64_t *bases;
+    size_t n;
+    int rc = list_all(lg, &bases, &n);
+    if (rc) return rc;
+    rc = QM_ENOTFOUND;
+    for (size_t i = 0; i < n; i++) {
+        if (largest_below && bases[i] > below) break;
+        *out = bases[i];
+        rc = QM_OK;
+        if (!largest_below) break;
     }
-    bool found = false;
-    uint64_t best = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        const char *n = de->d_name;
-        if (strlen(n) != 24 || strcmp(n + 20, ".log") != 0) continue;
-        uint64_t b = 0;
-        bool digits = true;
-        for (int i = 0; i < 20; i++) {
-            if (n[i] < '0' || n[i] > '9') digits = false;
-            else b = b * 10 + (uint64_t)(n[i] - '0');
-        }
-        if (!digits) continue;
-        if (largest_below ? (b <= below && (!found || b > best)) : (!found || b < best)) {
-            best = b;
-            found = true;
-        }
-    }
-    closedir(d);
-    if (!found) return QM_ENOTFOUND;
-    *out = best;
-    return QM_OK;
+    free(bases);
+    return rc;
 }
 
 int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
@@ -576,6 +686,7 @@ int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     cur->base = base;
     cur->pos = QM_SEGMENT_HEADER;
     cur->next_offset = base;
+    cur->skipped = 0;
     /* walk forward (linear for now; the sparse index will make it O(log n)) */
     while (cur->next_offset < offset) {
         uint8_t *seg;
@@ -598,10 +709,202 @@ int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     return QM_OK;
 }
 
+/* Every segment base on disk, ascending (caller frees). */
+static int list_all(qm_log_t *lg, uint64_t **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    int fd = openat(lg->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return -errno;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return -errno;
+    }
+    size_t cap = 0;
+    struct dirent *de;
+    int rc = QM_OK;
+    while ((de = readdir(d))) {
+        const char *nm = de->d_name;
+        if (strlen(nm) != 24 || strcmp(nm + 20, ".log") != 0) continue;
+        uint64_t b = 0;
+        bool digits = true;
+        for (int i = 0; i < 20; i++) {
+            if (nm[i] < '0' || nm[i] > '9') digits = false;
+            else b = b * 10 + (uint64_t)(nm[i] - '0');
+        }
+        if (!digits) continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            uint64_t *grown = realloc(*out, cap * sizeof **out);
+            if (!grown) {
+                rc = -ENOMEM;
+                break;
+            }
+            *out = grown;
+        }
+        (*out)[(*n)++] = b;
+    }
+    closedir(d);
+    for (size_t i = 1; i < *n; i++)   /* insertion sort: segments are few */
+        for (size_t j = i; j > 0 && (*out)[j - 1] > (*out)[j]; j--) {
+            uint64_t t = (*out)[j];
+            (*out)[j] = (*out)[j - 1];
+            (*out)[j - 1] = t;
+        }
+    return rc;
+}
+
+/* Newest timestamp of the committed records of segment `base`, read through
+ * a temporary mapping (it may be about to be deleted); INT64_MIN if none. */
+static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
+    char name[32];
+    seg_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return INT64_MIN;
+    uint8_t *mem = NULL;
+    struct stat st;
+    int rc = qm__check_file(fd, &st);
+    if (!rc && (uint64_t)st.st_size == lg->segment_bytes)
+        rc = qm__map(fd, lg->segment_bytes, false, &mem);
+    close(fd);
+    if (rc || !mem) return INT64_MIN;
+    int64_t newest = INT64_MIN;
+    if (qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes) == QM_OK) {
+        for (uint64_t pos = QM_SEGMENT_HEADER; pos + END_ROOM <= lg->segment_bytes;) {
+            uint64_t w = atomic_load_explicit(word_at(mem, pos), memory_order_acquire);
+            uint32_t st8 = QM_REC_STATE(w);
+            if (st8 == QM_REC_EMPTY || st8 == QM_REC_END || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
+                break;
+            if (st8 == QM_REC_COMMITTED) {
+                int64_t ts;
+                memcpy(&ts, mem + pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
+                if (ts > newest) newest = ts;
+            }
+            pos += QM_REC_LEN(w);
+        }
+    }
+    munmap(mem, (size_t)lg->segment_bytes);
+    return newest;
+}
+
+int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
+    if (!lg) return QM_ECLOSED;
+    if (deleted) *deleted = 0;
+    if (!lg->cfg.retention_bytes && !lg->cfg.retention_ns) return QM_OK;
+    uint64_t *bases;
+    size_t n;
+    int rc = list_all(lg, &bases, &n);
+    if (rc) return rc;
+    uint64_t active = atomic_load_explicit(&lg->ctl->active_base, memory_order_acquire);
+    uint64_t total = (uint64_t)n * lg->segment_bytes;
+    int64_t cutoff = qm__os_realtime_ns() - lg->cfg.retention_ns;
+    size_t i = 0;
+    for (; i < n && bases[i] < active; i++) {   /* oldest first, never the active */
+        bool drop = lg->cfg.retention_bytes && total > lg->cfg.retention_bytes;
+        if (!drop && lg->cfg.retention_ns) drop = newest_timestamp(lg, bases[i]) < cutoff;
+        if (!drop) break;
+        /* publish the new start first: readers stop using the segment */
+        uint64_t next = i + 1 < n ? bases[i + 1] : active;
+        uint64_t cur = atomic_load_explicit(&lg->ctl->start_offset, memory_order_relaxed);
+        while (cur < next && !atomic_compare_exchange_weak_explicit(
+                                 &lg->ctl->start_offset, &cur, next, memory_order_release,
+                                 memory_order_relaxed)) {
+        }
+        char name[32];
+        seg_name(bases[i], name, sizeof name);
+        QM_KILLPOINT("log.retention_delete");
+        if (unlinkat(lg->dirfd, name, 0) == 0 && deleted) (*deleted)++;
+        total -= lg->segment_bytes;
+    }
+    free(bases);
+    return QM_OK;
+}
+
+int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
+    if (!lg) return QM_ECLOSED;
+    uint64_t start;
+    int rc = list_base(lg, false, 0, &start);
+    if (rc) return rc;
+    rc = qm_log_seek(lg, cur, start);
+    if (rc) return rc;
+    /* linear for now: the time index will make it O(log n) */
+    for (;;) {
+        uint8_t *seg;
+        rc = seg_get(lg, cur->base, &seg);
+        if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
+        uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
+        uint32_t st = QM_REC_STATE(w);
+        if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
+        if (st == QM_REC_END) {
+            cur->base = cur->next_offset;
+            cur->pos = QM_SEGMENT_HEADER;
+            continue;
+        }
+        if (bad_len(cur->pos, QM_REC_LEN(w), lg->segment_bytes))
+            return qm__fail(QM_ECORRUPT, "record at %llu has bad length",
+                            (unsigned long long)cur->pos);
+        if (st == QM_REC_COMMITTED) {
+            int64_t ts;
+            memcpy(&ts, seg + cur->pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
+            if (ts >= timestamp_ns) return QM_OK;
+        }
+        cur->pos += QM_REC_LEN(w);
+        cur->next_offset++;
+    }
+}
+
+/* 1: something to do at the cursor (a record, a skip, a segment change);
+ * 0: nothing yet; 2: a record still being written. */
+static int peek(qm_log_t *lg, const qm_log_cursor_t *cur) {
+    uint8_t *seg;
+    int rc = seg_get(lg, cur->base, &seg);
+    if (rc == QM_ENOTFOUND) {
+        uint64_t start;
+        return list_base(lg, false, 0, &start) == QM_OK && start > cur->base;
+    }
+    if (rc || cur->pos < QM_SEGMENT_HEADER || (cur->pos & 7) ||
+        cur->pos + END_ROOM > lg->segment_bytes)
+        return rc == QM_ENOTREADY ? 0 : 1;   /* let read report the problem */
+    uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
+    uint32_t st = QM_REC_STATE(w);
+    return st == QM_REC_EMPTY ? 0 : st == QM_REC_WRITING ? 2 : 1;
+}
+
+int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
+                    int64_t deadline) {
+    if (n == 0 || n > 128) return qm__fail(QM_EINVAL, "wait on 1..128 logs");
+    _Atomic uint32_t *words[128];
+    uint32_t seqs[128];
+    bool writing = false;
+    for (size_t i = 0; i < n; i++) {
+        if (!logs[i]) return QM_ECLOSED;
+        if (atomic_load_explicit(&logs[i]->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+        words[i] = &logs[i]->ctl->data_wake.seq;
+        seqs[i] = qm__sleep_prepare(&logs[i]->ctl->data_wake);
+    }
+    for (size_t i = 0; i < n; i++) {   /* re-check after announcing */
+        int p = peek(logs[i], &cursors[i]);
+        if (p == 1) return QM_OK;
+        writing |= p == 2;
+    }
+    int64_t now = qm__os_monotonic_ns();
+    if (now >= deadline) return QM_ETIMEDOUT;
+    /* a record being written may belong to a writer that dies: come back
+     * soon so the reader's liveness check runs */
+    int64_t slice = writing ? 10 * INT64_C(1000000) : 100 * INT64_C(1000000);
+    int64_t until = deadline - now > slice ? now + slice : deadline;
+    int rc = qm__os_futex_waitv(words, seqs, n, until);
+    if (rc == -ENOSYS) {   /* pre-5.16 kernel: sleep on the first, briefly */
+        int64_t brief = now + 10 * INT64_C(1000000);
+        rc = qm__sleep(&logs[0]->ctl->data_wake, seqs[0], brief < until ? brief : until);
+    }
+    if (rc == QM_ETIMEDOUT) return qm__os_monotonic_ns() >= deadline ? QM_ETIMEDOUT : QM_OK;
+    return rc;
+}
+
 int qm_log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
     if (!lg) return QM_ECLOSED;
-    int rc = list_base(lg, false, 0, start);
-    if (rc) return rc;
+    *start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);
     for (;;) {
         uint64_t a = atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire);
         uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
@@ -624,6 +927,15 @@ int qm_log_stats(qm_log_t *lg, qm_log_stats_t *st) {
     st->abandoned = atomic_load_explicit(&lg->ctl->abandoned, memory_order_relaxed);
     st->segment_bytes = lg->segment_bytes;
     st->member_slot = lg->mb.slot;
+    uint64_t *bases;
+    size_t n;
+    if (list_all(lg, &bases, &n) == QM_OK) {
+        st->segments = n;
+        st->bytes = (uint64_t)n * lg->segment_bytes;
+        free(bases);
+    }
+    st->syncs = atomic_load_explicit(&lg->ctl->syncs, memory_order_relaxed);
+    st->synced_appends = atomic_load_explicit(&lg->ctl->synced_appends, memory_order_relaxed);
     uint32_t hwm = atomic_load_explicit(&lg->ctl->members_hwm, memory_order_relaxed);
     for (uint32_t k = 1; k <= hwm && k < QM_MEMBER_SLOTS; k++)
         st->members += qm__member_alive(&lg->mb, k);
@@ -631,6 +943,19 @@ int qm_log_stats(qm_log_t *lg, qm_log_stats_t *st) {
 }
 
 uint64_t qm_log_max_record(const qm_log_t *lg) { return lg ? lg->segment_bytes / 2 : 0; }
+
+int qm_log_config(const qm_log_t *lg, qm_log_config_t *cfg) {
+    if (!lg) return QM_ECLOSED;
+    *cfg = lg->cfg;
+    return QM_OK;
+}
+
+void qm_log_interrupt(qm_log_t *lg) {
+    if (!lg) return;
+    atomic_store_explicit(&lg->interrupted, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&lg->ctl->data_wake.seq, 1, memory_order_release);
+    qm__os_futex_wake_all(&lg->ctl->data_wake.seq);
+}
 
 /* ----- open/close ---------------------------------------------------------------- */
 /* A new owner of a dead writer's slot: abandon the record it was writing
@@ -681,23 +1006,26 @@ static int open_dir(const char *dir, qm_open_mode_t mode, int *out) {
     return QM_OK;
 }
 
-int qm_log_open(const char *dir, qm_open_mode_t mode, uint64_t segment_bytes, qm_log_t **out) {
+int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
+                qm_log_t **out) {
     *out = NULL;
-    if (segment_bytes < LOG_MIN_SEGMENT || segment_bytes > QM_SEGMENT_MAX_BYTES ||
-        segment_bytes % 4096)
-        return qm__fail(QM_EINVAL, "segment_bytes must be a multiple of 4096 in [64 KiB, 4 GiB]");
+    qm_log_config_t defaults = {UINT64_C(64) << 20, 0, 0, 0};
+    if (!cfg) cfg = &defaults;
+    int rc = config_check(cfg);
+    if (rc) return rc;
     qm_log_t *lg = calloc(1, sizeof *lg);
     if (!lg) return -ENOMEM;
     lg->dirfd = -1;
     lg->obj.fd = -1;
     lg->mb.fd = -1;
-    int rc = open_dir(dir, mode, &lg->dirfd);
+    rc = open_dir(dir, mode, &lg->dirfd);
     if (rc) goto fail;
-    qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, &segment_bytes};
+    qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, cfg};
     rc = qm__object_open(lg->dirfd, "control", mode, &spec, &lg->obj);
     if (rc) goto fail;
-    rc = qm__log_ctl_check(lg->obj.base, lg->obj.len, lg->obj.len, &lg->segment_bytes);
+    rc = qm__log_ctl_check(lg->obj.base, lg->obj.len, lg->obj.len, &lg->cfg);
     if (rc) goto fail;
+    lg->segment_bytes = lg->cfg.segment_bytes;
     lg->ctl = (qm_log_ctl_t *)lg->obj.base;
     lg->mb.fd = lg->obj.fd;
     lg->mb.members = (qm_member_t *)(lg->obj.base + QM_MEMBERS_OFFSET);

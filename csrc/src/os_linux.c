@@ -43,6 +43,56 @@ int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadlin
     }
 }
 
+#ifndef SYS_futex_waitv
+#define SYS_futex_waitv 449   /* same number on every architecture (5.16+) */
+#endif
+#ifndef FUTEX_32
+#define FUTEX_32 2
+#endif
+
+struct qm_futex_waitv {   /* the kernel's struct futex_waitv */
+    uint64_t val;
+    uint64_t uaddr;
+    uint32_t flags;
+    uint32_t reserved;
+};
+
+int qm__os_futex_waitv(_Atomic uint32_t *const *words, const uint32_t *expected, size_t n,
+                       int64_t deadline_ns) {
+    struct qm_futex_waitv w[128];
+    if (n == 0 || n > 128) return QM_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        w[i].val = expected[i];
+        w[i].uaddr = (uint64_t)(uintptr_t)words[i];
+        w[i].flags = FUTEX_32;   /* shared: never FUTEX_PRIVATE_FLAG */
+        w[i].reserved = 0;
+    }
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns != QM_FOREVER) {
+        if (deadline_ns < 0) deadline_ns = 0;
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000);
+        tsp = &ts;
+    }
+    long rc = syscall(SYS_futex_waitv, w, (unsigned)n, 0u, tsp, CLOCK_MONOTONIC);
+    if (rc >= 0) return QM_OK;
+    switch (errno) {
+    case EAGAIN: return QM_OK;
+    case ETIMEDOUT: return QM_ETIMEDOUT;
+    case EINTR: return QM_EINTR;
+    case ENOSYS: return -ENOSYS;
+    default: return -errno;
+    }
+}
+
+int qm__os_datasync(int fd) {
+    int rc;
+    do {
+        rc = fdatasync(fd);
+    } while (rc < 0 && errno == EINTR);
+    return rc < 0 ? -errno : 0;
+}
+
 void qm__os_futex_wake_all(_Atomic uint32_t *word) {
     futex(word, FUTEX_WAKE, INT_MAX, NULL, 0);
 }

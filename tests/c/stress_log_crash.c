@@ -19,6 +19,7 @@
 
 #define SURVIVORS 3
 #define SEG (256u << 10)
+static const qm_log_config_t cfg = {SEG, 0, 0, 0};
 
 static long trials;
 static _Atomic uint64_t *acked;   /* per writer id: appends that returned */
@@ -33,7 +34,7 @@ static void *shared_alloc(size_t n) {
 
 static void writer_main(uint32_t id) {
     qm_log_t *lg;
-    if (qm_log_open(dir, QM_OPEN_ONLY, SEG, &lg)) _exit(2);
+    if (qm_log_open(dir, QM_OPEN_ONLY, &cfg, &lg)) _exit(2);
     static uint8_t buf[STRESS_MAX_MSG];
     for (uint64_t s = 0; !atomic_load(stop); s++) {
         size_t n = stress_make(buf, id, s, STRESS_MAX_PAYLOAD);
@@ -85,7 +86,7 @@ static long drain(qm_log_t *lg, qm_log_cursor_t *cur, checker_t *ck, int64_t dea
 static void killed_writers_lose_nothing_acknowledged(void) {
     snprintf(dir, sizeof dir, "%s/log", check_dir);
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, &cfg, &lg), 0);
     long ids = SURVIVORS + trials;
     acked = shared_alloc(sizeof *acked * (size_t)ids);
     stop = shared_alloc(sizeof *stop);
@@ -125,7 +126,7 @@ static void killed_writers_lose_nothing_acknowledged(void) {
     /* everyone gone: a reopen sees the same records, and appends go on */
     long before = ck.records;
     qm_log_close(lg);
-    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, &cfg, &lg), 0);
     checker_t again = {calloc((size_t)ids, sizeof(long)), 0, 0, 0, 0};
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     drain(lg, &cur, &again, QM_NOWAIT);

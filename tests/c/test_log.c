@@ -16,6 +16,11 @@
 
 #define SEG (64u << 10)
 
+static const qm_log_config_t *segcfg(void) {
+    static const qm_log_config_t cfg = {SEG, 0, 0, 0};
+    return &cfg;
+}
+
 static char dirbuf[400];
 static const char *logdir(const char *tag) {
     snprintf(dirbuf, sizeof dirbuf, "%s/%s", check_dir, tag);
@@ -30,7 +35,7 @@ static int append_str(qm_log_t *lg, const char *key, const char *value, uint64_t
 
 static void appends_get_consecutive_offsets_and_read_back_in_order(void) {
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(logdir("order"), QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(logdir("order"), QM_CREATE_ONLY, segcfg(), &lg), 0);
     uint64_t off;
     for (uint64_t i = 0; i < 100; i++) {
         char v[32];
@@ -64,7 +69,7 @@ static void appends_get_consecutive_offsets_and_read_back_in_order(void) {
 
 static void empty_values_and_largest_record_fit_larger_is_refused(void) {
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(logdir("sizes"), QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(logdir("sizes"), QM_CREATE_ONLY, segcfg(), &lg), 0);
     uint64_t off;
     qm_log_entry_t e = {NULL, 0, NULL, 0, NULL, 0, 0};
     CHECK_RC(qm_log_append(lg, &e, &off), 0);
@@ -89,7 +94,7 @@ static void empty_values_and_largest_record_fit_larger_is_refused(void) {
 
 static void full_segments_roll_and_readers_follow_across_them(void) {
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(logdir("roll"), QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(logdir("roll"), QM_CREATE_ONLY, segcfg(), &lg), 0);
     static char v[3000];
     memset(v, 'r', sizeof v - 1);
     uint64_t off;
@@ -117,10 +122,10 @@ static void full_segments_roll_and_readers_follow_across_them(void) {
 static void records_survive_close_and_reopen(void) {
     qm_log_t *lg;
     uint64_t off;
-    CHECK_RC(qm_log_open(logdir("persist"), QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(logdir("persist"), QM_CREATE_ONLY, segcfg(), &lg), 0);
     for (int i = 0; i < 40; i++) CHECK_RC(append_str(lg, "k", "persisted", &off), 0);
     qm_log_close(lg);
-    CHECK_RC(qm_log_open(logdir("persist"), QM_OPEN_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(logdir("persist"), QM_OPEN_ONLY, segcfg(), &lg), 0);
     CHECK_RC(append_str(lg, "k", "more", &off), 0);
     CHECK(off == 40);
     qm_log_cursor_t cur;
@@ -131,7 +136,7 @@ static void records_survive_close_and_reopen(void) {
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
     CHECK(rec.offset == 40 && memcmp(rec.value, "more", 4) == 0);
     qm_log_close(lg);
-    CHECK_RC(qm_log_open(logdir("missing"), QM_OPEN_ONLY, SEG, &lg), QM_ENOTFOUND);
+    CHECK_RC(qm_log_open(logdir("missing"), QM_OPEN_ONLY, segcfg(), &lg), QM_ENOTFOUND);
 }
 
 static uint8_t *map_file(const char *dir, const char *name, size_t len) {
@@ -148,13 +153,13 @@ static void dead_writer_leaves_a_gap_and_never_blocks_readers(void) {
     const char *dir = logdir("deadwriter");
     qm_log_t *lg;
     uint64_t off;
-    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
     CHECK_RC(append_str(lg, NULL, "before", &off), 0);
     pid_t pid = fork();
     if (pid == 0) {   /* claim offset 1 exactly as qm_log_append does, then die */
         qm_log_t *mine;
         qm_log_stats_t st;
-        if (qm_log_open(dir, QM_OPEN_ONLY, SEG, &mine) || qm_log_stats(mine, &st)) _exit(2);
+        if (qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &mine) || qm_log_stats(mine, &st)) _exit(2);
         qm_log_ctl_t *c = (qm_log_ctl_t *)map_file(dir, "control", QM_DATA_OFFSET);
         uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
         if (!c || !seg) _exit(3);
@@ -185,7 +190,7 @@ static void flipped_bit_is_a_crc_error_and_bad_length_is_corrupt(void) {
     const char *dir = logdir("bitflip");
     qm_log_t *lg;
     uint64_t off;
-    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
     CHECK_RC(append_str(lg, "key", "a value that will be damaged", &off), 0);
     uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
     CHECK(seg != NULL);
@@ -220,16 +225,16 @@ static void flipped_bit_is_a_crc_error_and_bad_length_is_corrupt(void) {
 static void header_validators_reject_every_bad_field(void) {
     const char *dir = logdir("headers");
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
     qm_log_close(lg);
     uint8_t *ctl = map_file(dir, "control", QM_DATA_OFFSET);
     uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
     CHECK(ctl && seg);
     static uint8_t img[4096];
-    uint64_t segb;
+    qm_log_config_t segb;
     memcpy(img, ctl, sizeof img);
     CHECK_RC(qm__log_ctl_check(img, sizeof img, QM_DATA_OFFSET, &segb), 0);
-    CHECK(segb == SEG);
+    CHECK(segb.segment_bytes == SEG);
     qm_header_t *h = (qm_header_t *)img;
 #define MUTATE(stmt, want)                                                          \
     do {                                                                            \
@@ -248,6 +253,8 @@ static void header_validators_reject_every_bad_field(void) {
     MUTATE(h->data_bytes = UINT64_C(1) << 40, QM_ECORRUPT);
     MUTATE(h->max_message = 1, QM_ECORRUPT);
     MUTATE(h->reserved[0] = 9, QM_EINCOMPAT);
+    MUTATE(((qm_log_ctl_t *)img)->flags = 8, QM_EINCOMPAT);
+    MUTATE(((qm_log_ctl_t *)img)->retention_ns = -1, QM_EINCOMPAT);
 #undef MUTATE
     CHECK_RC(qm__log_ctl_check(img, 10, QM_DATA_OFFSET, &segb), QM_ECORRUPT);
     static uint8_t simg[SEG];
@@ -278,14 +285,163 @@ static void folder_that_is_a_symlink_or_shared_is_refused(void) {
     CHECK(mkdir(real, 0700) == 0);
     CHECK(symlink(real, link_) == 0);
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(link_, QM_OPEN_OR_CREATE, SEG, &lg), QM_EPERM);
+    CHECK_RC(qm_log_open(link_, QM_OPEN_OR_CREATE, segcfg(), &lg), QM_EPERM);
     CHECK(chmod(real, 0755) == 0);
-    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, SEG, &lg), QM_EPERM);
-    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, 1000, &lg), QM_EINVAL);
+    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, segcfg(), &lg), QM_EPERM);
+    qm_log_config_t tiny = {1000, 0, 0, 0};
+    CHECK_RC(qm_log_open(real, QM_OPEN_OR_CREATE, &tiny, &lg), QM_EINVAL);
     struct stat st;
     char ctl[600];
     snprintf(ctl, sizeof ctl, "%s/control", real);
     CHECK(stat(ctl, &st) != 0);   /* nothing was created */
+}
+
+static void retention_deletes_old_segments_and_late_readers_skip_ahead(void) {
+    qm_log_config_t cfg = {SEG, 4 * SEG, 0, 0};
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("retention"), QM_CREATE_ONLY, &cfg, &lg), 0);
+    qm_log_cursor_t late, early;
+    CHECK_RC(qm_log_seek(lg, &late, 0), 0);
+    CHECK_RC(qm_log_seek(lg, &early, 0), 0);
+    static char v[3000];
+    memset(v, 'q', sizeof v - 1);
+    uint64_t off;
+    qm_log_record_t rec;
+    long early_read = 0;
+    for (int i = 0; i < 400; i++) {
+        CHECK_RC(append_str(lg, NULL, v, &off), 0);
+        if (qm_log_read(lg, &early, &rec, QM_NOWAIT) == 0) early_read++;   /* keeps up */
+    }
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.segments <= 4 && st.bytes <= 4 * SEG);
+    CHECK(st.start_offset > 0 && st.end_offset == 400);
+    CHECK(early_read == 400 && early.skipped == 0);
+    /* the late reader's segment is gone: it jumps to the start, counting */
+    CHECK_RC(qm_log_read(lg, &late, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == st.start_offset);
+    CHECK(late.skipped == st.start_offset);
+    CHECK_RC(qm_log_seek(lg, &late, 0), QM_ENOTFOUND);
+    uint64_t deleted = 9;
+    CHECK_RC(qm_log_retain(lg, &deleted), 0);
+    CHECK(deleted == 0);   /* already within bounds */
+    qm_log_close(lg);
+}
+
+static void retention_by_age_keeps_recent_segments(void) {
+    qm_log_config_t cfg = {SEG, 0, INT64_C(60) * 1000000000, 0};
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("age"), QM_CREATE_ONLY, &cfg, &lg), 0);
+    static char v[3000];
+    memset(v, 'a', sizeof v - 1);
+    uint64_t off;
+    /* old records (timestamps given) fill a few segments, then new ones */
+    for (int i = 0; i < 100; i++) {
+        qm_iovec_t val = {v, sizeof v - 1};
+        qm_log_entry_t e = {NULL, 0, NULL, 0, &val, 1, INT64_C(1000000000)};   /* 1970 */
+        CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    }
+    for (int i = 0; i < 50; i++) CHECK_RC(append_str(lg, NULL, v, &off), 0);
+    uint64_t start, end;
+    CHECK_RC(qm_log_bounds(lg, &start, &end), 0);
+    CHECK(start >= 80 && start <= 100 && end == 150);   /* old segments gone, new kept */
+    qm_log_config_t got;
+    CHECK_RC(qm_log_config(lg, &got), 0);
+    CHECK(got.retention_ns == cfg.retention_ns && got.segment_bytes == SEG);
+    qm_log_close(lg);
+    /* reopening with another configuration keeps the stored one */
+    qm_log_config_t other = {SEG * 2, 0, 0, QM_LOG_FSYNC};
+    CHECK_RC(qm_log_open(logdir("age"), QM_OPEN_OR_CREATE, &other, &lg), 0);
+    CHECK_RC(qm_log_config(lg, &got), 0);
+    CHECK(got.segment_bytes == SEG && got.flags == 0 && got.retention_ns == cfg.retention_ns);
+    qm_log_close(lg);
+}
+
+static void seek_by_time_finds_the_first_record_at_or_after(void) {
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("time"), QM_CREATE_ONLY, segcfg(), &lg), 0);
+    static char v[2000];
+    memset(v, 't', sizeof v - 1);
+    uint64_t off;
+    for (int i = 0; i < 200; i++) {
+        qm_iovec_t val = {v, sizeof v - 1};
+        qm_log_entry_t e = {NULL, 0, NULL, 0, &val, 1, INT64_C(1000) * (i + 1)};
+        CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    }
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek_time(lg, &cur, 150500), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 150 && rec.timestamp_ns == 151000);
+    CHECK_RC(qm_log_seek_time(lg, &cur, 0), 0);
+    CHECK(cur.next_offset == 0);
+    CHECK_RC(qm_log_seek_time(lg, &cur, INT64_MAX), 0);
+    CHECK(cur.next_offset == 200);
+    qm_log_close(lg);
+}
+
+static void fsync_mode_group_commits_concurrent_appends(void) {
+    qm_log_config_t cfg = {SEG, 0, 0, QM_LOG_FSYNC};
+    const char *dir = logdir("fsync");
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, &cfg, &lg), 0);
+    pid_t kids[4];
+    for (int k = 0; k < 4; k++) {
+        if ((kids[k] = fork()) == 0) {
+            qm_log_t *mine;
+            if (qm_log_open(dir, QM_OPEN_ONLY, &cfg, &mine)) _exit(2);
+            uint64_t off;
+            for (int i = 0; i < 100; i++)
+                if (append_str(mine, NULL, "durable", &off)) _exit(3);
+            _exit(0);
+        }
+    }
+    int bad = 0;
+    for (int k = 0; k < 4; k++) {
+        int status;
+        waitpid(kids[k], &status, 0);
+        bad += !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    }
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    fprintf(stderr, "  %llu appends covered by %llu fdatasyncs\n",
+            (unsigned long long)st.synced_appends, (unsigned long long)st.syncs);
+    CHECK(bad == 0 && st.end_offset == 400);
+    CHECK(st.synced_appends == 400 && st.syncs >= 1 && st.syncs <= 400);
+    qm_log_close(lg);
+}
+
+static void wait_any_wakes_for_an_append_to_any_log(void) {
+    qm_log_t *a, *b;
+    CHECK_RC(qm_log_open(logdir("wa"), QM_CREATE_ONLY, segcfg(), &a), 0);
+    CHECK_RC(qm_log_open(logdir("wb"), QM_CREATE_ONLY, segcfg(), &b), 0);
+    qm_log_cursor_t cur[2];
+    CHECK_RC(qm_log_seek(a, &cur[0], 0), 0);
+    CHECK_RC(qm_log_seek(b, &cur[1], 0), 0);
+    qm_log_t *logs[2] = {a, b};
+    int64_t t0 = qm_now_ns();
+    CHECK_RC(qm_log_wait_any(logs, cur, 2, t0 + 30000000), QM_ETIMEDOUT);
+    CHECK(qm_now_ns() - t0 >= 30000000);
+    pid_t kid = fork();
+    if (kid == 0) {
+        qm_log_t *mine;
+        usleep(50000);
+        if (qm_log_open(logdir("wb"), QM_OPEN_ONLY, segcfg(), &mine)) _exit(2);
+        uint64_t off;
+        _exit(append_str(mine, NULL, "wake", &off) ? 3 : 0);
+    }
+    int rc;
+    qm_log_record_t rec;
+    do {
+        rc = qm_log_wait_any(logs, cur, 2, qm_now_ns() + 5000000000);
+    } while (rc == QM_OK && qm_log_read(b, &cur[1], &rec, QM_NOWAIT) != QM_OK);
+    CHECK(rc == QM_OK && rec.offset == 0 && memcmp(rec.value, "wake", 4) == 0);
+    waitpid(kid, NULL, 0);
+    qm_log_interrupt(a);
+    CHECK_RC(qm_log_wait_any(logs, cur, 2, QM_FOREVER), QM_ECLOSED);
+    CHECK_RC(qm_log_read(a, &cur[0], &rec, QM_FOREVER), QM_ECLOSED);
+    qm_log_close(a);
+    qm_log_close(b);
 }
 
 /* ----- concurrent writers ----------------------------------------------------- */
@@ -294,13 +450,13 @@ static void writer_processes_interleave_without_loss_across_rolls(void) {
     const char *dir = logdir("writers");
     long per = stress_scale(5000);
     qm_log_t *lg;
-    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, SEG, &lg), 0);
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
     pid_t pids[WRITERS];
     for (uint32_t w = 0; w < WRITERS; w++) {
         pids[w] = fork();
         if (pids[w] == 0) {
             qm_log_t *mine;
-            if (qm_log_open(dir, QM_OPEN_ONLY, SEG, &mine)) _exit(2);
+            if (qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &mine)) _exit(2);
             static uint8_t buf[STRESS_MAX_MSG];
             for (long s = 0; s < per; s++) {
                 size_t n = stress_make(buf, w, (uint64_t)s, 2000);
@@ -361,6 +517,11 @@ int main(void) {
     RUN(flipped_bit_is_a_crc_error_and_bad_length_is_corrupt);
     RUN(header_validators_reject_every_bad_field);
     RUN(folder_that_is_a_symlink_or_shared_is_refused);
+    RUN(retention_deletes_old_segments_and_late_readers_skip_ahead);
+    RUN(retention_by_age_keeps_recent_segments);
+    RUN(seek_by_time_finds_the_first_record_at_or_after);
+    RUN(fsync_mode_group_commits_concurrent_appends);
+    RUN(wait_any_wakes_for_an_append_to_any_log);
     RUN(writer_processes_interleave_without_loss_across_rolls);
     CHECK_EXIT();
 }
