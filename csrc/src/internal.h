@@ -27,6 +27,8 @@ int qm__os_datasync(int fd);
 /* Exclusive OFD lock on one byte; 0, QM_EAGAIN if held by another open
  * file description, or -errno. */
 int qm__os_lock_byte(int fd, int64_t offset);
+/* Shared OFD lock on one byte (converts an exclusive one we hold). */
+int qm__os_lock_byte_shared(int fd, int64_t offset);
 void qm__os_unlock_byte(int fd, int64_t offset);
 /* 1 if another open file description holds a lock on the byte, 0 if not,
  * -errno on failure. */

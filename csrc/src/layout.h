@@ -348,6 +348,18 @@ _Static_assert(offsetof(qm_record_header_t, value_len) == 36, "value_len");
 #define QM_REC_ABANDONED 3u    /* writer died: the offset stays a gap */
 #define QM_REC_END 4u          /* segment closed here */
 
+/* Sparse index, file <base offset>.idx beside each segment: entry k (16 B)
+ * describes the record covering byte k * QM_INDEX_INTERVAL of the segment,
+ * written by that record's writer after committing it (so each entry has
+ * exactly one writer).  Entries are in position order, hence in offset
+ * order; an entry of 0 is unwritten (a dead writer or not reached yet). */
+#define QM_INDEX_INTERVAL 4096u
+typedef struct qm_index_entry {
+    _Atomic uint64_t where;          /* (offset - base + 1) << 32 | byte position */
+    _Atomic int64_t timestamp_ns;    /* the record's timestamp */
+} qm_index_entry_t;
+_Static_assert(sizeof(qm_index_entry_t) == 16, "index entry");
+
 #define QM_REC_STATE(w) ((uint32_t)((w) >> 61))
 #define QM_REC_OWNER(w) ((uint32_t)(((w) >> 51) & 1023u))
 #define QM_REC_LEN(w) ((uint32_t)((w) & 0xffffffffu))

@@ -42,6 +42,7 @@
 typedef struct seg_map {
     uint64_t base;
     uint8_t *mem;
+    qm_index_entry_t *idx;   /* NULL if the segment has no index file */
 } seg_map_t;
 
 struct qm_log {
@@ -139,6 +140,65 @@ int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
 static void seg_name(uint64_t base, char *buf, size_t n) {
     snprintf(buf, n, "%020" PRIu64 ".log", base);
 }
+static void idx_name(uint64_t base, char *buf, size_t n) {
+    snprintf(buf, n, "%020" PRIu64 ".idx", base);
+}
+static inline uint64_t idx_entries(const qm_log_t *lg) {
+    return lg->segment_bytes / QM_INDEX_INTERVAL;
+}
+static inline uint64_t idx_bytes(const qm_log_t *lg) {
+    return (idx_entries(lg) * sizeof(qm_index_entry_t) + 4095) & ~UINT64_C(4095);
+}
+
+/* Map the index of segment `base`, or NULL (absent or not ours: seeks then
+ * scan records instead). */
+static qm_index_entry_t *idx_map(qm_log_t *lg, uint64_t base) {
+    char name[32];
+    idx_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    uint8_t *mem = NULL;
+    if (qm__check_file(fd, &st) == QM_OK && (uint64_t)st.st_size == idx_bytes(lg))
+        qm__map(fd, idx_bytes(lg), true, &mem);
+    close(fd);
+    return (qm_index_entry_t *)mem;
+}
+
+/* Create the zeroed index of segment `base` (roll lock held; idempotent). */
+static int idx_create(qm_log_t *lg, uint64_t base) {
+    char name[32];
+    idx_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return errno == ELOOP ? QM_EPERM : -errno;
+    struct stat st;
+    int rc = qm__check_file(fd, &st);
+    if (!rc && fchmod(fd, 0600) < 0) rc = -errno;
+    if (!rc && (uint64_t)st.st_size != idx_bytes(lg)) rc = qm__os_reserve(fd, idx_bytes(lg));
+    close(fd);
+    return rc;
+}
+
+/* Record the committed record [pos, pos+len) at `offset` in the index. */
+static void idx_note(qm_index_entry_t *idx, uint64_t base, uint64_t offset, uint64_t pos,
+                     uint64_t len, int64_t ts) {
+    if (!idx) return;
+    uint64_t where = ((offset - base + 1) << 32) | pos;
+    for (uint64_t k = (pos + QM_INDEX_INTERVAL - 1) / QM_INDEX_INTERVAL;
+         k * QM_INDEX_INTERVAL < pos + len; k++) {
+        atomic_store_explicit(&idx[k].timestamp_ns, ts, memory_order_relaxed);
+        /* [L9] release: the timestamp before the entry; pairs with [L10] */
+        atomic_store_explicit(&idx[k].where, where, memory_order_release);
+    }
+}
+
+/* The last entry at or before k that is written, or -1. */
+static int64_t idx_written_at_or_before(const qm_index_entry_t *idx, int64_t k, int64_t lo) {
+    for (; k >= lo; k--)
+        if (atomic_load_explicit(&idx[k].where, memory_order_acquire))   /* [L10] */
+            return k;
+    return -1;
+}
 
 int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
                       uint64_t segment_bytes) {
@@ -162,7 +222,7 @@ int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
     return QM_OK;
 }
 
-static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem) {
+static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem, qm_index_entry_t *idx) {
     if (lg->nsegs == lg->capsegs) {
         size_t cap = lg->capsegs ? lg->capsegs * 2 : 8;
         seg_map_t *n = realloc(lg->segs, cap * sizeof *n);
@@ -170,18 +230,24 @@ static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem) {
         lg->segs = n;
         lg->capsegs = cap;
     }
-    lg->segs[lg->nsegs++] = (seg_map_t){base, mem};
+    lg->segs[lg->nsegs++] = (seg_map_t){base, mem, idx};
     return QM_OK;
 }
 
 /* Map segment `base` (cached for the handle's life). QM_ENOTFOUND if the
  * file does not exist, QM_ENOTREADY while its creator is still writing it. */
-static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
+static seg_map_t *seg_cached(qm_log_t *lg, uint64_t base) {
     for (size_t i = lg->nsegs; i-- > 0;)
-        if (lg->segs[i].base == base) {
-            *out = lg->segs[i].mem;
-            return QM_OK;
-        }
+        if (lg->segs[i].base == base) return &lg->segs[i];
+    return NULL;
+}
+
+static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
+    seg_map_t *m = seg_cached(lg, base);
+    if (m) {
+        *out = m->mem;
+        return QM_OK;
+    }
     char name[32];
     seg_name(base, name, sizeof name);
     int fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
@@ -189,16 +255,27 @@ static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
     struct stat st;
     uint8_t *mem = NULL;
     int rc = qm__check_file(fd, &st);
-    if (!rc && (uint64_t)st.st_size != lg->segment_bytes)
-        rc = (uint64_t)st.st_size < lg->segment_bytes ? QM_ENOTREADY
-                                                      : qm__fail(QM_ECORRUPT, "segment size");
+    if (!rc && (uint64_t)st.st_size != lg->segment_bytes) {
+        /* a segment is published (magic set) only at full size: a shorter
+         * one with a magic was truncated */
+        uint64_t magic = 0;
+        if ((uint64_t)st.st_size >= sizeof magic && pread(fd, &magic, sizeof magic, 0) != 8)
+            magic = 0;
+        rc = (uint64_t)st.st_size < lg->segment_bytes && magic == 0
+                 ? QM_ENOTREADY
+                 : qm__fail(QM_ECORRUPT, "segment %llu is %llu bytes, not %llu",
+                            (unsigned long long)base, (unsigned long long)st.st_size,
+                            (unsigned long long)lg->segment_bytes);
+    }
     if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &mem);
     close(fd);
     if (rc) return rc;
     rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);
-    if (!rc) rc = seg_remember(lg, base, mem);
+    qm_index_entry_t *idx = rc ? NULL : idx_map(lg, base);
+    if (!rc) rc = seg_remember(lg, base, mem, idx);
     if (rc) {
         munmap(mem, (size_t)lg->segment_bytes);
+        if (idx) munmap(idx, (size_t)idx_bytes(lg));
         return rc;
     }
     *out = mem;
@@ -228,6 +305,7 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
             }
         }
     }
+    if (!rc) rc = idx_create(lg, base);   /* a published segment has its index */
     if (!rc) {
         rc = qm__os_reserve(fd, lg->segment_bytes);
         if (rc) rc = qm__fail(rc, "cannot reserve a %llu-byte segment",
@@ -507,6 +585,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
             return qm__fail(QM_ECORRUPT, "record %llu taken from its writer",
                             (unsigned long long)offset);
         atomic_store_explicit(&lg->mb.me->inflight, 0, memory_order_relaxed);
+        idx_note(seg_cached(lg, base)->idx, base, offset, pos, need, h->timestamp_ns);
         qm_member_t *me = lg->mb.me;
         atomic_store_explicit(&me->put_count,
                               atomic_load_explicit(&me->put_count, memory_order_relaxed) + 1,
@@ -672,6 +751,46 @@ static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t 
     return rc;
 }
 
+/* Move `cur` (at the start of segment `base`) to the record index entry k
+ * names, if the entry is written and the record there really is the
+ * committed record it claims to be (entries are shared bytes). */
+static void seek_entry(qm_log_t *lg, qm_log_cursor_t *cur, const seg_map_t *m, int64_t k) {
+    if (k < 0) return;
+    uint64_t where = atomic_load_explicit(&m->idx[k].where, memory_order_acquire);
+    uint64_t rel1 = where >> 32, pos = where & 0xffffffffu;
+    if (!rel1 || pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
+        return;
+    uint64_t w = atomic_load_explicit(word_at(m->mem, pos), memory_order_acquire);
+    if (QM_REC_STATE(w) != QM_REC_COMMITTED || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
+        return;
+    uint64_t off;
+    memcpy(&off, m->mem + pos + offsetof(qm_record_header_t, offset), sizeof off);
+    if (off != m->base + rel1 - 1) return;
+    cur->pos = pos;
+    cur->next_offset = off;
+}
+
+/* The last index entry of segment m whose record offset is <= offset. */
+static int64_t idx_find_offset(const qm_log_t *lg, const seg_map_t *m, uint64_t offset) {
+    uint64_t target = offset - m->base + 1;
+    int64_t lo = 0, hi = (int64_t)idx_entries(lg) - 1, best = -1;
+    while (lo <= hi) {   /* binary search, stepping left over unwritten entries */
+        int64_t mid = lo + (hi - lo) / 2;
+        int64_t k = idx_written_at_or_before(m->idx, mid, lo);
+        if (k < 0) {
+            lo = mid + 1;
+            continue;
+        }
+        if ((atomic_load_explicit(&m->idx[k].where, memory_order_acquire) >> 32) <= target) {
+            best = k;
+            lo = mid + 1;
+        } else {
+            hi = k - 1;
+        }
+    }
+    return best;
+}
+
 int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     if (!lg) return QM_ECLOSED;
     uint64_t start;
@@ -687,7 +806,12 @@ int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     cur->pos = QM_SEGMENT_HEADER;
     cur->next_offset = base;
     cur->skipped = 0;
-    /* walk forward (linear for now; the sparse index will make it O(log n)) */
+    uint8_t *mem;
+    if (offset > base && seg_get(lg, base, &mem) == QM_OK) {
+        seg_map_t *m = seg_cached(lg, base);
+        if (m->idx) seek_entry(lg, cur, m, idx_find_offset(lg, m, offset));
+    }
+    /* walk the rest: less than one index interval and one record */
     while (cur->next_offset < offset) {
         uint8_t *seg;
         rc = seg_get(lg, cur->base, &seg);
@@ -814,6 +938,8 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
         seg_name(bases[i], name, sizeof name);
         QM_KILLPOINT("log.retention_delete");
         if (unlinkat(lg->dirfd, name, 0) == 0 && deleted) (*deleted)++;
+        idx_name(bases[i], name, sizeof name);
+        unlinkat(lg->dirfd, name, 0);
         total -= lg->segment_bytes;
     }
     free(bases);
@@ -822,13 +948,43 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
 
 int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     if (!lg) return QM_ECLOSED;
-    uint64_t start;
-    int rc = list_base(lg, false, 0, &start);
+    uint64_t *bases;
+    size_t n;
+    int rc = list_all(lg, &bases, &n);
     if (rc) return rc;
-    rc = qm_log_seek(lg, cur, start);
-    if (rc) return rc;
-    /* linear for now: the time index will make it O(log n) */
-    for (;;) {
+    if (n == 0) {
+        free(bases);
+        return QM_ENOTFOUND;
+    }
+    /* Skip whole segments whose newest indexed record is older, then start
+     * one index entry before the first that is not older. */
+    size_t i = 0;
+    cur->skipped = 0;
+    for (;; i++) {
+        cur->base = cur->next_offset = bases[i];
+        cur->pos = QM_SEGMENT_HEADER;
+        uint8_t *mem;
+        seg_map_t *m = seg_get(lg, bases[i], &mem) == QM_OK ? seg_cached(lg, bases[i]) : NULL;
+        if (!m || !m->idx || i + 1 == n) break;
+        int64_t last = idx_written_at_or_before(m->idx, (int64_t)idx_entries(lg) - 1, 0);
+        if (last >= 0 &&
+            atomic_load_explicit(&m->idx[last].timestamp_ns, memory_order_relaxed) >= timestamp_ns)
+            break;
+    }
+    seg_map_t *m = seg_cached(lg, bases[i]);
+    free(bases);
+    if (m && m->idx) {
+        int64_t first = -1;
+        for (int64_t k = 0; k < (int64_t)idx_entries(lg); k++)
+            if (atomic_load_explicit(&m->idx[k].where, memory_order_acquire) &&
+                atomic_load_explicit(&m->idx[k].timestamp_ns, memory_order_relaxed) >=
+                    timestamp_ns) {
+                first = k;
+                break;
+            }
+        if (first > 0) seek_entry(lg, cur, m, idx_written_at_or_before(m->idx, first - 1, 0));
+    }
+    for (;;) {   /* the last stretch record by record */
         uint8_t *seg;
         rc = seg_get(lg, cur->base, &seg);
         if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
@@ -982,7 +1138,10 @@ void qm_log_close(qm_log_t *lg) {
         qm__registry_remove(&lg->mb);
         qm__member_leave(&lg->mb);
     }
-    for (size_t i = 0; i < lg->nsegs; i++) munmap(lg->segs[i].mem, (size_t)lg->segment_bytes);
+    for (size_t i = 0; i < lg->nsegs; i++) {
+        munmap(lg->segs[i].mem, (size_t)lg->segment_bytes);
+        if (lg->segs[i].idx) munmap(lg->segs[i].idx, (size_t)idx_bytes(lg));
+    }
     free(lg->segs);
     qm__object_close(&lg->obj);
     if (lg->dirfd >= 0) close(lg->dirfd);

@@ -118,6 +118,12 @@ int qm__os_lock_byte(int fd, int64_t offset) {
     return rc;
 }
 
+int qm__os_lock_byte_shared(int fd, int64_t offset) {
+    int rc = ofd_lock(fd, F_OFD_SETLK, F_RDLCK, offset, NULL);
+    if (rc == -EAGAIN || rc == -EACCES) return QM_EAGAIN;
+    return rc;
+}
+
 void qm__os_unlock_byte(int fd, int64_t offset) {
     (void)ofd_lock(fd, F_OFD_SETLK, F_UNLCK, offset, NULL);
 }

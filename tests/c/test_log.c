@@ -444,6 +444,55 @@ static void wait_any_wakes_for_an_append_to_any_log(void) {
     qm_log_close(b);
 }
 
+static void seeks_use_the_index_and_survive_a_bad_or_missing_one(void) {
+    const char *dir = logdir("index");
+    qm_log_config_t cfg = {UINT64_C(1) << 20, 0, 0, 0};
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, &cfg, &lg), 0);
+    static char v[700];
+    memset(v, 'i', sizeof v);
+    uint64_t off;
+    for (int i = 0; i < 3000; i++) {   /* ~2 MiB: three segments */
+        qm_iovec_t val = {v, (size_t)(i * 37) % sizeof v};
+        qm_log_entry_t e = {NULL, 0, NULL, 0, &val, 1, INT64_C(1000) * (i + 1)};
+        CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    }
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    for (uint64_t want = 0; want < 3000; want += 97) {
+        CHECK_RC(qm_log_seek(lg, &cur, want), 0);
+        CHECK(cur.pos > QM_SEGMENT_HEADER || cur.next_offset == cur.base);
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == want);
+    }
+    CHECK_RC(qm_log_seek_time(lg, &cur, 2500500), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 2500);
+    qm_log_close(lg);
+    /* scribble over the first segment's index: seeks stay right */
+    char path[600];
+    snprintf(path, sizeof path, "%s/00000000000000000000.idx", dir);
+    int fd = open(path, O_RDWR);
+    CHECK(fd >= 0);
+    uint64_t junk[64];
+    for (int i = 0; i < 64; i++) junk[i] = (UINT64_C(500) << 32) | (uint64_t)(136 + 8 * i);
+    CHECK(pwrite(fd, junk, sizeof junk, 16 * 10) == (ssize_t)sizeof junk);
+    close(fd);
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, &cfg, &lg), 0);
+    for (uint64_t want = 1; want < 1000; want += 53) {
+        CHECK_RC(qm_log_seek(lg, &cur, want), 0);
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == want);
+    }
+    qm_log_close(lg);
+    CHECK(unlink(path) == 0);   /* and without it, seeks scan */
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, &cfg, &lg), 0);
+    CHECK_RC(qm_log_seek(lg, &cur, 777), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 777);
+    qm_log_close(lg);
+}
+
 /* ----- concurrent writers ----------------------------------------------------- */
 #define WRITERS 4
 static void writer_processes_interleave_without_loss_across_rolls(void) {
@@ -522,6 +571,7 @@ int main(void) {
     RUN(seek_by_time_finds_the_first_record_at_or_after);
     RUN(fsync_mode_group_commits_concurrent_appends);
     RUN(wait_any_wakes_for_an_append_to_any_log);
+    RUN(seeks_use_the_index_and_survive_a_bad_or_missing_one);
     RUN(writer_processes_interleave_without_loss_across_rolls);
     CHECK_EXIT();
 }
