@@ -252,13 +252,18 @@ typedef struct qm_log_config {
 /* Open (or create) the partition log in folder `dir` (created 0700; its
  * parent must exist).  `cfg` applies when creating; an existing log keeps
  * the configuration it was created with (qm_log_config() reads it).
- * Errors as qm_ring_open. */
+ * An opener that finds no other handle open (every other process exited
+ * or was killed) first recovers the log: finishes an interrupted segment
+ * roll, abandons records left WRITING, verifies the active segment's
+ * records (lengths, offsets, CRC) and cuts a torn tail at the first bad
+ * one.  Errors as qm_ring_open. */
 int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
                 qm_log_t **out);
 void qm_log_close(qm_log_t *log);
 int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg);
 
-/* Largest key + headers + value one record may hold (segment_bytes / 2). */
+/* Largest value one record may hold (segment_bytes / 2); key and headers
+ * may add up to segment_bytes / 4 beside it. */
 uint64_t qm_log_max_record(const qm_log_t *log);
 
 typedef struct qm_log_entry {
@@ -344,6 +349,7 @@ typedef struct qm_log_stats {
     uint64_t bytes;            /* bytes of segment files on disk */
     uint64_t segments;         /* segment files on disk */
     uint64_t syncs, synced_appends;   /* fdatasync calls and the appends they covered */
+    uint64_t recoveries, tail_cuts;   /* lone opens that checked the log; torn tails cut */
     uint32_t members;
     uint32_t member_slot;      /* this handle's slot */
 } qm_log_stats_t;

@@ -140,6 +140,9 @@ typedef struct qm_membership {
 int qm__member_join(qm_membership_t *m);
 void qm__member_leave(qm_membership_t *m);
 bool qm__member_alive(const qm_membership_t *m, uint32_t slot);
+/* QM_OK if no member has the object open (then the caller may repair it,
+ * and its join turns the lock into the shared one), else QM_EAGAIN. */
+int qm__gate_try_exclusive(int fd);
 void qm__member_publish_role(qm_membership_t *m, uint32_t role);
 void qm__registry_add(qm_membership_t *m);
 void qm__registry_remove(qm_membership_t *m);

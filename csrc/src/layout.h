@@ -169,6 +169,9 @@ _Static_assert(offsetof(qm_member_t, reading) == 56, "reading");
 /* Liveness lock bytes live far past the end of any file (locks may cover
  * bytes beyond EOF); byte QM_LOCK_BASE + 0 is the creation lock. */
 #define QM_LOCK_BASE (INT64_C(1) << 40)
+/* Every member also holds a shared lock on this byte: whoever can take it
+ * exclusively has the object to itself (and may repair it). */
+#define QM_GATE_LOCK (QM_LOCK_BASE + 2047)
 
 #define QM_MEMBERS_OFFSET ((uint64_t)QM_HEADER_BYTES)
 #define QM_DATA_OFFSET (QM_MEMBERS_OFFSET + (uint64_t)QM_MEMBER_SLOTS * QM_MEMBER_BYTES)
@@ -268,7 +271,9 @@ typedef struct qm_log_ctl {
     _Atomic uint64_t abandoned;      /*  400: records of dead writers marked ABANDONED */
     _Atomic uint64_t rolls;          /*  408: segments rolled */
     _Atomic uint64_t start_offset;   /*  416: first offset not deleted by retention */
-    uint8_t pad_seg[QM_HOT_LINE - 40];
+    _Atomic uint64_t recoveries;     /*  424: opens that found no one else and checked */
+    _Atomic uint64_t tail_cuts;      /*  432: torn tails cut by those checks */
+    uint8_t pad_seg[QM_HOT_LINE - 56];
     qm_wake_line_t data_wake;        /*  512: readers sleep here */
     _Atomic uint32_t members_hwm;    /*  640 */
     uint32_t flags;                  /*  644: QM_LOG_FSYNC; fixed at creation */

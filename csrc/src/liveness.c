@@ -79,6 +79,19 @@ static void hwm_raise(qm_membership_t *m, uint32_t slot) {
     }
 }
 
+/* Take the shared gate lock (waiting while a lone opener repairs the
+ * object under the exclusive one; the kernel drops it if that one dies). */
+static int gate_enter(int fd) {
+    for (int i = 0; i < 30000; i++) {
+        int rc = qm__os_lock_byte_shared(fd, QM_GATE_LOCK);
+        if (rc != QM_EAGAIN) return rc;
+        usleep(1000);
+    }
+    return qm__fail(QM_ENOTREADY, "object held exclusively for 30 s (being repaired?)");
+}
+
+int qm__gate_try_exclusive(int fd) { return qm__os_lock_byte(fd, QM_GATE_LOCK); }
+
 /* Caller memory has no lock file: slots are taken by CAS on `roles` bit 31
  * and a member counts as alive while it holds its slot. */
 #define QM_ROLE_TAKEN_MEM (UINT32_C(1) << 31)
@@ -98,6 +111,11 @@ int qm__member_join(qm_membership_t *mb) {
             int rc = qm__os_lock_byte(mb->fd, QM_LOCK_BASE + k);
             if (rc == QM_EAGAIN) continue;
             if (rc) return rc;
+            rc = gate_enter(mb->fd);
+            if (rc) {
+                qm__os_unlock_byte(mb->fd, QM_LOCK_BASE + k);
+                return rc;
+            }
             /* The previous owner (if any) is dead: settle what it left. */
             uint64_t inflight = atomic_load_explicit(&m->inflight, memory_order_acquire);
             uint64_t reading = atomic_load_explicit(&m->reading, memory_order_acquire);
@@ -136,6 +154,7 @@ void qm__member_leave(qm_membership_t *mb) {
     } else {
         atomic_store_explicit(&m->roles, 0, memory_order_relaxed);
         qm__os_unlock_byte(mb->fd, QM_LOCK_BASE + mb->slot);
+        qm__os_unlock_byte(mb->fd, QM_GATE_LOCK);
     }
     mb->slot = 0;
     mb->me = NULL;

@@ -493,9 +493,15 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
     uint64_t value_len = 0;
     for (int i = 0; i < e->value_cnt; i++) value_len += e->value[i].len;
     uint64_t body = (uint64_t)e->key_len + e->headers_len + value_len;
-    if (body > lg->segment_bytes / 2 || value_len > lg->segment_bytes)
-        return qm__fail(QM_ETOOBIG, "record of %llu bytes exceeds %llu",
-                        (unsigned long long)body, (unsigned long long)lg->segment_bytes / 2);
+    /* a value of up to half a segment always fits, with key and headers of
+     * up to a quarter beside it (3/4 + record header + END < a segment) */
+    if (value_len > lg->segment_bytes / 2)
+        return qm__fail(QM_ETOOBIG, "value of %llu bytes exceeds %llu (segment_bytes / 2)",
+                        (unsigned long long)value_len, (unsigned long long)lg->segment_bytes / 2);
+    if ((uint64_t)e->key_len + e->headers_len > lg->segment_bytes / 4)
+        return qm__fail(QM_ETOOBIG, "key and headers of %llu bytes exceed %llu (segment_bytes / 4)",
+                        (unsigned long long)e->key_len + e->headers_len,
+                        (unsigned long long)lg->segment_bytes / 4);
     uint64_t need = align8(QM_RECORD_HEADER + body);
     qm_log_ctl_t *c = lg->ctl;
     for (int round = 0; round < LOG_ROUNDS; round++) {
@@ -1091,6 +1097,8 @@ int qm_log_stats(qm_log_t *lg, qm_log_stats_t *st) {
         free(bases);
     }
     st->syncs = atomic_load_explicit(&lg->ctl->syncs, memory_order_relaxed);
+    st->recoveries = atomic_load_explicit(&lg->ctl->recoveries, memory_order_relaxed);
+    st->tail_cuts = atomic_load_explicit(&lg->ctl->tail_cuts, memory_order_relaxed);
     st->synced_appends = atomic_load_explicit(&lg->ctl->synced_appends, memory_order_relaxed);
     uint32_t hwm = atomic_load_explicit(&lg->ctl->members_hwm, memory_order_relaxed);
     for (uint32_t k = 1; k <= hwm && k < QM_MEMBER_SLOTS; k++)
@@ -1111,6 +1119,89 @@ void qm_log_interrupt(qm_log_t *lg) {
     atomic_store_explicit(&lg->interrupted, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&lg->ctl->data_wake.seq, 1, memory_order_release);
     qm__os_futex_wake_all(&lg->ctl->data_wake.seq);
+}
+
+/* ----- recovery -------------------------------------------------------------------- */
+/* Run by an opener that has the log to itself: every writer is dead.  The
+ * active segment is checked record by record (lengths, offsets, CRC);
+ * records left WRITING are abandoned, and everything from the first
+ * record that fails (a torn tail after power loss, or damage) is cut:
+ * its bytes are zeroed back to "never claimed" and the append word points
+ * there, so appends go on from the last good record. */
+static int recover(qm_log_t *lg) {
+    qm_log_ctl_t *c = lg->ctl;
+    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+    uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire);
+    if ((gen & 0xfff) != QM_APPEND_GEN(a)) {   /* a roller died after publishing */
+        int rc = roll(lg, QM_APPEND_GEN(a));
+        if (rc) return rc;
+        a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+    }
+    uint64_t base;
+    uint8_t *seg;
+    int rc = active_segment(lg, a, &base, &seg);
+    if (rc) return rc;
+    uint64_t pos = QM_SEGMENT_HEADER, count = 0;
+    bool cut = false;
+    while (pos + END_ROOM <= lg->segment_bytes) {
+        _Atomic uint64_t *wp = word_at(seg, pos);
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+        uint32_t st = QM_REC_STATE(w), len = QM_REC_LEN(w);
+        if (w == 0) {   /* a hole below the append position: lost writes */
+            cut = pos < QM_APPEND_POS(a);
+            break;
+        }
+        if (st == QM_REC_END) return QM_OK;   /* closed: the next append rolls */
+        if (bad_len(pos, len, lg->segment_bytes) ||
+            (st != QM_REC_WRITING && st != QM_REC_COMMITTED && st != QM_REC_ABANDONED)) {
+            cut = true;
+            break;
+        }
+        if (st == QM_REC_WRITING) {
+            atomic_store_explicit(wp, QM_REC_WORD(QM_REC_ABANDONED, 0, len), memory_order_release);
+            atomic_fetch_add_explicit(&c->abandoned, 1, memory_order_relaxed);
+        } else if (st == QM_REC_COMMITTED) {
+            qm_record_header_t h;
+            memcpy(&h, seg + pos, sizeof h);
+            uint64_t body = (uint64_t)h.key_len + h.headers_len + h.value_len;
+            if (QM_RECORD_HEADER + body > len || h.offset != base + count ||
+                h.crc != qm_crc32c(qm_crc32c(0, (uint8_t *)&h + 12, QM_RECORD_HEADER - 12),
+                                   seg + pos + QM_RECORD_HEADER, body)) {
+                cut = true;
+                break;
+            }
+        }
+        pos += len;
+        count++;
+    }
+    if (cut) {
+        /* zero what follows up to where anything was ever claimed */
+        uint64_t end = QM_APPEND_POS(a) > pos ? QM_APPEND_POS(a) : pos;
+        for (uint64_t p = end; p + END_ROOM <= lg->segment_bytes &&
+                               atomic_load_explicit(word_at(seg, p), memory_order_relaxed);) {
+            uint32_t len = QM_REC_LEN(atomic_load_explicit(word_at(seg, p), memory_order_relaxed));
+            if (bad_len(p, len, lg->segment_bytes)) break;
+            p += len;
+            end = p;
+        }
+        memset(seg + pos, 0, end - pos);
+        seg_map_t *m = seg_cached(lg, base);
+        if (m->idx)
+            for (uint64_t k = (pos + QM_INDEX_INTERVAL - 1) / QM_INDEX_INTERVAL;
+                 k < idx_entries(lg); k++)
+                atomic_store_explicit(&m->idx[k].where, 0, memory_order_relaxed);
+        atomic_fetch_add_explicit(&c->tail_cuts, 1, memory_order_relaxed);
+        if (lg->cfg.flags & QM_LOG_FSYNC) {
+            rc = sync_segment(lg, base);
+            if (rc) return rc;
+        }
+    }
+    if (cut || QM_APPEND_POS(a) != pos)   /* also: a writer died before moving the word */
+        atomic_store_explicit(&c->append.pos,
+                              QM_APPEND(QM_APPEND_GEN(a), (uint32_t)count, pos),
+                              memory_order_release);
+    atomic_fetch_add_explicit(&c->recoveries, 1, memory_order_relaxed);
+    return QM_OK;
 }
 
 /* ----- open/close ---------------------------------------------------------------- */
@@ -1191,8 +1282,12 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
     lg->mb.hwm = &lg->ctl->members_hwm;
     lg->mb.settle = settle_inflight;
     lg->mb.object = lg;
+    if (qm__gate_try_exclusive(lg->mb.fd) == QM_OK) {   /* nobody else has it open */
+        rc = recover(lg);
+        if (rc) goto fail;
+    }
     qm__registry_add(&lg->mb);
-    rc = qm__member_join(&lg->mb);
+    rc = qm__member_join(&lg->mb);   /* turns an exclusive gate lock shared */
     if (rc) goto fail_registered;
     /* make sure the active segment exists (its creator may have died) */
     uint64_t base;

@@ -58,7 +58,7 @@ uint64_t qm__layout_fingerprint(void) {
         sizeof(qm_log_ctl_t), offsetof(qm_log_ctl_t, append), offsetof(qm_log_ctl_t, active_base),
         offsetof(qm_log_ctl_t, data_wake), offsetof(qm_log_ctl_t, members_hwm),
         offsetof(qm_log_ctl_t, retention_ns), offsetof(qm_log_ctl_t, sync_wake),
-        offsetof(qm_log_ctl_t, start_offset), sizeof(qm_index_entry_t), QM_INDEX_INTERVAL,
+        offsetof(qm_log_ctl_t, start_offset), offsetof(qm_log_ctl_t, tail_cuts), (uint64_t)QM_GATE_LOCK, sizeof(qm_index_entry_t), QM_INDEX_INTERVAL,
         sizeof(qm_segment_header_t), offsetof(qm_segment_header_t, base_offset),
         sizeof(qm_record_header_t), offsetof(qm_record_header_t, crc),
         offsetof(qm_record_header_t, value_len),

@@ -20,7 +20,7 @@ const char *qm_status_str(int status) {
     case QM_EAGAIN: return "would block";
     case QM_ETIMEDOUT: return "timed out";
     case QM_EINTR: return "interrupted by a signal";
-    case QM_ETOOBIG: return "message too large for this ring";
+    case QM_ETOOBIG: return "message too large";
     case QM_ECORRUPT: return "shared memory failed validation";
     case QM_EINCOMPAT: return "incompatible format version or layout";
     case QM_ENOTFOUND: return "no such object";

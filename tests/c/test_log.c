@@ -80,6 +80,13 @@ static void empty_values_and_largest_record_fit_larger_is_refused(void) {
     e.value_cnt = 1;
     CHECK_RC(qm_log_append(lg, &e, &off), 0);
     CHECK(off == 1);
+    e.key = big;   /* the largest value fits beside a key of a quarter segment */
+    e.key_len = SEG / 4;
+    CHECK_RC(qm_log_append(lg, &e, &off), 0);
+    e.key_len = SEG / 4 + 1;
+    CHECK_RC(qm_log_append(lg, &e, &off), QM_ETOOBIG);
+    e.key_len = 0;
+    e.key = NULL;
     v.len = SEG / 2 + 1;
     CHECK_RC(qm_log_append(lg, &e, &off), QM_ETOOBIG);
     qm_log_cursor_t cur;
@@ -493,6 +500,81 @@ static void seeks_use_the_index_and_survive_a_bad_or_missing_one(void) {
     qm_log_close(lg);
 }
 
+static void lone_opener_cuts_a_torn_tail_and_abandons_dead_writers(void) {
+    const char *dir = logdir("recover");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    for (int i = 0; i < 10; i++) CHECK_RC(append_str(lg, "k", "intact record", &off), 0);
+    qm_log_cursor_t cur;
+    CHECK_RC(qm_log_seek(lg, &cur, 7), 0);
+    uint64_t torn_at = cur.pos;
+    qm_log_close(lg);
+    /* damage record 7 as a power loss would (its body half zero) */
+    uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+    CHECK(seg != NULL);
+    memset(seg + torn_at + QM_RECORD_HEADER, 0, 8);
+    munmap(seg, SEG);
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg), 0);
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.tail_cuts == 1 && st.recoveries >= 1 && st.end_offset == 7);
+    CHECK_RC(append_str(lg, "k", "after the cut", &off), 0);
+    CHECK(off == 7);   /* appends go on from the last good record */
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    for (uint64_t i = 0; i < 8; i++) {
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == i);
+    }
+    CHECK(memcmp(rec.value, "after the cut", 13) == 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_EAGAIN);
+    /* a second handle opened meanwhile does not recover again */
+    qm_log_t *other;
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &other), 0);
+    qm_log_stats_t st2;
+    CHECK_RC(qm_log_stats(other, &st2), 0);
+    CHECK(st2.recoveries == st.recoveries);
+    qm_log_close(other);
+    qm_log_close(lg);
+}
+
+static void lone_opener_abandons_records_left_writing(void) {
+    const char *dir = logdir("recover2");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    CHECK_RC(append_str(lg, NULL, "first", &off), 0);
+    qm_log_close(lg);
+    pid_t pid = fork();
+    if (pid == 0) {   /* claims offset 1 and dies without moving the append word */
+        qm_log_t *mine;
+        qm_log_stats_t s;
+        if (qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &mine) || qm_log_stats(mine, &s)) _exit(2);
+        qm_log_ctl_t *c = (qm_log_ctl_t *)map_file(dir, "control", QM_DATA_OFFSET);
+        uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+        if (!c || !seg) _exit(3);
+        uint64_t a = atomic_load(&c->append.pos);
+        atomic_store((_Atomic uint64_t *)(seg + QM_APPEND_POS(a)),
+                     QM_REC_WORD(QM_REC_WRITING, s.member_slot, 64));
+        raise(SIGKILL);
+    }
+    waitpid(pid, NULL, 0);
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg), 0);
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.abandoned == 1 && st.end_offset == 2 && st.tail_cuts == 0);
+    CHECK_RC(append_str(lg, NULL, "third", &off), 0);
+    CHECK(off == 2);
+    qm_log_cursor_t cur;
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 2);   /* 1 is the dead writer's gap */
+    qm_log_close(lg);
+}
+
 /* ----- concurrent writers ----------------------------------------------------- */
 #define WRITERS 4
 static void writer_processes_interleave_without_loss_across_rolls(void) {
@@ -572,6 +654,8 @@ int main(void) {
     RUN(fsync_mode_group_commits_concurrent_appends);
     RUN(wait_any_wakes_for_an_append_to_any_log);
     RUN(seeks_use_the_index_and_survive_a_bad_or_missing_one);
+    RUN(lone_opener_cuts_a_torn_tail_and_abandons_dead_writers);
+    RUN(lone_opener_abandons_records_left_writing);
     RUN(writer_processes_interleave_without_loss_across_rolls);
     CHECK_EXIT();
 }
