@@ -101,6 +101,7 @@ int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
                     const qm_object_spec_t *spec, qm_object_t *out);
 void qm__object_close(qm_object_t *obj);
 int qm__map(int fd, uint64_t size, bool writable, uint8_t **out);
+int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, uint8_t **out);
 int qm__check_file(int fd, struct stat *st);
 
 /* ----- ring header validation (ring_object.c) ---------------------------- */

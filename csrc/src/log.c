@@ -267,7 +267,10 @@ static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
                             (unsigned long long)base, (unsigned long long)st.st_size,
                             (unsigned long long)lg->segment_bytes);
     }
-    if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &mem);
+    /* MAP_POPULATE: map every page now in one call rather than take a
+     * fault per 4 KiB while appending or reading (the pages exist: the
+     * segment was preallocated) */
+    if (!rc) rc = qm__map_flags(fd, lg->segment_bytes, true, MAP_POPULATE, &mem);
     close(fd);
     if (rc) return rc;
     rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);

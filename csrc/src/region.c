@@ -72,8 +72,12 @@ uint64_t qm__layout_fingerprint(void) {
 }
 
 int qm__map(int fd, uint64_t size, bool writable, uint8_t **out) {
+    return qm__map_flags(fd, size, writable, 0, out);
+}
+
+int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, uint8_t **out) {
     void *p = mmap(NULL, (size_t)size, writable ? PROT_READ | PROT_WRITE : PROT_READ,
-                   MAP_SHARED, fd, 0);
+                   MAP_SHARED | extra_flags, fd, 0);
     if (p == MAP_FAILED) return -errno;
     *out = p;
     return QM_OK;
