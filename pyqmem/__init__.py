@@ -1,4 +1,4 @@
-"""pyqmem: queues between Python processes on one host, through shared memory.
+"""pyqmem: queues and topics between Python processes on one host, through shared memory.
 
 No broker, no daemon; a killed process never wedges the others.
 
@@ -7,6 +7,12 @@ No broker, no daemon; a killed process never wedges the others.
     >>> q.put({"id": 1})
     >>> q.get()
     {'id': 1}
+
+    >>> t = pyqmem.Topic("events", partitions=4)
+    >>> md = t.send(b"hello", key="user-1")
+    >>> with t.consumer(start="earliest") as c:
+    ...     c.get(timeout=1).value
+    b'hello'
 """
 
 from .errors import (
@@ -31,12 +37,18 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
         "folder, or install with `pip install -e .`"
     ) from exc
 
+from .consumer import Consumer, Message
 from .queue import Queue
+from .topic import RecordMetadata, Topic
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Queue",
+    "Topic",
+    "Consumer",
+    "Message",
+    "RecordMetadata",
     "QmemError",
     "Full",
     "Empty",

@@ -63,11 +63,11 @@ cdef extern from "qmem.h" nogil:
         uint64_t capacity
         uint64_t max_message
         uint64_t maxsize
+        uint64_t abandoned
+        uint64_t reclaimed
         uint32_t producers
         uint32_t consumers
         uint32_t members
-        uint32_t abandoned
-        uint32_t reclaimed
         uint32_t member_slot
 
     int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity,
@@ -97,3 +97,73 @@ cdef extern from "qmem.h" nogil:
     uint64_t qm_ring_maxsize(const qm_ring_t *ring)
 
     void qm_ring_wake_all(qm_ring_t *ring)
+
+
+    # ----- partition log
+    struct qm_log
+    ctypedef qm_log qm_log_t
+
+    const uint32_t QM_LOG_FSYNC
+
+    ctypedef struct qm_log_config_t:
+        uint64_t segment_bytes
+        uint64_t retention_bytes
+        int64_t retention_ns
+        uint32_t flags
+
+    int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
+                    qm_log_t **out)
+    void qm_log_close(qm_log_t *log)
+    int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg)
+
+    uint64_t qm_log_max_record(const qm_log_t *log)
+
+    ctypedef struct qm_log_entry_t:
+        const void *key
+        uint32_t key_len
+        const void *headers
+        uint32_t headers_len
+        const qm_iovec_t *value
+        int value_cnt
+        int64_t timestamp_ns
+
+    int qm_log_append(qm_log_t *log, const qm_log_entry_t *entry, uint64_t *offset)
+
+    ctypedef struct qm_log_cursor_t:
+        uint64_t base
+        uint64_t pos
+        uint64_t next_offset
+        uint64_t skipped
+
+    ctypedef struct qm_log_record_t:
+        uint64_t offset
+        int64_t timestamp_ns
+        const void *key
+        uint32_t key_len
+        const void *headers
+        uint32_t headers_len
+        const void *value
+        uint64_t value_len
+
+    int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset)
+    int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns)
+    int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec,
+                    int64_t deadline_ns)
+    int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end)
+    int qm_log_retain(qm_log_t *log, uint64_t *deleted)
+    void qm_log_interrupt(qm_log_t *log)
+    int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
+                        int64_t deadline_ns)
+
+    ctypedef struct qm_log_stats_t:
+        uint64_t start_offset, end_offset
+        uint64_t segments_rolled, abandoned
+        uint64_t segment_bytes
+        uint64_t bytes
+        uint64_t segments
+        uint64_t syncs, synced_appends
+        uint64_t recoveries, tail_cuts
+        uint32_t members
+        uint32_t member_slot
+
+    int qm_log_stats(qm_log_t *log, qm_log_stats_t *st)

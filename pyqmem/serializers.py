@@ -1,9 +1,11 @@
-"""How Python objects become ring records and back.
+"""How Python objects become ring records (and topic record values) and back.
 
 A serializer has ``frames`` (True: records are read with ``Ring.get_frame``,
 which splits off a tag byte; False: with ``Ring.get``), ``encode(obj, limit)``
 returning a record (one bytes-like object, or a list of bytes-like pieces the
-ring gathers into one record) and ``decode(item)``.
+ring gathers into one record), ``decode(item)``, and ``decode_view(view)``
+for a topic record: the object of the whole record given as a read-only
+memoryview into the log's mapping (the same bytes ``encode`` produced).
 
 "pickle" record formats, told apart by the first byte:
 
@@ -41,8 +43,8 @@ _FRAME_HEAD = struct.Struct("<QQ")
 
 def _too_large(size, limit):
     return MessageTooLarge(
-        f"message of {size} bytes is larger than this queue's max_message "
-        f"({limit} bytes, capacity // 4)"
+        f"message of {size} bytes is larger than the limit of {limit} bytes "
+        "(a queue's capacity // 4, a topic's segment_bytes // 2)"
     )
 
 
@@ -108,6 +110,19 @@ class PickleSerializer:
             f"record does not start with a pickle serializer tag (first byte {tag})"
         )
 
+    def decode_view(self, view):
+        """The object of a whole record.  Out-of-band buffers are copied
+        into one writable bytearray (as ``decode`` gets them), so arrays come
+        back writable and independent of the log's mapping."""
+        if not view:
+            raise CorruptError("empty record: no pickle serializer tag")
+        tag = view[0]
+        if tag == _TAG_PICKLE:
+            return pickle.loads(view)
+        if tag == _TAG_BYTES:
+            return view[1:].tobytes()
+        return self.decode((tag, bytearray(view[1:])))
+
 
 def _load_frame(frame):
     view = memoryview(frame)
@@ -144,6 +159,10 @@ class RawSerializer:
         """The bytes of the record."""
         return item
 
+    def decode_view(self, view):
+        """A copy of the record as bytes."""
+        return view.tobytes()
+
 
 class CustomSerializer:
     """Wraps a user object with ``dumps(obj) -> bytes-like`` and ``loads(buffer)``."""
@@ -167,13 +186,18 @@ class CustomSerializer:
         """``loads(bytes)``."""
         return self._spec.loads(item)
 
+    def decode_view(self, view):
+        """``loads(bytes)`` of a copy of the record (``loads`` gets bytes, as
+        from a Queue; ``Message.data`` is the zero-copy view)."""
+        return self._spec.loads(view.tobytes())
+
 
 _PICKLE = PickleSerializer()
 _RAW = RawSerializer()
 
 
 def resolve(spec):
-    """The serializer for a ``Queue(serializer=...)`` argument."""
+    """The serializer for a ``Queue(serializer=...)`` or ``Topic(serializer=...)`` argument."""
     if spec is None or (isinstance(spec, str) and spec == "raw"):
         return _RAW
     if isinstance(spec, str):

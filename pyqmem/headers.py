@@ -1,0 +1,110 @@
+"""Record headers: a dict of str -> bytes, stored as bytes the C core keeps opaque.
+
+Encoding (little-endian)::
+
+    u16 count
+    count times: u16 name length, UTF-8 name, u32 value length, value
+
+A record with no header at all is stored as zero bytes (not as a count of 0);
+both decode to ``{}``.  Names starting with ``"qm."`` are reserved for pyqmem:
+``"qm.correlation_id"`` carries ``send(correlation_id=...)`` and is exposed
+as ``Message.correlation_id``, not in ``Message.headers``.  Users may not
+set reserved names.  Header names are unique (a dict); order is kept.
+"""
+
+import struct
+from collections.abc import Mapping
+
+from .errors import CorruptError
+
+__all__ = ["encode", "decode", "CORRELATION_ID"]
+
+CORRELATION_ID = "qm.correlation_id"
+_RESERVED = "qm."
+_COUNT = struct.Struct("<H")
+_NAME_LEN = struct.Struct("<H")
+_VALUE_LEN = struct.Struct("<I")
+_U16_MAX = 0xFFFF
+_U32_MAX = 0xFFFFFFFF
+
+
+def encode(headers, correlation_id):
+    """The bytes of user `headers` (a mapping str -> bytes-like, or None)
+    plus the reserved correlation id (a str, or None).  TypeError/ValueError
+    on bad names or values."""
+    if headers is None:
+        headers = {}
+    elif not isinstance(headers, Mapping):
+        raise TypeError(f"headers must be a dict of str -> bytes, not {type(headers).__name__}")
+    if correlation_id is not None and not isinstance(correlation_id, str):
+        raise TypeError(f"correlation_id must be a str or None, not {type(correlation_id).__name__}")
+    items = []
+    for name, value in headers.items():
+        if not isinstance(name, str):
+            raise TypeError(f"header names must be str, not {type(name).__name__}")
+        if name.startswith(_RESERVED):
+            raise ValueError(f"header name {name!r}: names starting with 'qm.' are reserved")
+        items.append((name, value))
+    if correlation_id is not None:
+        items.append((CORRELATION_ID, correlation_id.encode("utf-8")))
+    if not items:
+        return b""
+    if len(items) > _U16_MAX:
+        raise ValueError(f"{len(items)} headers: at most {_U16_MAX} per record")
+    parts = [_COUNT.pack(len(items))]
+    for name, value in items:
+        raw_name = name.encode("utf-8")
+        if len(raw_name) > _U16_MAX:
+            raise ValueError(f"header name of {len(raw_name)} bytes: at most {_U16_MAX}")
+        try:
+            raw_value = memoryview(value).tobytes()
+        except TypeError:
+            raise TypeError(
+                f"header {name!r}: values must be bytes-like, not {type(value).__name__}"
+            ) from None
+        if len(raw_value) > _U32_MAX:
+            raise ValueError(f"header {name!r}: value of {len(raw_value)} bytes is too long")
+        parts += (_NAME_LEN.pack(len(raw_name)), raw_name, _VALUE_LEN.pack(len(raw_value)), raw_value)
+    return b"".join(parts)
+
+
+def decode(data):
+    """``(headers, correlation_id)`` from the bytes `data`; CorruptError if
+    the lengths do not add up or a name is not UTF-8."""
+    if not data:
+        return {}, None
+    size = len(data)
+    if size < _COUNT.size:
+        raise CorruptError(f"record headers of {size} bytes have no count")
+    (count,) = _COUNT.unpack_from(data)
+    pos = _COUNT.size
+    headers = {}
+    correlation_id = None
+    for _ in range(count):
+        if pos + _NAME_LEN.size > size:
+            raise CorruptError("record headers end inside a name length")
+        (name_len,) = _NAME_LEN.unpack_from(data, pos)
+        pos += _NAME_LEN.size
+        if pos + name_len + _VALUE_LEN.size > size:
+            raise CorruptError("record headers end inside a name")
+        try:
+            name = data[pos : pos + name_len].decode("utf-8")
+        except UnicodeDecodeError:
+            raise CorruptError("record header name is not UTF-8") from None
+        pos += name_len
+        (value_len,) = _VALUE_LEN.unpack_from(data, pos)
+        pos += _VALUE_LEN.size
+        if pos + value_len > size:
+            raise CorruptError(f"record header {name!r} ends past the headers")
+        value = data[pos : pos + value_len]
+        pos += value_len
+        if name == CORRELATION_ID:
+            try:
+                correlation_id = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise CorruptError("record correlation id is not UTF-8") from None
+        else:
+            headers[name] = value
+    if pos != size:
+        raise CorruptError(f"record headers have {size - pos} bytes after the last header")
+    return headers, correlation_id

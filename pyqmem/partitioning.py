@@ -1,0 +1,74 @@
+"""Which partition a record goes to.
+
+- An explicit ``partition`` wins (it must be in ``range(partitions)``).
+- Else a record with a key goes to ``(murmur2(key) & 0x7fffffff) % partitions``:
+  Kafka's default partitioner (``org.apache.kafka.common.utils.Utils.murmur2``,
+  seed ``0x9747b28c``, and ``toPositive``), so the same key lands on the same
+  partition across processes, restarts and Kafka clients.  A ``str`` key is
+  hashed as its UTF-8 bytes; any bytes-like key as its bytes.
+- Else round-robin, per ``Topic`` object, starting at a random partition.
+"""
+
+import itertools
+import random
+import struct
+
+__all__ = ["murmur2", "key_bytes", "partition_for_key", "RoundRobin"]
+
+_M = 0x5BD1E995
+_SEED = 0x9747B28C
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data):
+    """Kafka's 32-bit murmur2 of `data` (bytes), as a signed int like Java's."""
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    whole = length // 4
+    for k in struct.unpack_from(f"<{whole}I", data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    tail = length & 3
+    if tail:
+        rest = data[whole * 4 :]
+        if tail == 3:
+            h ^= rest[2] << 16
+        if tail >= 2:
+            h ^= rest[1] << 8
+        h ^= rest[0]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def key_bytes(key):
+    """The bytes of a record key: ``str`` as UTF-8, bytes-like as is."""
+    if isinstance(key, str):
+        return key.encode("utf-8")
+    if isinstance(key, bytes):
+        return key
+    try:
+        return memoryview(key).tobytes()
+    except TypeError:
+        raise TypeError(f"key must be str, bytes-like or None, not {type(key).__name__}") from None
+
+
+def partition_for_key(key, partitions):
+    """The partition of a record with key bytes `key`."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class RoundRobin:
+    """Cycles over ``range(partitions)`` from a random start (thread-safe:
+    ``next`` on an ``itertools.count`` is atomic)."""
+
+    def __init__(self, partitions):
+        self._partitions = partitions
+        self._counter = itertools.count(random.randrange(partitions))
+
+    def __call__(self):
+        return next(self._counter) % self._partitions
