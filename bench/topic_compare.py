@@ -1,0 +1,276 @@
+"""Topic benchmarks: pyqmem.Topic between real processes, beside
+multiprocessing.Queue and memcpy measured in the same run.
+
+Scenarios (1 producer process; subscribers are separate processes with
+group=None; 64 B values, durability "os" on /dev/shm unless said):
+
+  t1  single send -> single get             records/s, ratio to mp.Queue put/get
+  t2  send_many(64) -> get_many(64)         records/s
+  t3  send_many(64) with 1 and with 3 subscribers: producer records/s and the cost
+  t4  1 MiB values read zero-copy (msg.data copied once into a buffer), MB/s
+      beside single-core memcpy of 1 MiB
+  t5  durability="fsync" on disk (a folder under /tmp unless --fsync-dir):
+      4 sender processes, records/s and records per fdatasync
+
+Every row checks the record count (and for t1/t2 the content of every 256th
+record), and reports the median of --repeats runs.  Usage:
+    python bench/topic_compare.py [--quick] [--only t1,t4] [--json out.json]
+"""
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+import pyqmem
+
+SMALL = 64
+BATCH = 64
+MIB = 1 << 20
+
+
+def _topic(spec, **kw):
+    return pyqmem.Topic(spec["name"], dir=spec["dir"], create=False, **kw)
+
+
+# ---------------------------------------------------------------- children
+def producer(spec, n, mode, ready, go, out):
+    t = _topic(spec)
+    value = b"p" * SMALL if mode != "large" else b"L" * MIB
+    values = [bytes([i & 0xFF]) * SMALL for i in range(256)]
+    ready.wait()
+    go.wait()
+    t0 = time.perf_counter()
+    if mode == "single":
+        send = t.send
+        for i in range(n):
+            send(values[i & 255])
+    elif mode == "batch":
+        batch = values[:BATCH]
+        for _ in range(n // BATCH):
+            t.send_many(batch)
+    elif mode == "large":
+        for _ in range(n):
+            t.send(value)
+    out.put(("producer", n, time.perf_counter() - t0))
+    t.close()
+
+
+def subscriber(spec, n, mode, ready, out):
+    t = _topic(spec)
+    c = t.consumer(start="earliest")
+    buf = bytearray(MIB)
+    ready.wait()
+    got = bad = 0
+    t0 = None
+    if mode == "batch":
+        while got < n:
+            msgs = c.get_many(BATCH, timeout=30)
+            if t0 is None:
+                t0 = time.perf_counter()
+            got += len(msgs)
+    elif mode == "large":
+        while got < n:
+            m = c.get(timeout=30)
+            if t0 is None:
+                t0 = time.perf_counter()
+            buf[:] = m.data                       # one memcpy out of the mapping
+            got += 1
+    else:
+        while got < n:
+            m = c.get(timeout=30)
+            if t0 is None:
+                t0 = time.perf_counter()
+            if not (got & 255) and bytes(m.data) != bytes([got & 0xFF]) * SMALL:
+                bad += 1
+            got += 1
+    out.put(("subscriber", got, time.perf_counter() - t0, bad))
+    c.close()
+    t.close()
+
+
+def fsync_sender(spec, seconds, go, out):
+    t = _topic(spec)
+    go.wait()
+    end = time.perf_counter() + seconds
+    n = 0
+    while time.perf_counter() < end:
+        t.send(b"d" * SMALL)
+        n += 1
+    out.put(n)
+    t.close()
+
+
+def mp_pair(n, out_q, ready, go):
+    """multiprocessing.Queue single put/get of 64 B, for the ratio."""
+    q = mp.Queue(maxsize=4096)
+
+    def consume(q, n, res):
+        t0 = None
+        for i in range(n):
+            q.get()
+            if t0 is None:
+                t0 = time.perf_counter()
+        res.put(n / (time.perf_counter() - t0))
+    res = mp.Queue()
+    c = mp.Process(target=consume, args=(q, n, res))
+    c.start()
+    v = b"m" * SMALL
+    for _ in range(n):
+        q.put(v)
+    rate = res.get(timeout=120)
+    c.join()
+    return rate
+
+
+# ---------------------------------------------------------------- runner
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.ctx = mp.get_context("fork")
+        self.root = tempfile.mkdtemp(prefix="qmbench-", dir="/dev/shm")
+        os.chmod(self.root, 0o700)
+        self.seq = 0
+        self.rows = []
+
+    def new_topic(self, dir=None, **kw):
+        self.seq += 1
+        spec = {"name": f"t{os.getpid()}-{self.seq}", "dir": dir or self.root}
+        t = pyqmem.Topic(spec["name"], dir=spec["dir"], create=True, **kw)
+        return spec, t
+
+    def run_pair(self, n, mode, subscribers=1, **topic_kw):
+        spec, t = self.new_topic(**topic_kw)
+        out = self.ctx.Queue()
+        ready = self.ctx.Barrier(subscribers + 1)
+        go = self.ctx.Event()
+        subs = [self.ctx.Process(target=subscriber, args=(spec, n, mode, ready, out))
+                for _ in range(subscribers)]
+        for p in subs:
+            p.start()
+        prod = self.ctx.Process(target=producer, args=(spec, n, mode, ready, go, out))
+        prod.start()
+        go.set()
+        results = [out.get(timeout=300) for _ in range(subscribers + 1)]
+        for p in subs + [prod]:
+            p.join(60)
+        t.close()
+        shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
+        prod_rate = next(r[1] / r[2] for r in results if r[0] == "producer")
+        subs_res = [r for r in results if r[0] == "subscriber"]
+        for r in subs_res:
+            if r[1] != n or r[3]:
+                raise SystemExit(f"{mode}: subscriber got {r[1]} of {n}, {r[3]} bad")
+        return prod_rate, statistics.median(r[1] / r[2] for r in subs_res)
+
+    def median(self, fn):
+        vals = [fn() for _ in range(self.args.repeats)]
+        return statistics.median(vals), vals
+
+    def row(self, scen, what, value, unit, note=""):
+        self.rows.append({"scenario": scen, "what": what, "value": value, "unit": unit,
+                          "note": note})
+        print(f"{scen:3} {what:52} {value:>14,.0f} {unit:10} {note}", flush=True)
+
+    def t1(self, n):
+        mp_rate, _ = self.median(lambda: mp_pair(n // 4, None, None, None))
+        self.row("t1", "multiprocessing.Queue put/get 64 B", mp_rate, "msg/s")
+        rate, _ = self.median(lambda: self.run_pair(n, "single")[1])
+        self.row("t1", "Topic send -> get 64 B (1 subscriber)", rate, "rec/s",
+                 f"= {rate / mp_rate:.1f}x mp.Queue (target >= 10x)")
+
+    def t2(self, n):
+        rate, _ = self.median(lambda: self.run_pair(n, "batch")[1])
+        self.row("t2", "Topic send_many(64) -> get_many(64)", rate, "rec/s",
+                 "(target >= 2,000,000)")
+
+    def t3(self, n):
+        one, _ = self.median(lambda: self.run_pair(n, "batch", 1)[0])
+        three, _ = self.median(lambda: self.run_pair(n, "batch", 3)[0])
+        self.row("t3", "producer send_many, 1 subscriber", one, "rec/s")
+        self.row("t3", "producer send_many, 3 subscribers", three, "rec/s",
+                 f"cost {100 * (1 - three / one):.1f}% (target < 10%; 2 cores for 4 processes)")
+
+    def t4(self, n):
+        src = bytearray(os.urandom(MIB))
+        dst = bytearray(MIB)
+        reps = 2000
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            dst[:] = src
+        memcpy = reps * MIB / (time.perf_counter() - t0) / 1e6
+        self.row("t4", "memcpy 1 MiB (bytearray slice copy), 1 core", memcpy, "MB/s")
+        rate, _ = self.median(lambda: self.run_pair(n, "large")[1])
+        mbs = rate * MIB / 1e6
+        self.row("t4", "Topic 1 MiB values, zero-copy read + 1 copy", mbs, "MB/s",
+                 f"= {mbs / memcpy:.2f} of memcpy (target >= 0.80)")
+
+    def t5(self, seconds):
+        fdir = self.args.fsync_dir or tempfile.mkdtemp(prefix="qmbench-fsync-", dir="/tmp")
+        os.chmod(fdir, 0o700)
+        try:
+            spec, t = self.new_topic(dir=fdir, durability="fsync")
+            out = self.ctx.Queue()
+            go = self.ctx.Event()
+            ps = [self.ctx.Process(target=fsync_sender, args=(spec, seconds, go, out))
+                  for _ in range(4)]
+            for p in ps:
+                p.start()
+            time.sleep(0.2)
+            go.set()
+            total = sum(out.get(timeout=120) for _ in ps)
+            for p in ps:
+                p.join(60)
+            st = t.stats()["partitions"][0]
+            t.close()
+            syncs = st.get("syncs") or 0
+            appends = st.get("synced_appends") or total
+            self.row("t5", f"fsync on disk ({fdir}), 4 senders", total / seconds, "rec/s",
+                     f"{appends / syncs:.1f} records per fdatasync" if syncs else "")
+        finally:
+            if not self.args.fsync_dir:
+                shutil.rmtree(fdir, ignore_errors=True)
+
+    def close(self):
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="t1,t2,t3,t4,t5")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--json")
+    ap.add_argument("--fsync-dir")
+    args = ap.parse_args(argv)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    scale = 1 if args.quick else 4
+    b = Bench(args)
+    print(f"pyqmem topic benchmarks: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+          f"median of {args.repeats}", flush=True)
+    try:
+        only = set(args.only.split(","))
+        if "t1" in only:
+            b.t1(50_000 * scale)
+        if "t2" in only:
+            b.t2(BATCH * 10_000 * scale)
+        if "t3" in only:
+            b.t3(BATCH * 5_000 * scale)
+        if "t4" in only:
+            b.t4(500 * scale)
+        if "t5" in only:
+            b.t5(1.0 if args.quick else 2.0)
+    finally:
+        b.close()
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(b.rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
