@@ -50,6 +50,11 @@ def pytest_configure(config):
         pp = os.environ.get("PYTHONPATH", "")
         if TESTS_DIR not in pp.split(os.pathsep):
             os.environ["PYTHONPATH"] = TESTS_DIR + (os.pathsep + pp if pp else "")
+        # one forkserver per session, with the worker code preloaded: a child costs milliseconds
+        import multiprocessing
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            multiprocessing.set_forkserver_preload(["helpers.workers", "helpers.msgs", "pyqmem"])
 
 
 def pytest_unconfigure(config):

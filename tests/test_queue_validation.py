@@ -342,3 +342,20 @@ def test_terabyte_message_raises_message_too_large_before_allocating(qname, shm_
     assert res["depth"] == 0, res
     assert res["peak"] < 1024 * 1024, res
     assert res["rss_growth_kib"] < 16 * 1024, res
+
+
+def test_the_file_activity_watch_itself_detects_python_level_access(shm_dir):
+    """Guards the guard: the audit-hook watch used above must notice a file opened in the shm dir."""
+    probe = os.path.join(shm_dir, "pyqmem.watch-probe")
+    with _AuditWatch() as w:
+        with open(probe, "wb"):
+            pass
+    os.unlink(probe)
+    assert any(ev == "open" for ev, _ in w.touched)
+    before = _listing(shm_dir)
+    with open(probe, "wb"):
+        pass
+    try:
+        assert _listing(shm_dir) != before
+    finally:
+        os.unlink(probe)

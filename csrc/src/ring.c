@@ -350,10 +350,22 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
             atomic_store_explicit(&r->mb.me->reading, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
             /* Narrow the stale-position window: if read moved on, rd is old. */
             if (atomic_load_explicit(&c->read.pos, memory_order_acquire) != rd) continue;
+            /* Count the take before making it: a consumer killed between the
+             * two leaves the depth one too low, never one too high (a
+             * phantom that, with maxsize, would shut producers out for good).
+             * Producers count after committing, erring the same way. */
+            bool counts = st == QM_ST_COMMITTED;
+            if (counts) counter_add(&r->mb.me->got_count, 1);
             /* [C2] acq_rel: the take; exactly one consumer wins. */
             if (!atomic_compare_exchange_strong_explicit(wp, &w, mine, memory_order_acq_rel,
-                                                         memory_order_relaxed))
+                                                         memory_order_relaxed)) {
+                if (counts)
+                    atomic_store_explicit(&r->mb.me->got_count,
+                                          atomic_load_explicit(&r->mb.me->got_count,
+                                                               memory_order_relaxed) - 1,
+                                          memory_order_relaxed);
                 continue;
+            }
             QM_KILLPOINT("ring.after_take");
             /* [C3] the read cursor is a hint; failure: a helper moved it */
             uint64_t expect = rd;
@@ -373,7 +385,6 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
             rec->len = len;
             rec->pos = rd;
             rec->word = mine;
-            counter_add(&r->mb.me->got_count, 1);
             counter_add(&r->mb.me->got_bytes, len);
             return QM_OK;
         }

@@ -6,6 +6,7 @@ Children send tuples over their Connection:
     ("torn", consumer, text)                           a message failed its checksum
     ("full", producer, seq)                            a put timed out (diagnostic)
     ("error", who, text)                               unexpected exception in a child
+    ("hello", who)                                     the child is up and working
     ("done", who, info)                                orderly exit
 A background thread feeds them into a History under a lock.
 """
@@ -32,6 +33,7 @@ class Collector(threading.Thread):
         self.errors: list = []
         self.full = Counter()
         self.done: dict = {}
+        self.hello: set = set()
         self.deliveries_by: Counter = Counter()
         self._watch = None              # (t_kill, producers)
         self._watch_hit = None          # (t_recv, consumer, producer, seq)
@@ -104,6 +106,8 @@ class Collector(threading.Thread):
             self.full[msg[1]] += 1
         elif kind == "error":
             self.errors.append(msg[1:])
+        elif kind == "hello":
+            self.hello.add(msg[1])
         elif kind == "done":
             self.done[msg[1]] = msg[2] if len(msg) > 2 else None
         else:
@@ -119,6 +123,10 @@ class Collector(threading.Thread):
     def watch_hit(self):
         with self.lock:
             return self._watch_hit
+
+    def said_hello(self, who) -> bool:
+        with self.lock:
+            return who in self.hello
 
     def max_acked(self, producer) -> int:
         with self.lock:

@@ -303,3 +303,64 @@ def victim_consumer(name, consumer, conn, deadline_s):
     except BaseException:
         _send(conn, "error", consumer, traceback.format_exc())
     conn.close()
+
+
+def blast_producer(name, producer, conn, stop, deadline_s, fast=False):
+    """Keep the ring full of self-checking messages (no per-message reports); report errors.
+    stop=None for a process that will be SIGKILLed (see blast_consumer).  fast=True cycles
+    through a few pre-encoded messages so nearly all the time is spent inside put()."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    sizes = (100, 5000, 20000, 60 * 1024)
+    canned = [msgs.encode(producer, i, n) for i, n in enumerate(sizes)] if fast else None
+    seq = 0
+    try:
+        q = _open(name)
+        while (stop is None or not stop.is_set()) and time.monotonic() < end:
+            m = canned[seq % len(canned)] if fast else msgs.encode(producer, seq, sizes[seq % len(sizes)])
+            try:
+                q.put(m, timeout=0.2)
+            except pyqmem.Full:
+                continue
+            if seq == 0:
+                _send(conn, "hello", producer)
+            seq += 1
+        q.close()
+    except BaseException:
+        _send(conn, "error", producer, traceback.format_exc())
+    _send(conn, "done", producer, seq)
+    conn.close()
+
+
+def blast_consumer(name, consumer, conn, stop, throttle_s, deadline_s, fast=False):
+    """Take messages as fast as possible (checking each unless fast); report only problems.
+
+    A process that may be SIGKILLed must get stop=None: a multiprocessing Event has a lock
+    inside, and a process killed while holding it wedges every other user of the Event."""
+    import pyqmem
+
+    end = time.monotonic() + deadline_s
+    n = 0
+    try:
+        q = _open(name)
+        while (stop is None or not stop.is_set()) and time.monotonic() < end:
+            try:
+                b = q.get(timeout=0.05)
+            except pyqmem.Empty:
+                continue
+            if not fast or n == 0:  # fast: nearly all the time is spent inside get()
+                try:
+                    msgs.decode(b)
+                except msgs.TornMessage as e:
+                    _send(conn, "torn", consumer, str(e))
+            if n == 0:
+                _send(conn, "hello", consumer)
+            n += 1
+            if throttle_s:
+                time.sleep(throttle_s)
+        q.close()
+    except BaseException:
+        _send(conn, "error", consumer, traceback.format_exc())
+    _send(conn, "done", consumer, n)
+    conn.close()
