@@ -760,6 +760,36 @@ static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t 
     return rc;
 }
 
+/* Advance `cur` record by record (across segments) until its next offset
+ * reaches `offset`, or it stands on a committed record with a timestamp >=
+ * `timestamp_ns`, or the end of what is written. */
+static int walk(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset, int64_t timestamp_ns) {
+    while (cur->next_offset < offset) {
+        uint8_t *seg;
+        int rc = seg_get(lg, cur->base, &seg);
+        if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
+        uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
+        uint32_t st = QM_REC_STATE(w);
+        if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
+        if (st == QM_REC_END) {
+            cur->base = cur->next_offset;
+            cur->pos = QM_SEGMENT_HEADER;
+            continue;
+        }
+        if (bad_len(cur->pos, QM_REC_LEN(w), lg->segment_bytes))
+            return qm__fail(QM_ECORRUPT, "record at %llu has bad length",
+                            (unsigned long long)cur->pos);
+        if (st == QM_REC_COMMITTED && timestamp_ns != INT64_MAX) {
+            int64_t ts;
+            memcpy(&ts, seg + cur->pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
+            if (ts >= timestamp_ns) return QM_OK;
+        }
+        cur->pos += QM_REC_LEN(w);
+        cur->next_offset++;
+    }
+    return QM_OK;
+}
+
 /* Move `cur` (at the start of segment `base`) to the record index entry k
  * names, if the entry is written and the record there really is the
  * committed record it claims to be (entries are shared bytes). */
@@ -821,25 +851,7 @@ int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
         if (m->idx) seek_entry(lg, cur, m, idx_find_offset(lg, m, offset));
     }
     /* walk the rest: less than one index interval and one record */
-    while (cur->next_offset < offset) {
-        uint8_t *seg;
-        rc = seg_get(lg, cur->base, &seg);
-        if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
-        uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
-        uint32_t st = QM_REC_STATE(w);
-        if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
-        if (st == QM_REC_END) {
-            cur->base = cur->next_offset;
-            cur->pos = QM_SEGMENT_HEADER;
-            continue;
-        }
-        if (bad_len(cur->pos, QM_REC_LEN(w), lg->segment_bytes))
-            return qm__fail(QM_ECORRUPT, "record at %llu has bad length",
-                            (unsigned long long)cur->pos);
-        cur->pos += QM_REC_LEN(w);
-        cur->next_offset++;
-    }
-    return QM_OK;
+    return walk(lg, cur, offset, INT64_MAX);
 }
 
 /* Every segment base on disk, ascending (caller frees). */
@@ -993,29 +1005,7 @@ int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
             }
         if (first > 0) seek_entry(lg, cur, m, idx_written_at_or_before(m->idx, first - 1, 0));
     }
-    for (;;) {   /* the last stretch record by record */
-        uint8_t *seg;
-        rc = seg_get(lg, cur->base, &seg);
-        if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
-        uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
-        uint32_t st = QM_REC_STATE(w);
-        if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
-        if (st == QM_REC_END) {
-            cur->base = cur->next_offset;
-            cur->pos = QM_SEGMENT_HEADER;
-            continue;
-        }
-        if (bad_len(cur->pos, QM_REC_LEN(w), lg->segment_bytes))
-            return qm__fail(QM_ECORRUPT, "record at %llu has bad length",
-                            (unsigned long long)cur->pos);
-        if (st == QM_REC_COMMITTED) {
-            int64_t ts;
-            memcpy(&ts, seg + cur->pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
-            if (ts >= timestamp_ns) return QM_OK;
-        }
-        cur->pos += QM_REC_LEN(w);
-        cur->next_offset++;
-    }
+    return walk(lg, cur, UINT64_MAX, timestamp_ns);   /* the last stretch */
 }
 
 /* 1: something to do at the cursor (a record, a skip, a segment change);

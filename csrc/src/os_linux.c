@@ -23,14 +23,17 @@ static long futex(_Atomic uint32_t *word, int op, uint32_t val,
     return syscall(SYS_futex, (uint32_t *)word, op, val, ts, NULL, val3);
 }
 
+/* An absolute deadline as a timespec, or NULL for QM_FOREVER. */
+static struct timespec *deadline_ts(int64_t deadline_ns, struct timespec *ts) {
+    if (deadline_ns == QM_FOREVER) return NULL;
+    if (deadline_ns < 0) deadline_ns = 0;
+    ts->tv_sec = (time_t)(deadline_ns / 1000000000);
+    ts->tv_nsec = (long)(deadline_ns % 1000000000);
+    return ts;
+}
+
 int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadline_ns) {
-    struct timespec ts, *tsp = NULL;
-    if (deadline_ns != QM_FOREVER) {
-        if (deadline_ns < 0) deadline_ns = 0;
-        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
-        ts.tv_nsec = (long)(deadline_ns % 1000000000);
-        tsp = &ts;
-    }
+    struct timespec ts, *tsp = deadline_ts(deadline_ns, &ts);
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline.  Never
      * FUTEX_PRIVATE_FLAG: the word is shared between processes. */
     if (futex(word, FUTEX_WAIT_BITSET, expected, tsp, FUTEX_BITSET_MATCH_ANY) == 0)
@@ -67,13 +70,7 @@ int qm__os_futex_waitv(_Atomic uint32_t *const *words, const uint32_t *expected,
         w[i].flags = FUTEX_32;   /* shared: never FUTEX_PRIVATE_FLAG */
         w[i].reserved = 0;
     }
-    struct timespec ts, *tsp = NULL;
-    if (deadline_ns != QM_FOREVER) {
-        if (deadline_ns < 0) deadline_ns = 0;
-        ts.tv_sec = (time_t)(deadline_ns / 1000000000);
-        ts.tv_nsec = (long)(deadline_ns % 1000000000);
-        tsp = &ts;
-    }
+    struct timespec ts, *tsp = deadline_ts(deadline_ns, &ts);
     long rc = syscall(SYS_futex_waitv, w, (unsigned)n, 0u, tsp, CLOCK_MONOTONIC);
     if (rc >= 0) return QM_OK;
     switch (errno) {
