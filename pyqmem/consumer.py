@@ -235,7 +235,7 @@ class Consumer:
 
     def _message(self, partition, record):
         offset, timestamp_ns, key, head, data = record
-        headers, correlation_id = _decode_headers(head)
+        headers, correlation_id = _decode_headers(head) if head else ({}, None)
         return Message(data, key, headers, partition, offset, timestamp_ns / 1e9,
                        correlation_id, self._serializer)
 

@@ -33,6 +33,8 @@ def encode(headers, correlation_id):
     plus the reserved correlation id (a str, or None).  TypeError/ValueError
     on bad names or values."""
     if headers is None:
+        if correlation_id is None:
+            return b""   # the common case: no header block at all
         headers = {}
     elif not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a dict of str -> bytes, not {type(headers).__name__}")

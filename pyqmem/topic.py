@@ -73,7 +73,7 @@ from .errors import AlreadyExists, Closed, CorruptError, IncompatibleError, NotF
 from .naming import check_name
 from .partitioning import RoundRobin, key_bytes, partition_for_key
 from .queue import _check_int
-from .serializers import resolve
+from .serializers import RawSerializer, resolve
 
 __all__ = ["Topic", "RecordMetadata"]
 
@@ -312,6 +312,7 @@ class Topic:
         _check_create(create)
         _dir_argument(dir)
         self._serializer = resolve(serializer)
+        self._raw = isinstance(self._serializer, RawSerializer)
         self._serializer_spec = serializer
         self._name = name
         self._lock = threading.Lock()
@@ -511,6 +512,8 @@ class Topic:
         raw_key = None if key is None else key_bytes(key)
         p = self._partition(partition, raw_key)
         head = _headers.encode(headers, correlation_id)
+        if self._raw and type(value) is bytes and len(value) <= self._max_value:
+            return self._append(p, raw_key, head, value)   # nothing to encode or check
         return self._append(p, raw_key, head, self._encode(value))
 
     def send_many(self, values, *, key=None):
