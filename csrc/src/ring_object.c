@@ -177,6 +177,14 @@ int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len) {
     return QM_OK;
 }
 
+/* Register a bound handle for fork handling and give it a member slot. */
+static int handle_join(qm_ring_t *r) {
+    qm__registry_add(&r->mb);
+    int rc = qm__member_join(&r->mb);
+    if (rc) qm__registry_remove(&r->mb);
+    return rc;
+}
+
 typedef struct ring_params {
     unsigned cap_log2;
     uint64_t maxsize;
@@ -211,12 +219,8 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
     r->owns_mapping = true;
     rc = qm__ring_bind(r, obj.base, obj.len);
     if (rc) goto fail;
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
+    rc = handle_join(r);
+    if (rc) goto fail;
     *out = r;
     return QM_OK;
 fail:
@@ -248,12 +252,8 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
         rc = qm__ring_bind(r, ring->base, ring->map_len);
     }
     if (rc) goto fail;
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
+    rc = handle_join(r);
+    if (rc) goto fail;
     *out = r;
     return QM_OK;
 fail:
@@ -276,12 +276,8 @@ int qm_ring_attach_memory(void *mem, uint64_t len, qm_ring_t **out) {
     if (!r) return -ENOMEM;
     int rc = qm__ring_bind(r, mem, len);
     if (rc) goto fail;
-    qm__registry_add(&r->mb);
-    rc = qm__member_join(&r->mb);
-    if (rc) {
-        qm__registry_remove(&r->mb);
-        goto fail;
-    }
+    rc = handle_join(r);
+    if (rc) goto fail;
     *out = r;
     return QM_OK;
 fail:
