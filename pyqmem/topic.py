@@ -522,9 +522,27 @@ class Topic:
         checked before the first is appended; if an append fails, the values
         before it stay appended."""
         raw_key = None if key is None else key_bytes(key)
-        records = [self._encode(value) for value in values]
-        return [self._append(self._partition(None, raw_key), raw_key, b"", record)
-                for record in records]
+        values = values if type(values) is list else list(values)
+        limit = self._max_value
+        if self._raw and all(type(v) is bytes and len(v) <= limit for v in values):
+            records = values   # nothing to encode or check
+        else:
+            records = [self._encode(value) for value in values]
+        if self._closed:
+            raise Closed(f"topic {self._name!r} is closed")
+        # one batch per partition, each in order (round-robin or by key)
+        parts = [self._partition(None, raw_key) for _ in records]
+        batches = {}
+        for i, p in enumerate(parts):
+            batches.setdefault(p, []).append(i)
+        now = time.time_ns()
+        offsets = [0] * len(records)
+        for p, idx in batches.items():
+            batch = records if len(idx) == len(records) else [records[i] for i in idx]
+            for i, off in zip(idx, self._log(p).append_many(raw_key, batch, now)):
+                offsets[i] = off
+        ts = now / 1e9
+        return [RecordMetadata(p, off, ts, f"{p}-{off}") for p, off in zip(parts, offsets)]
 
     # ----- consuming --------------------------------------------------------
     def consumer(self, group=None, *, start="earliest", mode="at_least_once",
