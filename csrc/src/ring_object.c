@@ -177,12 +177,21 @@ int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len) {
     return QM_OK;
 }
 
-/* Register a bound handle for fork handling and give it a member slot. */
-static int handle_join(qm_ring_t *r) {
-    qm__registry_add(&r->mb);
-    int rc = qm__member_join(&r->mb);
-    if (rc) qm__registry_remove(&r->mb);
-    return rc;
+/* Finish a new handle: validate and bind the mapping, register it for
+ * fork handling, give it a member slot; on failure free it. */
+static int handle_finish(qm_ring_t *r, uint8_t *base, uint64_t len, qm_ring_t **out) {
+    int rc = qm__ring_bind(r, base, len);
+    if (!rc) {
+        qm__registry_add(&r->mb);
+        rc = qm__member_join(&r->mb);
+        if (rc) qm__registry_remove(&r->mb);
+    }
+    if (rc) {
+        handle_free(r);
+        return rc;
+    }
+    *out = r;
+    return QM_OK;
 }
 
 typedef struct ring_params {
@@ -217,12 +226,7 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
     r->base = obj.base;
     r->map_len = obj.len;
     r->owns_mapping = true;
-    rc = qm__ring_bind(r, obj.base, obj.len);
-    if (rc) goto fail;
-    rc = handle_join(r);
-    if (rc) goto fail;
-    *out = r;
-    return QM_OK;
+    return handle_finish(r, obj.base, obj.len, out);
 fail:
     handle_free(r);
     return rc;
@@ -247,15 +251,9 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
         if (rc) goto fail;
         r->owns_mapping = true;
         r->base = base;   /* freed by handle_free on failure */
-        rc = qm__ring_bind(r, base, ring->map_len);
-    } else {
-        rc = qm__ring_bind(r, ring->base, ring->map_len);
+        return handle_finish(r, base, ring->map_len, out);
     }
-    if (rc) goto fail;
-    rc = handle_join(r);
-    if (rc) goto fail;
-    *out = r;
-    return QM_OK;
+    return handle_finish(r, ring->base, ring->map_len, out);
 fail:
     handle_free(r);
     return rc;
@@ -274,15 +272,7 @@ int qm_ring_attach_memory(void *mem, uint64_t len, qm_ring_t **out) {
     if (!mem || ((uintptr_t)mem & 4095)) return qm__fail(QM_EINVAL, "memory not page aligned");
     qm_ring_t *r = handle_new();
     if (!r) return -ENOMEM;
-    int rc = qm__ring_bind(r, mem, len);
-    if (rc) goto fail;
-    rc = handle_join(r);
-    if (rc) goto fail;
-    *out = r;
-    return QM_OK;
-fail:
-    handle_free(r);
-    return rc;
+    return handle_finish(r, mem, len, out);
 }
 
 void qm_ring_close(qm_ring_t *ring) {
