@@ -285,14 +285,23 @@ typedef struct qm_log_entry {
  * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment, EIO). */
 int qm_log_append(qm_log_t *log, const qm_log_entry_t *entry, uint64_t *offset);
 
-/* A reader's position.  Initialise with qm_log_seek(). */
+/* A reader's position.  Zero it, set `flags`, then place it with
+ * qm_log_seek() (which keeps `flags`). */
 typedef struct qm_log_cursor {
     uint64_t base;             /* segment the cursor is in */
     uint64_t pos;              /* byte position in it */
     uint64_t next_offset;      /* offset of the record at pos */
     uint64_t skipped;          /* records retention removed before this cursor
                                 * read them (it then jumps to the log start) */
+    uint64_t flags;            /* QM_CURSOR_* below */
 } qm_log_cursor_t;
+
+/* Read without checking each record's CRC-32C (every header field and
+ * length is still validated, so a bad record still cannot make a read go
+ * out of bounds; only scribbled payload bytes go unnoticed).  Like Kafka's
+ * check.crcs=false: for readers of /dev/shm topics that want the CRC pass
+ * off their read path.  Recovery on open always checks CRCs. */
+#define QM_CURSOR_NO_CRC 1u
 
 typedef struct qm_log_record {
     uint64_t offset;
@@ -320,7 +329,7 @@ int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns);
  * behind retention jumps to the log start and adds what it missed to
  * cur->skipped.  Waits for a record until the deadline: QM_EAGAIN
  * (QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR; QM_ECORRUPT if the record fails
- * validation or its CRC. */
+ * validation or its CRC (unless the cursor has QM_CURSOR_NO_CRC). */
 int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline_ns);
 
 /* First offset still stored and the next offset to be assigned. */

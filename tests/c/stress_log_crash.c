@@ -94,7 +94,7 @@ static void killed_writers_lose_nothing_acknowledged(void) {
     pid_t surv[SURVIVORS];
     for (uint32_t i = 0; i < SURVIVORS; i++)
         if ((surv[i] = fork()) == 0) writer_main(i);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     long wedged = 0;
     for (long t = 0; t < trials; t++) {

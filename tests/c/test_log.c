@@ -43,7 +43,7 @@ static void appends_get_consecutive_offsets_and_read_back_in_order(void) {
         CHECK_RC(append_str(lg, "k", v, &off), 0);
         CHECK(off == i);
     }
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     for (uint64_t i = 0; i < 100; i++) {
         qm_log_record_t rec;
@@ -89,7 +89,7 @@ static void empty_values_and_largest_record_fit_larger_is_refused(void) {
     e.key = NULL;
     v.len = SEG / 2 + 1;
     CHECK_RC(qm_log_append(lg, &e, &off), QM_ETOOBIG);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
@@ -109,7 +109,7 @@ static void full_segments_roll_and_readers_follow_across_them(void) {
     qm_log_stats_t st;
     CHECK_RC(qm_log_stats(lg, &st), 0);
     CHECK(st.segments_rolled >= 8 && st.end_offset == 200 && st.start_offset == 0);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     for (uint64_t i = 0; i < 200; i++) {
         qm_log_record_t rec;
@@ -135,7 +135,7 @@ static void records_survive_close_and_reopen(void) {
     CHECK_RC(qm_log_open(logdir("persist"), QM_OPEN_ONLY, segcfg(), &lg), 0);
     CHECK_RC(append_str(lg, "k", "more", &off), 0);
     CHECK(off == 40);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek(lg, &cur, 39), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
@@ -180,7 +180,7 @@ static void dead_writer_leaves_a_gap_and_never_blocks_readers(void) {
     waitpid(pid, NULL, 0);
     CHECK_RC(append_str(lg, NULL, "after", &off), 0);
     CHECK(off == 2);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
@@ -202,10 +202,15 @@ static void flipped_bit_is_a_crc_error_and_bad_length_is_corrupt(void) {
     uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
     CHECK(seg != NULL);
     seg[QM_SEGMENT_HEADER + QM_RECORD_HEADER + 10] ^= 0x10;
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), QM_ECORRUPT);
+    /* a reader that opted out of CRCs gets the record; the flag survives seeks */
+    qm_log_cursor_t trusting = {.flags = QM_CURSOR_NO_CRC};
+    CHECK_RC(qm_log_seek(lg, &trusting, 0), 0);
+    CHECK_RC(qm_log_read(lg, &trusting, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 0 && rec.value_len == 28);
     seg[QM_SEGMENT_HEADER + QM_RECORD_HEADER + 10] ^= 0x10;
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
     /* a length word pointing past the segment */
@@ -307,7 +312,7 @@ static void retention_deletes_old_segments_and_late_readers_skip_ahead(void) {
     qm_log_config_t cfg = {SEG, 4 * SEG, 0, 0};
     qm_log_t *lg;
     CHECK_RC(qm_log_open(logdir("retention"), QM_CREATE_ONLY, &cfg, &lg), 0);
-    qm_log_cursor_t late, early;
+    qm_log_cursor_t late = {0}, early = {0};
     CHECK_RC(qm_log_seek(lg, &late, 0), 0);
     CHECK_RC(qm_log_seek(lg, &early, 0), 0);
     static char v[3000];
@@ -375,7 +380,7 @@ static void seek_by_time_finds_the_first_record_at_or_after(void) {
         qm_log_entry_t e = {NULL, 0, NULL, 0, &val, 1, INT64_C(1000) * (i + 1)};
         CHECK_RC(qm_log_append(lg, &e, &off), 0);
     }
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek_time(lg, &cur, 150500), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
@@ -422,7 +427,7 @@ static void wait_any_wakes_for_an_append_to_any_log(void) {
     qm_log_t *a, *b;
     CHECK_RC(qm_log_open(logdir("wa"), QM_CREATE_ONLY, segcfg(), &a), 0);
     CHECK_RC(qm_log_open(logdir("wb"), QM_CREATE_ONLY, segcfg(), &b), 0);
-    qm_log_cursor_t cur[2];
+    qm_log_cursor_t cur[2] = {{0}};
     CHECK_RC(qm_log_seek(a, &cur[0], 0), 0);
     CHECK_RC(qm_log_seek(b, &cur[1], 0), 0);
     qm_log_t *logs[2] = {a, b};
@@ -464,7 +469,7 @@ static void seeks_use_the_index_and_survive_a_bad_or_missing_one(void) {
         qm_log_entry_t e = {NULL, 0, NULL, 0, &val, 1, INT64_C(1000) * (i + 1)};
         CHECK_RC(qm_log_append(lg, &e, &off), 0);
     }
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     for (uint64_t want = 0; want < 3000; want += 97) {
         CHECK_RC(qm_log_seek(lg, &cur, want), 0);
@@ -506,7 +511,7 @@ static void lone_opener_cuts_a_torn_tail_and_abandons_dead_writers(void) {
     uint64_t off;
     CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
     for (int i = 0; i < 10; i++) CHECK_RC(append_str(lg, "k", "intact record", &off), 0);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     CHECK_RC(qm_log_seek(lg, &cur, 7), 0);
     uint64_t torn_at = cur.pos;
     qm_log_close(lg);
@@ -566,7 +571,7 @@ static void lone_opener_abandons_records_left_writing(void) {
     CHECK(st.abandoned == 1 && st.end_offset == 2 && st.tail_cuts == 0);
     CHECK_RC(append_str(lg, NULL, "third", &off), 0);
     CHECK(off == 2);
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     qm_log_record_t rec;
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
@@ -601,7 +606,7 @@ static void writer_processes_interleave_without_loss_across_rolls(void) {
         }
     }
     /* read concurrently while they write */
-    qm_log_cursor_t cur;
+    qm_log_cursor_t cur = {0};
     CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
     long next[WRITERS] = {0}, got = 0, bad = 0;
     while (got < WRITERS * per) {
