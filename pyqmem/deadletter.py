@@ -1,0 +1,106 @@
+"""What a dead-lettered record carries: headers naming where it came from and why.
+
+When a consumer group gives up on a record (``max_deliveries`` reached), it
+appends the record to the dead-letter topic (``"<topic>.dlq"`` by default)
+with its key, value, correlation id and user headers unchanged, plus these
+headers (UTF-8 text values, so any tool can read them)::
+
+    dlq.topic           the source topic's name
+    dlq.group           the consumer group that gave up
+    dlq.partition       partition of the original record (decimal)
+    dlq.offset          offset of the original record (decimal)
+    dlq.delivery_count  deliveries it had (decimal)
+    dlq.error           the last error, "<ExceptionType>: <text>" (at most
+                        ERROR_MAX bytes; empty if the record was never nacked
+                        with an error, e.g. its consumers kept dying)
+    dlq.timestamp       when it was dead-lettered, ns since the epoch (decimal)
+
+A record dead-lettered again after a redrive gets fresh values.  Redrive
+(:func:`original_headers`) removes them before sending the record back.
+"""
+
+import time
+from typing import NamedTuple
+
+__all__ = ["ERROR_MAX", "PREFIX", "DeadLetterInfo", "dead_letter_headers", "info",
+           "original_headers", "error_text"]
+
+PREFIX = "dlq."
+ERROR_MAX = 4096
+_INT_FIELDS = ("partition", "offset", "delivery_count", "timestamp")
+
+
+class DeadLetterInfo(NamedTuple):
+    """The ``dlq.*`` headers of a dead-lettered record, decoded."""
+
+    topic: str
+    group: str
+    partition: int
+    offset: int
+    delivery_count: int
+    error: str
+    timestamp: int   # ns since the epoch
+
+
+def error_text(error):
+    """The ``dlq.error`` text of `error` (an exception, a str or None),
+    cut to ERROR_MAX bytes of UTF-8 without splitting a character."""
+    if error is None:
+        text = ""
+    elif isinstance(error, BaseException):
+        text = f"{type(error).__name__}: {error}"
+    else:
+        text = str(error)
+    raw = text.encode("utf-8", "replace")
+    if len(raw) > ERROR_MAX:
+        text = raw[:ERROR_MAX].decode("utf-8", "ignore")
+    return text
+
+
+def dead_letter_headers(headers, *, topic, group, partition, offset, delivery_count,
+                        error=None, timestamp_ns=None):
+    """A new dict: the record's user `headers` (any earlier ``dlq.*`` ones
+    dropped) plus the ``dlq.*`` headers for this dead-lettering."""
+    out = original_headers(headers)
+    fields = {
+        "topic": topic,
+        "group": group,
+        "partition": partition,
+        "offset": offset,
+        "delivery_count": delivery_count,
+        "error": error_text(error),
+        "timestamp": time.time_ns() if timestamp_ns is None else timestamp_ns,
+    }
+    for name, value in fields.items():
+        out[PREFIX + name] = str(value).encode("utf-8")
+    return out
+
+
+def original_headers(headers):
+    """A new dict of `headers` without the ``dlq.*`` ones."""
+    return {k: v for k, v in (headers or {}).items() if not k.startswith(PREFIX)}
+
+
+def info(headers):
+    """The :class:`DeadLetterInfo` of a record's headers, or None if it was
+    not dead-lettered.  ValueError if the ``dlq.*`` headers are incomplete
+    or malformed."""
+    if not headers or PREFIX + "offset" not in headers:
+        return None
+    values = {}
+    for field in DeadLetterInfo._fields:
+        raw = headers.get(PREFIX + field)
+        if raw is None:
+            raise ValueError(f"dead-letter header {PREFIX + field!r} is missing")
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"dead-letter header {PREFIX + field!r} is not UTF-8") from None
+        if field in _INT_FIELDS:
+            if not text.isdigit() or not text.isascii():
+                raise ValueError(f"dead-letter header {PREFIX + field!r} is not a "
+                                 f"non-negative integer: {text[:40]!r}")
+            values[field] = int(text)
+        else:
+            values[field] = text
+    return DeadLetterInfo(**values)
