@@ -5,7 +5,11 @@ It owns C handles (``Ring``: a shared ring; ``Log``: one partition log, read
 through ``Cursor`` objects), turns status codes into exceptions (``_error``),
 and releases the GIL around every wait.  It holds no policy: serialization,
 defaults, argument checks and per-thread handles live in ``pyqmem.queue``,
-``pyqmem.topic`` and ``pyqmem.consumer``.
+``pyqmem.topic`` and ``pyqmem.consumer``.  The exception is the topic hot
+paths at the end of this file (``TopicSender``, ``TopicReader``, ``Message``,
+``RecordMetadata``): the common case of ``Topic.send``/``send_many`` and
+``Consumer.get``/``get_many`` runs here without a Python frame per record,
+and everything else is handed back to the Python layer.
 
 Deadlines are absolute ``now_ns()`` nanoseconds; ``NOWAIT`` never blocks and
 ``FOREVER`` waits until done.  A wait runs in C for at most 50 ms at a time,
@@ -23,9 +27,23 @@ from cpython.bytearray cimport PyByteArray_FromStringAndSize
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from libc.errno cimport EEXIST, ENOENT, EPERM
 from cpython.memoryview cimport PyMemoryView_FromObject
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.object cimport PyObject_RichCompare
+from cpython.pythread cimport (
+    NOWAIT_LOCK,
+    PY_LOCK_ACQUIRED,
+    PyLockStatus,
+    PyThread_acquire_lock,
+    PyThread_allocate_lock,
+    PyThread_free_lock,
+    PyThread_get_thread_ident,
+    PyThread_release_lock,
+    PyThread_type_lock,
+)
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
+from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from pyqmem._qmem cimport *
 
@@ -45,6 +63,23 @@ from pyqmem.errors import (
 
 cdef extern from "Python.h":
     int PyErr_CheckSignals() except -1
+
+cdef extern from "pythread.h":
+    ctypedef long long PY_TIMEOUT_T
+    PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, PY_TIMEOUT_T microseconds,
+                                             int intr_flag) nogil
+
+cdef extern from *:
+    """
+    static inline void qmpy_cpu_relax(void) {
+    #if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+    #elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+    #endif
+    }
+    """
+    void qmpy_cpu_relax() nogil
 
 NOWAIT = QM_NOWAIT
 FOREVER = QM_FOREVER
@@ -533,6 +568,33 @@ cdef class Log:
         self._leave()
         return n
 
+    cdef int _append1(self, const void *key, uint32_t key_len, const void *value,
+                      size_t value_len, int64_t timestamp_ns, uint64_t *offset) except -1:
+        """Append one record without headers from raw pointers (the fast
+        path of TopicSender): the GIL is kept as in append()."""
+        cdef qm_log_entry_t e
+        cdef qm_iovec_t one
+        cdef int status
+        cdef qm_log_t *lg = self._enter()
+        e.key = key
+        e.key_len = key_len
+        e.headers = NULL
+        e.headers_len = 0
+        one.base = value
+        one.len = value_len
+        e.value = &one
+        e.value_cnt = 1
+        e.timestamp_ns = timestamp_ns
+        if value_len + key_len <= _GIL_COPY_MAX and not self._fsync:
+            status = qm_log_append(lg, &e, offset)
+        else:
+            with nogil:
+                status = qm_log_append(lg, &e, offset)
+        self._leave()
+        if status < 0:
+            raise _error(status, self.path, True)
+        return 0
+
     def append(self, key, headers, value, int64_t timestamp_ns):
         """Append one record and return its offset.  `key`: bytes-like or
         None; `headers`: bytes-like; `value`: a bytes-like object, or a
@@ -832,7 +894,10 @@ def wait_any(cursors, int64_t deadline_ns):
     """Block until a record may be at any of `cursors` (placed Cursor
     objects, of any logs): True; False when the deadline passed first.  The
     caller then reads each with NOWAIT.  Raises Closed if a log is closed."""
-    cdef list items = list(cursors)
+    return _wait_any(list(cursors), deadline_ns)
+
+
+cdef bint _wait_any(list items, int64_t deadline_ns) except -1:
     cdef Py_ssize_t n = len(items), entered = 0, i
     cdef qm_log_t **logs
     cdef qm_log_cursor_t *curs
@@ -886,3 +951,677 @@ def exists(str name):
 def now_ns():
     """CLOCK_MONOTONIC now, in nanoseconds: the clock of every deadline."""
     return qm_now_ns()
+
+
+# ======================================================================
+# Topic hot paths: records in and out without a Python frame per record.
+# The policy (validation, partitioning by key, serializers, headers,
+# per-thread handles) stays in pyqmem.topic / pyqmem.consumer; these
+# classes only take the common case -- or hand the call back to Python.
+# ======================================================================
+
+import numbers
+
+from pyqmem.headers import decode as _decode_headers
+
+cdef enum:
+    _SPIN_ROUNDS = 256   # NOWAIT rounds over a multi-partition consumer before sleeping
+
+
+cdef inline int64_t _realtime_ns() noexcept nogil:
+    """time.time_ns(): CLOCK_REALTIME in nanoseconds."""
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+
+
+@cython.final
+@cython.freelist(256)
+@cython.no_gc
+@cython.auto_pickle(False)
+cdef class RecordMetadata:
+    """Where ``send`` put a record: ``partition``, ``offset``, ``timestamp``
+    (float seconds since the epoch, UTC) and ``id`` (``f"{partition}-{offset}"``,
+    unique within the topic).  Behaves as the named tuple
+    ``(partition, offset, timestamp, id)``: unpacking, indexing, equality
+    and hashing as that tuple, ``_asdict()``, ``_replace()``, ``_fields``."""
+
+    cdef readonly Py_ssize_t partition
+    cdef readonly uint64_t offset
+    cdef readonly double timestamp
+    cdef str _id     # made on first use
+
+    _fields = ("partition", "offset", "timestamp", "id")
+    __match_args__ = _fields
+
+    def __init__(self, Py_ssize_t partition, uint64_t offset, double timestamp, str id):
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self._id = id
+
+    @property
+    def id(self):
+        """``f"{partition}-{offset}"``: unique within the topic."""
+        if self._id is None:
+            self._id = f"{self.partition}-{self.offset}"
+        return self._id
+
+    cdef tuple _tuple(self):
+        return (self.partition, self.offset, self.timestamp, self.id)
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        return self._tuple()[index]
+
+    def __iter__(self):
+        return iter(self._tuple())
+
+    def __hash__(self):
+        return hash(self._tuple())
+
+    def __richcmp__(self, other, int op):
+        if isinstance(other, RecordMetadata):
+            other = (<RecordMetadata>other)._tuple()
+        elif not isinstance(other, tuple):
+            return NotImplemented
+        return PyObject_RichCompare(self._tuple(), other, op)
+
+    def _asdict(self):
+        """``{"partition": ..., "offset": ..., "timestamp": ..., "id": ...}``."""
+        return dict(zip(self._fields, self._tuple()))
+
+    def _replace(self, **changes):
+        """A copy with the given fields replaced."""
+        fields = self._asdict()
+        unknown = set(changes) - set(fields)
+        if unknown:
+            raise ValueError(f"Got unexpected field names: {sorted(unknown)!r}")
+        fields.update(changes)
+        return RecordMetadata(**fields)
+
+    def __reduce__(self):
+        return RecordMetadata, self._tuple()
+
+    def __repr__(self):
+        return (f"RecordMetadata(partition={self.partition!r}, offset={self.offset!r}, "
+                f"timestamp={self.timestamp!r}, id={self.id!r})")
+
+
+cdef inline RecordMetadata _metadata(Py_ssize_t partition, uint64_t offset, int64_t now_ns):
+    cdef RecordMetadata md = RecordMetadata.__new__(RecordMetadata)
+    md.partition = partition
+    md.offset = offset
+    md.timestamp = <double>now_ns / 1e9   # as now_ns / 1e9 in Python
+    return md
+
+
+@cython.final
+@cython.freelist(256)
+@cython.no_gc_clear
+@cython.auto_pickle(False)
+cdef class Message:
+    """One record delivered to a consumer.
+
+    ``data``: a read-only memoryview of the value in place in the log's
+    mapping (zero-copy), valid while it or the message is referenced;
+    ``value``: the deserialized value (computed on first use, then cached);
+    ``key`` (bytes or None), ``headers`` (dict str -> bytes),
+    ``correlation_id`` (str or None), ``partition``, ``offset``,
+    ``timestamp`` (float seconds since the epoch, UTC), ``id``
+    (``f"{partition}-{offset}"``), ``delivery_count``; ``ack()``, ``nack()``.
+    Key, headers, data and value are made from the mapping only when first
+    used: the message keeps its log's mapping alive."""
+
+    cdef Log _log                # holds one of _log._views: the mapping stays
+    cdef const char *_key
+    cdef const char *_value_ptr
+    cdef Py_ssize_t _value_len
+    cdef uint32_t _key_len
+    cdef readonly Py_ssize_t partition
+    cdef readonly uint64_t offset
+    cdef int64_t _timestamp_ns
+    cdef object _serializer      # None: the raw serializer (value is bytes)
+    cdef object _data            # the memoryview, once made
+    cdef object _key_obj
+    cdef object _headers         # dict, or None until first used (no header block)
+    cdef object _correlation_id
+    cdef object _value
+    cdef bint _have_value
+
+    delivery_count = 1
+
+    def __init__(self):
+        raise TypeError("Message objects come from Consumer.get() and get_many()")
+
+    def __dealloc__(self):
+        cdef Log log = self._log
+        if log is not None:
+            log._views -= 1
+            log._free_if_unused()
+
+    @property
+    def data(self):
+        """Read-only memoryview of the value in the log's mapping (zero-copy)."""
+        if self._data is None:
+            self._data = _payload(self._log, self._value_ptr, self._value_len)
+        return self._data
+
+    @property
+    def value(self):
+        """The deserialized value (computed on first use, then cached)."""
+        if not self._have_value:
+            if self._serializer is None:
+                self._value = PyBytes_FromStringAndSize(self._value_ptr, self._value_len)
+            else:
+                self._value = self._serializer.decode_view(self.data)
+            self._have_value = True
+        return self._value
+
+    @property
+    def key(self):
+        """The record's key as bytes, or None."""
+        if self._key_len == 0:
+            return None
+        if self._key_obj is None:
+            self._key_obj = PyBytes_FromStringAndSize(self._key, self._key_len)
+        return self._key_obj
+
+    @property
+    def headers(self):
+        """The record's headers: dict str -> bytes."""
+        if self._headers is None:
+            self._headers = {}
+        return self._headers
+
+    @property
+    def correlation_id(self):
+        """``send(correlation_id=...)`` of the record, or None."""
+        return self._correlation_id
+
+    @property
+    def timestamp(self):
+        """Float seconds since the epoch, UTC."""
+        return <double>self._timestamp_ns / 1e9
+
+    @property
+    def id(self):
+        """``f"{partition}-{offset}"``: unique within the topic."""
+        return f"{self.partition}-{self.offset}"
+
+    def ack(self):
+        """Complete the delivery (a no-op for an independent subscriber)."""
+
+    def nack(self, delay=None):
+        """Ask for redelivery after `delay` seconds (a no-op for an
+        independent subscriber)."""
+        if delay is not None:
+            if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
+                raise TypeError(f"delay must be None or a number, not {type(delay).__name__}")
+            if not delay >= 0:
+                raise ValueError(f"delay must be >= 0, got {delay}")
+
+    def __repr__(self):
+        return f"<pyqmem.Message {self.id} key={self.key!r} {self._value_len} bytes>"
+
+
+cdef Message _message(Log log, qm_log_record_t *rec, Py_ssize_t partition, object serializer):
+    """The Message of the record just read through `log` (its handle entered)."""
+    cdef Message m = Message.__new__(Message)
+    m._log = log
+    log._views += 1
+    m._key = <const char *>rec.key
+    m._key_len = rec.key_len
+    m._value_ptr = <const char *>rec.value
+    m._value_len = <Py_ssize_t>rec.value_len
+    m.partition = partition
+    m.offset = rec.offset
+    m._timestamp_ns = rec.timestamp_ns
+    m._serializer = serializer
+    if rec.headers_len:   # decoded now: a malformed block is the get's CorruptError
+        m._headers, m._correlation_id = _decode_headers(
+            PyBytes_FromStringAndSize(<const char *>rec.headers, rec.headers_len))
+    return m
+
+
+@cython.auto_pickle(False)
+cdef class TopicSender:
+    """The hot paths of ``pyqmem.Topic.send``/``send_many`` (Topic derives
+    from this class): raw ``bytes`` values without key, headers, partition
+    or correlation id, from the thread that opened the topic, are appended
+    here; every other call goes to the Python methods ``_send`` and
+    ``_send_many`` of the subclass."""
+
+    cdef list _owner_logs       # the opening thread's handles, one per partition
+    cdef long _owner            # that thread's ident
+    cdef Py_ssize_t _nparts
+    cdef uint64_t _rr           # round-robin counter
+    cdef public bint _closed
+    cdef public bint _raw
+    cdef public Py_ssize_t _max_value
+
+    def _sender_setup(self, list logs, Py_ssize_t partitions, uint64_t round_robin_start):
+        """Called by the opening thread with its handles."""
+        if len(logs) != partitions or partitions < 1:
+            raise ValueError("one handle per partition")
+        self._owner_logs = logs
+        self._owner = PyThread_get_thread_ident()
+        self._nparts = partitions
+        self._rr = round_robin_start
+
+    def _round_robin(self):
+        """The next round-robin partition (shared with the fast paths)."""
+        cdef uint64_t k = self._rr
+        self._rr += 1
+        return <Py_ssize_t>(k % <uint64_t>self._nparts)
+
+    cdef inline bint _fast(self):
+        return (self._raw and not self._closed and self._owner_logs is not None
+                and PyThread_get_thread_ident() == self._owner)
+
+    def send(self, value, *, key=None, headers=None, partition=None, correlation_id=None):
+        """Append `value` and return its RecordMetadata.
+
+        `key` (str, bytes-like or None) picks the partition by Kafka's
+        murmur2 unless `partition` is given; without either, round-robin.
+        `headers`: dict str -> bytes-like (names starting with "qm." are
+        reserved).  `correlation_id`: a str carried to
+        ``Message.correlation_id``."""
+        cdef Py_ssize_t p, n
+        cdef uint64_t offset = 0
+        cdef int64_t now
+        if (type(value) is bytes and key is None and headers is None and partition is None
+                and correlation_id is None and self._fast()):
+            n = PyBytes_GET_SIZE(value)
+            if n <= self._max_value:
+                p = <Py_ssize_t>(self._rr % <uint64_t>self._nparts)
+                self._rr += 1
+                now = _realtime_ns()
+                (<Log>self._owner_logs[p])._append1(NULL, 0, PyBytes_AS_STRING(value), <size_t>n,
+                                                    now, &offset)
+                return _metadata(p, offset, now)
+        return self._send(value, key, headers, partition, correlation_id)
+
+    def send_many(self, values, *, key=None):
+        """Send each of `values` (each partition chosen as by send) and
+        return their RecordMetadata in order.  Every value is serialized and
+        checked before the first is appended; if an append fails, the values
+        before it stay appended."""
+        cdef list items = values if type(values) is list else list(values)
+        cdef Py_ssize_t n = len(items), i, size
+        cdef uint64_t total = 0
+        cdef object v
+        if key is not None or not self._fast():
+            return self._send_many(items, key)
+        for i in range(n):
+            v = items[i]
+            if type(v) is not bytes:
+                return self._send_many(items, key)
+            size = PyBytes_GET_SIZE(v)
+            if size > self._max_value:
+                return self._send_many(items, key)
+            total += <uint64_t>size
+        if total <= _GIL_COPY_MAX and self._nparts == 1 and not (<Log>self._owner_logs[0])._fsync:
+            return self._append_held(items, n)
+        return self._append_released(tuple(items), n)
+
+    cdef list _append_held(self, list items, Py_ssize_t n):
+        """A small batch on one partition, appended holding the GIL (cheaper
+        than dropping it); the records before a failure stay appended."""
+        cdef Log log = self._owner_logs[0]
+        cdef qm_log_t *lg = log._enter()
+        cdef qm_log_entry_t e
+        cdef qm_iovec_t one
+        cdef uint64_t offset = 0
+        cdef int64_t now = _realtime_ns()
+        cdef int status = QM_OK
+        cdef list out = [None] * n
+        cdef Py_ssize_t i
+        cdef object v
+        memset(&e, 0, sizeof(e))
+        e.value = &one
+        e.value_cnt = 1
+        e.timestamp_ns = now
+        self._rr += <uint64_t>n   # every record takes its round-robin turn
+        try:
+            for i in range(n):
+                v = items[i]
+                one.base = PyBytes_AS_STRING(v)
+                one.len = <size_t>PyBytes_GET_SIZE(v)
+                status = qm_log_append(lg, &e, &offset)
+                if status < 0:
+                    break
+                out[i] = _metadata(0, offset, now)
+        finally:
+            log._leave()
+        if status < 0:
+            raise _error(status, log.path, True)
+        return out
+
+    cdef list _append_released(self, tuple items, Py_ssize_t n):
+        """Any batch: partitions chosen round-robin, appended in order with
+        the GIL dropped once (`items` holds the values meanwhile)."""
+        cdef Py_ssize_t nparts = self._nparts, i, done = 0, entered = 0
+        cdef qm_log_t **lgs = NULL
+        cdef qm_iovec_t *iov = NULL
+        cdef uint64_t *offsets = NULL
+        cdef Py_ssize_t *parts = NULL
+        cdef qm_log_entry_t e
+        cdef int64_t now = _realtime_ns()
+        cdef int status = QM_OK
+        cdef object v
+        cdef list out
+        cdef Log failed = None
+        memset(&e, 0, sizeof(e))
+        e.value_cnt = 1
+        e.timestamp_ns = now
+        lgs = <qm_log_t **>malloc(nparts * sizeof(qm_log_t *) + (n + 1) * (
+            sizeof(qm_iovec_t) + sizeof(uint64_t) + sizeof(Py_ssize_t)))
+        if lgs == NULL:
+            raise MemoryError()
+        iov = <qm_iovec_t *>(lgs + nparts)
+        offsets = <uint64_t *>(iov + n + 1)
+        parts = <Py_ssize_t *>(offsets + n + 1)
+        try:
+            for i in range(n):
+                v = items[i]
+                iov[i].base = PyBytes_AS_STRING(v)
+                iov[i].len = <size_t>PyBytes_GET_SIZE(v)
+                parts[i] = <Py_ssize_t>(self._rr % <uint64_t>nparts)
+                self._rr += 1
+            for i in range(nparts):
+                lgs[i] = (<Log>self._owner_logs[i])._enter()
+                entered += 1
+            with nogil:
+                while done < n:
+                    e.value = &iov[done]
+                    status = qm_log_append(lgs[parts[done]], &e, &offsets[done])
+                    if status < 0:
+                        break
+                    done += 1
+            if status < 0:
+                failed = self._owner_logs[parts[done]]
+            out = [_metadata(parts[i], offsets[i], now) for i in range(done)]
+        finally:
+            for i in range(entered):
+                (<Log>self._owner_logs[i])._leave()
+            free(lgs)
+        if status < 0:
+            raise _error(status, failed.path, True)
+        return out
+
+
+@cython.auto_pickle(False)
+cdef class TopicReader:
+    """The hot paths of ``pyqmem.Consumer`` (which derives from this class):
+    ``get`` and ``get_many`` over the consumer's partition handles, making
+    Message objects here.  A lock serializes calls from several threads."""
+
+    cdef list _rlogs             # Log per partition read, in order
+    cdef list _rcursors          # Cursor per partition read
+    cdef Py_ssize_t *_rparts     # partition numbers
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _rnext       # index to try first
+    cdef object _rserializer     # None for the raw serializer
+    cdef str _rtopic
+    cdef PyThread_type_lock _rlock
+    cdef public bint _closed
+
+    def __cinit__(self, *args, **kwargs):
+        self._rlock = PyThread_allocate_lock()
+        if self._rlock == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self._rparts)
+        if self._rlock != NULL:
+            PyThread_free_lock(self._rlock)
+
+    def _reader_setup(self, str topic, list partitions, list logs, list cursors, serializer,
+                      bint raw):
+        """`logs` and `cursors` (placed) of `partitions`, in the order to try them."""
+        cdef Py_ssize_t i, n = len(partitions)
+        if n < 1 or len(logs) != n or len(cursors) != n:
+            raise ValueError("one log and one cursor per partition")
+        for i in range(n):
+            if (<Cursor?>cursors[i]).log is not logs[i]:
+                raise ValueError("the cursor belongs to another log handle")
+        free(self._rparts)
+        self._rparts = <Py_ssize_t *>malloc(n * sizeof(Py_ssize_t))
+        if self._rparts == NULL:
+            raise MemoryError()
+        for i in range(n):
+            self._rparts[i] = partitions[i]
+        self._rlogs = logs
+        self._rcursors = cursors
+        self._n = n
+        self._rnext = 0
+        self._rserializer = None if raw else serializer
+        self._rtopic = topic
+
+    # ----- the lock ------------------------------------------------------
+    cdef int _acquire(self, int64_t deadline_ns) except -1:
+        """Take the consumer's lock, waiting at most until `deadline_ns`
+        (Empty then); Closed if the consumer is closed."""
+        cdef PyLockStatus got
+        cdef int64_t now, wait
+        if self._closed:
+            raise Closed(f"consumer of topic {self._rtopic!r} is closed")
+        if PyThread_acquire_lock(self._rlock, NOWAIT_LOCK) == PY_LOCK_ACQUIRED:
+            return 0
+        while True:
+            now = qm_now_ns()
+            if deadline_ns != QM_FOREVER and now >= deadline_ns:
+                raise Empty(f"topic {self._rtopic!r}: the consumer is busy in another thread")
+            wait = _slice_end(deadline_ns) - now
+            with nogil:
+                got = PyThread_acquire_lock_timed(self._rlock, <PY_TIMEOUT_T>(wait // 1000 + 1), 0)
+            if got == PY_LOCK_ACQUIRED:
+                return 0
+            PyErr_CheckSignals()
+
+    def _lock(self, int64_t deadline_ns=QM_FOREVER):
+        """Take the consumer's lock (for seek, lag): see _acquire."""
+        self._acquire(deadline_ns)
+
+    def _unlock(self):
+        PyThread_release_lock(self._rlock)
+
+    # ----- reading ---------------------------------------------------------
+    @cython.boundscheck(False)
+    @cython.wraparound(False)
+    cdef Message _poll(self):
+        """The next record of any partition, without waiting, or None.  The
+        partition after the one that served last is tried first."""
+        cdef Py_ssize_t n = self._n, i, idx
+        cdef qm_log_record_t rec
+        cdef Log log
+        cdef Cursor cur
+        cdef qm_log_t *lg
+        cdef int status
+        idx = self._rnext
+        for i in range(n):
+            if idx >= n:
+                idx -= n
+            log = <Log>self._rlogs[idx]
+            cur = <Cursor>self._rcursors[idx]
+            lg = log._enter()
+            status = qm_log_read(lg, &cur._cur, &rec, QM_NOWAIT)
+            if status == QM_OK:
+                try:
+                    self._rnext = idx + 1
+                    return _message(log, &rec, self._rparts[idx], self._rserializer)
+                finally:
+                    log._leave()
+            log._leave()
+            if status != QM_EAGAIN and status != QM_ETIMEDOUT:
+                raise _error(status, log.path, False)
+            idx += 1
+        return None
+
+    cdef Message _wait_one(self, int64_t deadline_ns):
+        """The only partition's next record, waiting until `deadline_ns` (in
+        C: it spins briefly, then sleeps); None if none came."""
+        cdef Log log = <Log>self._rlogs[0]
+        cdef Cursor cur = <Cursor>self._rcursors[0]
+        cdef qm_log_record_t rec
+        cdef qm_log_t *lg = log._enter()
+        cdef int status = QM_EAGAIN
+        try:
+            while True:
+                with nogil:
+                    status = qm_log_read(lg, &cur._cur, &rec, _slice_end(deadline_ns))
+                if not _again(status, deadline_ns):
+                    break
+            if status == QM_OK:
+                return _message(log, &rec, self._rparts[0], self._rserializer)
+        finally:
+            log._leave()
+        if status == QM_ETIMEDOUT or status == QM_EAGAIN:
+            return None
+        raise _error(status, log.path, False)
+
+    cdef bint _spin(self) except -1:
+        """Before sleeping on several partitions: poll them a while with the
+        GIL dropped (a producer that is running fills them soon).  True if
+        some partition has a record to read."""
+        cdef Py_ssize_t n = self._n, i, entered = 0
+        cdef int round_, found = 0
+        cdef qm_log_t **lgs = <qm_log_t **>malloc(n * sizeof(qm_log_t *))
+        cdef const qm_log_cursor_t **curs = <const qm_log_cursor_t **>malloc(
+            n * sizeof(qm_log_cursor_t *))
+        cdef qm_log_cursor_t probe
+        cdef qm_log_record_t rec
+        try:
+            if lgs == NULL or curs == NULL:
+                raise MemoryError()
+            for i in range(n):
+                lgs[i] = (<Log>self._rlogs[i])._enter()
+                entered += 1
+                curs[i] = &(<Cursor>self._rcursors[i])._cur
+            with nogil:
+                for round_ in range(_SPIN_ROUNDS):
+                    for i in range(n):
+                        probe = curs[i][0]   # a copy: the real read happens under the GIL
+                        if qm_log_read(lgs[i], &probe, &rec, QM_NOWAIT) != QM_EAGAIN:
+                            found = 1
+                            break
+                    if found:
+                        break
+                    qmpy_cpu_relax()
+        finally:
+            for i in range(entered):
+                (<Log>self._rlogs[i])._leave()
+            free(lgs)
+            free(curs)
+        return found
+
+    cdef Message _get(self, int64_t deadline_ns):
+        """The next message (polled first), waiting until `deadline_ns`;
+        Empty if none came."""
+        cdef Message m = self._poll()
+        if m is not None:
+            return m
+        if self._n == 1:
+            m = self._wait_one(deadline_ns)
+            if m is None:
+                raise Empty(f"no message on topic {self._rtopic!r}")
+            return m
+        if deadline_ns != QM_NOWAIT and self._spin():
+            m = self._poll()
+            if m is not None:
+                return m
+        while True:
+            if not _wait_any(self._rcursors, deadline_ns):
+                raise Empty(f"no message on topic {self._rtopic!r}")
+            m = self._poll()
+            if m is not None:
+                return m
+
+    def get(self, timeout=None):
+        """The next message, waiting up to `timeout` seconds (None: forever).
+        Raises Empty if none came in time."""
+        cdef int64_t deadline = QM_FOREVER
+        cdef double secs = -1.0
+        cdef Message m
+        if timeout is not None:
+            if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
+                secs = timeout   # the deadline is computed only if we must wait
+            else:
+                deadline = _py_deadline(timeout)
+        if PyThread_acquire_lock(self._rlock, NOWAIT_LOCK) == PY_LOCK_ACQUIRED:
+            self._check_open()
+        else:
+            self._acquire(deadline if secs < 0 else qm_now_ns() + <int64_t>(secs * 1e9))
+        try:
+            m = self._poll()
+            if m is None:
+                if secs >= 0:
+                    deadline = qm_now_ns() + <int64_t>(secs * 1e9)
+                m = self._get(deadline)
+            return m
+        finally:
+            PyThread_release_lock(self._rlock)
+
+    cdef int _check_open(self) except -1:
+        """After taking the lock without waiting: Closed (lock released) if
+        the consumer is closed."""
+        if self._closed:
+            PyThread_release_lock(self._rlock)
+            raise Closed(f"consumer of topic {self._rtopic!r} is closed")
+        return 0
+
+    def get_many(self, max_messages, timeout=None):
+        """Up to `max_messages` messages: waits (as get) for the first, then
+        takes what is already there, one partition after another.  Raises
+        Empty if none came."""
+        cdef int64_t deadline = QM_FOREVER
+        cdef double secs = -1.0
+        cdef Py_ssize_t limit
+        cdef Message m
+        cdef list out
+        if type(max_messages) is not int or not 1 <= max_messages <= PY_SSIZE_T_MAX:
+            _py_check_int("max_messages", max_messages, 1, PY_SSIZE_T_MAX)
+        limit = max_messages
+        if timeout is not None:
+            if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
+                secs = timeout
+            else:
+                deadline = _py_deadline(timeout)
+        if PyThread_acquire_lock(self._rlock, NOWAIT_LOCK) == PY_LOCK_ACQUIRED:
+            self._check_open()
+        else:
+            self._acquire(deadline if secs < 0 else qm_now_ns() + <int64_t>(secs * 1e9))
+        try:
+            m = self._poll()
+            if m is None:
+                if secs >= 0:
+                    deadline = qm_now_ns() + <int64_t>(secs * 1e9)
+                m = self._get(deadline)
+            out = [m]
+            while len(out) < limit:
+                m = self._poll()
+                if m is None:
+                    break
+                out.append(m)
+            return out
+        finally:
+            PyThread_release_lock(self._rlock)
+
+
+cdef extern from "Python.h":
+    const Py_ssize_t PY_SSIZE_T_MAX
+
+
+cdef int64_t _py_deadline(object timeout) except? -1:
+    """The deadline of an unusual `timeout` (validated as Queue does)."""
+    from pyqmem.queue import _deadline
+    return _deadline(True, timeout)
+
+
+cdef int _py_check_int(str what, object value, object low, object high) except -1:
+    from pyqmem.queue import _check_int
+    _check_int(what, value, low, high)
+    return 0

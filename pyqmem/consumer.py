@@ -43,72 +43,22 @@ Threads
 import datetime
 import numbers
 import sys
-import threading
 from collections.abc import Mapping
 
 from . import _core
-from .errors import Closed, Empty, NotFound
-from .headers import decode as _decode_headers
-from .queue import _check_int, _deadline
+from .errors import Closed, NotFound
+from .queue import _check_int
+from .serializers import RawSerializer
 
 __all__ = ["Consumer", "Message"]
 
 _MODES = ("at_least_once", "at_most_once")
-_UNSET = object()
 _OFFSET_MAX = 2**63 - 1
 
 
-class Message:
-    """One record delivered to a consumer."""
-
-    __slots__ = ("data", "key", "headers", "partition", "offset", "timestamp",
-                 "correlation_id", "_serializer", "_value")
-
-    delivery_count = 1
-
-    def __init__(self, data, key, headers, partition, offset, timestamp, correlation_id,
-                 serializer):
-        self.data = data                      # read-only memoryview into the mapping
-        self.key = key                        # bytes or None
-        self.headers = headers                # dict str -> bytes
-        self.partition = partition
-        self.offset = offset
-        self.timestamp = timestamp            # float seconds since the epoch, UTC
-        self.correlation_id = correlation_id  # str or None
-        self._serializer = serializer
-        self._value = _UNSET
-
-    @property
-    def value(self):
-        """The deserialized value (computed on first use, then cached)."""
-        if self._value is _UNSET:
-            self._value = self._serializer.decode_view(self.data)
-        return self._value
-
-    @property
-    def id(self):
-        """``f"{partition}-{offset}"``: unique within the topic."""
-        return f"{self.partition}-{self.offset}"
-
-    def ack(self):
-        """Complete the delivery (a no-op for an independent subscriber)."""
-
-    def nack(self, delay=None):
-        """Ask for redelivery after `delay` seconds (a no-op for an
-        independent subscriber)."""
-        if delay is not None:
-            _check_delay(delay)
-
-    def __repr__(self):
-        return (f"<pyqmem.Message {self.id} key={self.key!r} "
-                f"{self.data.nbytes} bytes>")
-
-
-def _check_delay(delay):
-    if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
-        raise TypeError(f"delay must be None or a number, not {type(delay).__name__}")
-    if not delay >= 0:
-        raise ValueError(f"delay must be >= 0, got {delay}")
+# One record delivered to a consumer: a C type (see _core.Message) whose
+# key, headers, data and value are made from the mapping on first use.
+Message = _core.Message
 
 
 def _timestamp_ns(start):
@@ -180,7 +130,7 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
     return chosen
 
 
-class Consumer:
+class Consumer(_core.TopicReader):
     """Reads a topic's partitions; made by ``Topic.consumer()``.
 
     ``get(timeout=None)``, ``get_many(max_messages, timeout=None)``,
@@ -191,7 +141,6 @@ class Consumer:
     def __init__(self, topic_name, paths, log_args, serializer, start):
         self._topic = topic_name
         self._serializer = serializer
-        self._lock = threading.Lock()
         self._closed = False
         self._logs = {}
         self._cursors = {}
@@ -204,8 +153,11 @@ class Consumer:
             self.close()
             raise
         self._order = [k for k, _ in paths]
-        self._waitset = [self._cursors[k] for k in self._order]
-        self._next = 0   # index in _order to try first
+        # get() and get_many() are TopicReader's: they try the partitions in
+        # this order (after the one that served last), then wait on all
+        self._reader_setup(topic_name, self._order, [self._logs[k] for k in self._order],
+                           [self._cursors[k] for k in self._order], serializer,
+                           isinstance(serializer, RawSerializer))
 
     def _place(self, start):
         at_ns = _timestamp_ns(start)
@@ -233,70 +185,10 @@ class Consumer:
             except NotFound:
                 continue
 
-    def _message(self, partition, record):
-        offset, timestamp_ns, key, head, data = record
-        headers, correlation_id = _decode_headers(head) if head else ({}, None)
-        return Message(data, key, headers, partition, offset, timestamp_ns / 1e9,
-                       correlation_id, self._serializer)
-
-    def _poll(self):
-        """The next record of any partition, without waiting, or None.  The
-        partition after the one that served last is tried first."""
-        order = self._order
-        n = len(order)
-        first = self._next
-        for i in range(n):
-            index = (first + i) % n
-            k = order[index]
-            record = self._logs[k].read(self._cursors[k], _core.NOWAIT)
-            if record is not None:
-                self._next = index + 1
-                return self._message(k, record)
-        return None
-
     def _enter(self, deadline=_core.FOREVER):
-        """Take the consumer's lock, waiting at most until `deadline`."""
-        if self._closed:
-            raise Closed(f"consumer of topic {self._topic!r} is closed")
-        wait = -1 if deadline == _core.FOREVER else max(0, deadline - _core.now_ns()) / 1e9
-        if not self._lock.acquire(timeout=min(wait, threading.TIMEOUT_MAX)):
-            raise Empty(f"topic {self._topic!r}: the consumer is busy in another thread")
-
-    def _get(self, deadline):
-        while True:
-            message = self._poll()
-            if message is not None:
-                return message
-            if not _core.wait_any(self._waitset, deadline):
-                raise Empty(f"no message on topic {self._topic!r}")
-
-    def get(self, timeout=None):
-        """The next message, waiting up to `timeout` seconds (None: forever).
-        Raises Empty if none came in time."""
-        deadline = _deadline(True, timeout)
-        self._enter(deadline)
-        try:
-            return self._get(deadline)
-        finally:
-            self._lock.release()
-
-    def get_many(self, max_messages, timeout=None):
-        """Up to `max_messages` messages: waits (as get) for the first, then
-        takes what is already there, one partition after another.  Raises
-        Empty if none came."""
-        _check_int("max_messages", max_messages, 1, sys.maxsize)
-        deadline = _deadline(True, timeout)
-        self._enter(deadline)
-        try:
-            out = [self._get(deadline)]
-            while len(out) < max_messages:
-                message = self._poll()
-                if message is None:
-                    break
-                out.append(message)
-            return out
-        finally:
-            self._lock.release()
+        """Take the consumer's lock, waiting at most until `deadline`
+        (Empty); Closed if the consumer is closed.  Release with _unlock()."""
+        self._lock(deadline)
 
     def __iter__(self):
         """Messages as they come, blocking for more.  Iteration ends when the
@@ -323,7 +215,7 @@ class Consumer:
         try:
             self._seek(partition, offset)
         finally:
-            self._lock.release()
+            self._unlock()
 
     def position(self):
         """``{partition: offset of the next record to read}``."""
@@ -340,7 +232,7 @@ class Consumer:
                 lags[k] = max(0, end - max(cursor.position, start))
             return lags
         finally:
-            self._lock.release()
+            self._unlock()
 
     def skipped(self):
         """``{partition: records retention removed before this consumer read

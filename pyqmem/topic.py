@@ -58,6 +58,7 @@ import json
 import math
 import numbers
 import os
+import random
 import re
 import shutil
 import stat
@@ -71,7 +72,7 @@ from . import headers as _headers
 from .consumer import Consumer, check_consumer_args
 from .errors import AlreadyExists, Closed, CorruptError, IncompatibleError, NotFound
 from .naming import check_name
-from .partitioning import RoundRobin, key_bytes, partition_for_key
+from .partitioning import key_bytes, partition_for_key
 from .queue import _check_int
 from .serializers import RawSerializer, resolve
 
@@ -89,13 +90,11 @@ _SEGMENT_MAX = 4 * 2**30
 _RETENTION_SECONDS_MAX = (2**63 - 1) / 1e9
 
 
-class RecordMetadata(NamedTuple):
-    """Where ``send`` put a record."""
-
-    partition: int
-    offset: int
-    timestamp: float   # seconds since the epoch, UTC
-    id: str            # f"{partition}-{offset}", unique within the topic
+# Where ``send`` put a record: partition, offset, timestamp (float seconds
+# since the epoch, UTC), id (f"{partition}-{offset}", unique within the
+# topic).  A C type that behaves as that named tuple; its id is made on
+# first use.
+RecordMetadata = _core.RecordMetadata
 
 
 def _attach(name, dir, serializer):
@@ -273,7 +272,7 @@ def _partition_path(folder, k):
     return os.path.join(folder, f"p{k}")
 
 
-class Topic:
+class Topic(_core.TopicSender):
     """A partitioned, persistent log of messages, readable by any number of
     independent subscribers.
 
@@ -341,7 +340,10 @@ class Topic:
             self._config, logs = self._create_or_grow(wanted, partitions, create)
         self._local.logs = logs
         self._max_value = logs[0].max_record
-        self._round_robin = RoundRobin(self._config.partitions)
+        # round-robin from a random start; the opening thread's handles
+        # serve the fast paths of send and send_many (in _core.TopicSender)
+        self._sender_setup(logs, self._config.partitions,
+                           random.randrange(self._config.partitions))
 
     # ----- opening ----------------------------------------------------------
     def _grows(self, config, partitions):
@@ -499,16 +501,13 @@ class Topic:
             raise Closed(f"topic {self._name!r} is closed")
         now = time.time_ns()
         offset = self._log(partition).append(key, head, record, now)
-        return RecordMetadata(partition, offset, now / 1e9, f"{partition}-{offset}")
+        return RecordMetadata(partition, offset, now / 1e9, None)
 
-    def send(self, value, *, key=None, headers=None, partition=None, correlation_id=None):
-        """Append `value` and return its RecordMetadata.
-
-        `key` (str, bytes-like or None) picks the partition by Kafka's
-        murmur2 unless `partition` is given; without either, round-robin.
-        `headers`: dict str -> bytes-like (names starting with "qm." are
-        reserved).  `correlation_id`: a str carried to
-        ``Message.correlation_id``."""
+    # send() and send_many() are TopicSender's: they take raw bytes without
+    # key, headers, partition or correlation id from the opening thread,
+    # and hand every other call to _send / _send_many.
+    def _send(self, value, key, headers, partition, correlation_id):
+        """send() in general."""
         raw_key = None if key is None else key_bytes(key)
         p = self._partition(partition, raw_key)
         head = _headers.encode(headers, correlation_id)
@@ -516,13 +515,9 @@ class Topic:
             return self._append(p, raw_key, head, value)   # nothing to encode or check
         return self._append(p, raw_key, head, self._encode(value))
 
-    def send_many(self, values, *, key=None):
-        """Send each of `values` (each partition chosen as by send) and
-        return their RecordMetadata in order.  Every value is serialized and
-        checked before the first is appended; if an append fails, the values
-        before it stay appended."""
+    def _send_many(self, values, key):
+        """send_many() in general (`values` is a list)."""
         raw_key = None if key is None else key_bytes(key)
-        values = values if type(values) is list else list(values)
         limit = self._max_value
         if self._raw and all(type(v) is bytes and len(v) <= limit for v in values):
             records = values   # nothing to encode or check
@@ -542,7 +537,7 @@ class Topic:
             for i, off in zip(idx, self._log(p).append_many(raw_key, batch, now)):
                 offsets[i] = off
         ts = now / 1e9
-        return [RecordMetadata(p, off, ts, f"{p}-{off}") for p, off in zip(parts, offsets)]
+        return [RecordMetadata(p, off, ts, None) for p, off in zip(parts, offsets)]
 
     # ----- consuming --------------------------------------------------------
     def consumer(self, group=None, *, start="earliest", mode="at_least_once",
