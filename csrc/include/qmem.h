@@ -53,7 +53,11 @@ enum {
     QM_EPERM = -30012,       /* object owned by another user, or open to
                               * group/others, or not a regular file */
     QM_ECLOSED = -30013,     /* handle already closed */
-    QM_EGONE = -30014        /* object truncated under us */
+    QM_EGONE = -30014,       /* object truncated under us */
+    QM_ESTALE = -30015,      /* ack/nack of a lease that moved on (expired and
+                              * redelivered, nacked, acked, or seeked past) */
+    QM_EFULL = -30016        /* consumer group: the partition's pending window
+                              * is full; nothing new until the oldest is acked */
 };
 
 /* Name of a status: QM_* codes and -errno values alike. Never NULL. */
@@ -363,6 +367,166 @@ typedef struct qm_log_stats {
     uint32_t member_slot;      /* this handle's slot */
 } qm_log_stats_t;
 int qm_log_stats(qm_log_t *log, qm_log_stats_t *st);
+
+/* ----- consumer group: who gets which record of a topic, and what is done
+ *
+ * A group is one file, <topic folder>/groups/<group>.grp, shared by its
+ * members (handles) in any processes.  Per partition it keeps a delivery
+ * cursor (the next offset never delivered), a committed offset (every
+ * offset below it is done) and a window of pending entries, one per offset
+ * in [committed, cursor): LEASED to a member until a deadline, DELAYED
+ * (nacked) until a time, or DONE.  It never reads the log: the caller says
+ * how far the log goes (`end`) and reads the records it was given.
+ *
+ *   - Delivery: qm_group_claim() first redelivers pending entries that are
+ *     due (lease expired, nack delay over, or owner dead), then leases new
+ *     offsets from the cursor.  delivery_count grows at delivery, so a
+ *     record that kills its consumer still counts.
+ *   - Completion: qm_group_ack() with the lease's epoch.  An epoch that no
+ *     longer matches is QM_ESTALE: never a double completion.  The committed
+ *     offset then moves over the contiguous done prefix.
+ *   - Dead members: liveness is the kernel-released lock of liveness.c.  A
+ *     claim sweeps the member table at most every QM_GROUP_SWEEP_NS (of
+ *     the caller's clock); a dead member's leases, and in ordered mode its
+ *     partitions, are released at once by the sweep, or by whoever next
+ *     takes its member slot.  Closing a handle releases its leases too.
+ *   - No daemon: all of this is done by the members' own calls.
+ *   - Times are CLOCK_MONOTONIC nanoseconds the caller passes (qm_now_ns()
+ *     in production, chosen values in tests).  Reopened after a reboot,
+ *     every lease and delay counts as expired.
+ *   - Handles are per thread, as for rings.
+ * See docs/design/groups.md for the bytes and the algorithm.
+ */
+typedef struct qm_group qm_group_t;
+
+#define QM_GROUP_ORDERED 1u       /* one owner and one record in flight per partition */
+#define QM_GROUP_DEFAULT_WINDOW 4096u
+#define QM_GROUP_SWEEP_NS (100 * INT64_C(1000000))
+
+typedef struct qm_group_config {
+    uint32_t partitions;        /* partitions the file holds, 1..4096 */
+    uint32_t window;            /* pending entries per partition: a power of
+                                 * two in [16, 65536]; 0 = 4096 */
+    uint32_t flags;             /* QM_GROUP_ORDERED */
+    const uint64_t *start;      /* creation only: each partition's first
+                                 * offset (`partitions` values); NULL = 0 */
+} qm_group_config_t;
+
+/* Open (or create) the group `group` (a qm_name_check() name) of the topic
+ * in folder `topic_dir`, which must exist; its groups/ folder is made 0700.
+ * `cfg` applies when creating (start offsets included, set before anyone
+ * can claim); an existing group keeps its own (qm_group_config() reads it;
+ * cfg may be NULL with QM_OPEN_ONLY).  The file is created and checked as
+ * a ring's is (0600, O_NOFOLLOW, our uid, magic published last, every
+ * header field validated: QM_ECORRUPT / QM_EINCOMPAT).  A lone opener
+ * that finds the file written under another boot expires every lease.
+ * *created (may be NULL) says whether this call created the group.
+ * Errors: as qm_ring_open. */
+int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
+                  const qm_group_config_t *cfg, qm_group_t **out, int *created);
+
+/* Release the handle: its leases become deliverable at once (count kept),
+ * its ordered partitions ownerless.  Never removes the file.  NULL is ok. */
+void qm_group_close(qm_group_t *g);
+
+int qm_group_config(const qm_group_t *g, qm_group_config_t *cfg);   /* start = NULL */
+
+typedef struct qm_group_lease {
+    uint64_t offset;
+    uint64_t epoch;             /* pass back to ack/nack/extend */
+    uint32_t partition;
+    uint32_t delivery_count;    /* 1 on first delivery; saturates at 4095 */
+} qm_group_lease_t;
+
+#define QM_CLAIM_COMPLETE 1u    /* at-most-once: done the moment it is delivered */
+
+/* Deliver up to `max` records of `partition` to this member: first due
+ * redeliveries, then new offsets below `end` (the first offset the caller
+ * cannot read yet, e.g. the log's end), each leased until now_ns +
+ * lease_ns.  With QM_CLAIM_COMPLETE they are done at once instead (no
+ * lease; at-most-once).  *got receives how many, in out[0..*got).
+ * In an ordered group the member first takes the partition if it has no
+ * live owner, and at most one record of it is in flight.
+ * Returns QM_OK when *got >= 1, else QM_EAGAIN (nothing deliverable now:
+ * qm_group_next_due() tells when a redelivery will be), QM_EFULL (the
+ * window is full of pending records), QM_EINVAL (partition out of range,
+ * end >= 2^48, max == 0), QM_ECORRUPT, QM_EMEMBERS, QM_EGONE.
+ * Cost: two CAS per record plus one per call on the uncontended path; a
+ * liveness sweep (one F_OFD_GETLK per member) at most every 100 ms. */
+int qm_group_claim(qm_group_t *g, uint32_t partition, uint64_t end, int64_t now_ns,
+                   int64_t lease_ns, uint32_t flags, qm_group_lease_t *out, size_t max,
+                   size_t *got);
+
+/* Complete the lease: QM_OK, or QM_ESTALE if it moved on (expired and was
+ * redelivered, was nacked or acked already, or a seek passed it), or
+ * QM_EINVAL if offset and epoch do not belong together.  Any handle of the
+ * group may ack.  Mark a record dead-lettered (or skipped) by acking it. */
+int qm_group_ack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch);
+
+/* Ack each lease; status[i] (status may be NULL) gets its result.  Returns
+ * QM_OK if all were acked, else the first failure. */
+int qm_group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status);
+
+/* Give the lease back: the record is delivered again (count + 1) from
+ * not_before_ns on.  QM_ESTALE / QM_EINVAL as for ack. */
+int qm_group_nack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
+                  int64_t not_before_ns);
+
+/* Move the lease's deadline (keep working on it).  The epoch stays valid.
+ * QM_ESTALE if the lease moved on (also when it expired and was already
+ * redelivered). */
+int qm_group_extend(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
+                    int64_t deadline_ns);
+
+/* Set cursor and committed to `offset` (replay, or a start position): what
+ * was pending is forgotten and its leases become stale.  Claims racing
+ * with the seek may still deliver a record of the old position once. */
+int qm_group_seek(qm_group_t *g, uint32_t partition, uint64_t offset);
+
+/* Retention: the log no longer has offsets below `log_start`.  If the
+ * group's committed offset is below it, jump forward (cursor too) and add
+ * the offsets jumped over to the partition's `skipped` count; *skipped (may
+ * be NULL) receives how many this call skipped.  Pending leases below it
+ * may still be acked. */
+int qm_group_skip_to(qm_group_t *g, uint32_t partition, uint64_t log_start, uint64_t *skipped);
+
+/* Add n to the partition's dead-lettered count (the policy layer moves the
+ * record, then acks it). */
+int qm_group_count_dead_lettered(qm_group_t *g, uint32_t partition, uint64_t n);
+
+/* Ordered mode: take the partition if it has no live owner (QM_OK, or
+ * QM_EAGAIN if a live member has it), or give it up (QM_OK; the record in
+ * flight stays leased to us until acked or expired). */
+int qm_group_acquire(qm_group_t *g, uint32_t partition);
+int qm_group_release(qm_group_t *g, uint32_t partition);
+
+/* Run the liveness sweep now, whenever the last one was: release the
+ * leases and partitions of dead members.  *released (may be NULL) gets how
+ * many leases were released. */
+int qm_group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released);
+
+/* Earliest time a pending record of the partition may become due (a lower
+ * bound; INT64_MAX if none is pending), for sleeping between claims. */
+int qm_group_next_due(qm_group_t *g, uint32_t partition, int64_t *due_ns);
+
+typedef struct qm_group_partition_stats {
+    uint64_t committed, cursor;   /* lag = log end - committed */
+    uint64_t pending;             /* leased + delayed + leasing */
+    uint64_t leased, delayed;
+    uint64_t acked_ahead;         /* done but above the committed offset */
+    uint64_t redelivered, dead_lettered, skipped, seeks;
+    uint32_t owner_slot;          /* ordered mode; 0 = none */
+    uint64_t owner_epoch;
+} qm_group_partition_stats_t;
+int qm_group_partition_stats(qm_group_t *g, uint32_t partition, qm_group_partition_stats_t *st);
+
+typedef struct qm_group_stats {
+    uint32_t partitions, window, flags;
+    uint32_t members;             /* live members */
+    uint32_t member_slot;         /* this handle's slot (0 before its first call) */
+    uint64_t sweeps, reboots;
+} qm_group_stats_t;
+int qm_group_stats(qm_group_t *g, qm_group_stats_t *st);
 
 #ifdef __cplusplus
 }

@@ -189,6 +189,36 @@ int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
 int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
                       uint64_t segment_bytes);
 
+/* ----- consumer groups (group.c, group_file.c) ---------------------------- */
+struct qm_group {
+    qm_object_t obj;
+    qm_group_ctl_t *ctl;
+    qm_group_part_t *parts;
+    qm_group_entry_t *entries;
+    _Atomic uint64_t *settled;        /* QM_MEMBER_SLOTS words */
+    qm_membership_t mb;
+    /* validated at open, never re-read from shared memory */
+    uint32_t partitions;
+    unsigned wlog2;
+    uint64_t window;
+    uint32_t flags;
+};
+
+/* Validate a group header image of `len` readable bytes describing a file
+ * of `file_size` bytes.  Pure function over the bytes: fuzzable. */
+int qm__group_ctl_check(const void *image, uint64_t len, uint64_t file_size,
+                        qm_group_config_t *cfg);
+uint64_t qm__group_fingerprint(void);
+/* Bytes of a group file with these dimensions (0 if out of range). */
+uint64_t qm__group_file_size(uint32_t partitions, uint32_t window_log2);
+/* Release every lease and ordered partition of member `slot` (a dead
+ * member whose slot we just took, or our own on close).  The signature of
+ * qm_membership_t.settle. */
+void qm__group_settle(void *group, uint32_t slot, uint64_t inflight);
+/* Lone opener: if `boot_id` is not the boot the file was written under,
+ * make every lease and delay due now and every partition ownerless. */
+void qm__group_expire_boot(qm_group_t *g, const uint64_t boot_id[2]);
+
 /* ----- ThreadSanitizer ------------------------------------------------------- *
  * Helpers read record words at positions that may have gone stale, and throw
  * the value away when the lap/state check or a cursor re-check says so (the

@@ -371,4 +371,140 @@ _Static_assert(sizeof(qm_index_entry_t) == 16, "index entry");
 #define QM_REC_WORD(state, owner, len) \
     (((uint64_t)(state) << 61) | ((uint64_t)(owner) << 51) | (uint64_t)(uint32_t)(len))
 
+/* =====================================================================
+ * Consumer group: one file per group, <topic folder>/groups/<group>.grp
+ * (docs/design/groups.md).
+ *
+ *   0        header page: qm_group_ctl_t
+ *   4096     member table, as every object's (liveness by OFD lock)
+ *   69632    settled table: QM_MEMBER_SLOTS x u64, the member generation
+ *            whose leases a sweep already released after it died
+ *   77824    partitions: `partitions` x qm_group_part_t (384 B)
+ *   entries  page aligned: `partitions` x window x qm_group_entry_t (16 B)
+ *
+ * Per partition a window of 2^window_log2 entries; the record at offset o
+ * owns entry o mod window while it is pending.  Claims never let the
+ * delivery cursor run more than a window ahead of the committed offset,
+ * so an entry is only reused after the offset it held was committed.
+ * ===================================================================== */
+
+/* "qmemgrup" read as a big-endian string */
+#define QM_MAGIC_GROUP UINT64_C(0x716d656d67727570)
+#define QM_KIND_GROUP 3u
+
+#define QM_GROUP_MAX_PARTITIONS 4096u
+#define QM_GROUP_MIN_WINDOW_LOG2 4u      /* 16 entries */
+#define QM_GROUP_MAX_WINDOW_LOG2 16u     /* 65536 entries */
+#define QM_GROUP_PART_BYTES 384u
+#define QM_GROUP_ENTRY_BYTES 16u
+#define QM_GROUP_SETTLED_OFFSET QM_DATA_OFFSET
+#define QM_GROUP_PARTS_OFFSET (QM_GROUP_SETTLED_OFFSET + (uint64_t)QM_MEMBER_SLOTS * 8u)
+_Static_assert(QM_GROUP_PARTS_OFFSET == 77824, "group partitions offset");
+_Static_assert(QM_GROUP_PARTS_OFFSET % 4096 == 0, "partitions are page aligned");
+
+/* Cursor and committed words: [gen:16][offset:48].  `gen` changes on every
+ * seek, so a claimer or helper that read the word before a seek fails its
+ * CAS after it, even when the seek set the same offset (no ABA).  Offsets
+ * stop at 2^48 - 1: 8.9 years of 10^6 records/s on one partition. */
+#define QM_GPOS_OFF_BITS 48u
+#define QM_GPOS_MAX_OFFSET ((UINT64_C(1) << QM_GPOS_OFF_BITS) - 1)
+#define QM_GPOS(gen, off) (((uint64_t)(uint16_t)(gen) << QM_GPOS_OFF_BITS) | ((off) & QM_GPOS_MAX_OFFSET))
+#define QM_GPOS_GEN(w) ((uint16_t)((w) >> QM_GPOS_OFF_BITS))
+#define QM_GPOS_OFF(w) ((w) & QM_GPOS_MAX_OFFSET)
+
+/* Entry word, 64 bits, moved by CAS:
+ *   63..61  state (QM_GE_*)
+ *   60..51  owner member slot (0 = nobody)
+ *   50..39  delivery count, saturating at QM_GE_MAX_COUNT
+ *   38..0   tag: (gen mod 2^8) << 31 | (offset >> window_log2) mod 2^31
+ * The tag names the offset the entry holds (with its index); the whole word
+ * is the lease's epoch: every delivery changes the count, so an ack that
+ * CASes from the word it was given fails once the lease moved on.  Wrap:
+ * a stale word matches again only after 2^31 laps of the window (2^35
+ * offsets at the smallest window) or 4095 deliveries of one record. */
+#define QM_GE_FREE 0u        /* never used since the file was created */
+#define QM_GE_LEASING 1u     /* owner is writing the deadline: its own until then */
+#define QM_GE_LEASED 2u      /* delivered to owner until the deadline */
+#define QM_GE_DELAYED 3u     /* nacked or released: deliverable from the deadline on */
+#define QM_GE_DONE 4u        /* acked (or completed at delivery) */
+#define QM_GE_MAX_COUNT 4095u
+#define QM_GE_TAG_BITS 39u
+#define QM_GE_TAG_MASK ((UINT64_C(1) << QM_GE_TAG_BITS) - 1)
+#define QM_GE_LAP_MASK UINT64_C(0x7fffffff)
+#define QM_GE_STATE(w) ((uint32_t)((w) >> 61))
+#define QM_GE_OWNER(w) ((uint32_t)(((w) >> 51) & 1023u))
+#define QM_GE_COUNT(w) ((uint32_t)(((w) >> 39) & 0xfffu))
+#define QM_GE_TAG(w) ((w) & QM_GE_TAG_MASK)
+#define QM_GE_WORD(state, owner, count, tag)                                   \
+    (((uint64_t)(state) << 61) | ((uint64_t)((owner) & 1023u) << 51) |       \
+     ((uint64_t)((count) & 0xfffu) << 39) | ((tag) & QM_GE_TAG_MASK))
+#define QM_GE_MAKE_TAG(gen, offset, window_log2)                               \
+    ((((uint64_t)(gen) & 0xffu) << 31) | (((offset) >> (window_log2)) & QM_GE_LAP_MASK))
+
+/* Ordered mode's owner word: [epoch:54][slot:10]; slot 0 = no owner.  The
+ * epoch grows by one on every change of owner. */
+#define QM_GOWNER_SLOT(w) ((uint32_t)((w) & 1023u))
+#define QM_GOWNER_EPOCH(w) ((w) >> 10)
+#define QM_GOWNER(epoch, slot) (((uint64_t)(epoch) << 10) | (uint64_t)((slot) & 1023u))
+
+typedef struct qm_group_entry {
+    _Atomic uint64_t word;           /* 0: see above */
+    _Atomic int64_t deadline_ns;     /* 8: CLOCK_MONOTONIC; LEASED: lease end,
+                                      *    DELAYED: not before.  Written only
+                                      *    by the owner of a LEASING word */
+} qm_group_entry_t;
+_Static_assert(sizeof(qm_group_entry_t) == QM_GROUP_ENTRY_BYTES, "group entry");
+
+/* One partition's state.  Claimers write `cursor`, ackers `committed`: each
+ * on its own 128-byte line.  The third line is read on every claim and
+ * written rarely (next_due lowers, redeliveries, ownership changes). */
+typedef struct qm_group_part {
+    qm_cursor_line_t cursor;         /*   0: next never-delivered offset */
+    qm_cursor_line_t committed;      /* 128: every offset below it is done */
+    _Atomic int64_t next_due;        /* 256: lower bound of the earliest deadline
+                                      *      of a LEASED/DELAYED entry; INT64_MAX none */
+    _Atomic uint64_t owner;          /* 264: ordered mode, QM_GOWNER */
+    _Atomic uint64_t redelivered;    /* 272: deliveries with count > 1 */
+    _Atomic uint64_t dead_lettered;  /* 280: bumped by the policy layer */
+    _Atomic uint64_t skipped;        /* 288: offsets jumped over (retention) */
+    _Atomic uint64_t seeks;          /* 296 */
+    uint64_t reserved[10];           /* 304..383: zero */
+} qm_group_part_t;
+_Static_assert(sizeof(qm_group_part_t) == QM_GROUP_PART_BYTES, "group partition");
+_Static_assert(offsetof(qm_group_part_t, committed) == 128, "committed line");
+_Static_assert(offsetof(qm_group_part_t, next_due) == 256, "next_due");
+_Static_assert(offsetof(qm_group_part_t, owner) == 264, "owner");
+_Static_assert(offsetof(qm_group_part_t, seeks) == 296, "seeks");
+
+typedef struct qm_group_ctl {
+    qm_header_t header;              /*    0: object_kind = QM_KIND_GROUP;
+                                      *       data_offset = parts_offset,
+                                      *       data_bytes = total - parts_offset,
+                                      *       capacity_log2 = window_log2 */
+    uint32_t partitions;             /*  256 */
+    uint32_t window_log2;            /*  260 */
+    uint32_t flags;                  /*  264: QM_GROUP_ORDERED */
+    uint32_t pad0;                   /*  268 */
+    uint64_t settled_offset;         /*  272: QM_GROUP_SETTLED_OFFSET */
+    uint64_t parts_offset;           /*  280: QM_GROUP_PARTS_OFFSET */
+    uint64_t entries_offset;         /*  288 */
+    _Atomic uint64_t boot_id[2];     /*  296: /proc boot id of the boot whose
+                                      *       CLOCK_MONOTONIC the deadlines use;
+                                      *       rewritten only by a lone opener */
+    uint8_t pad1[384 - 312];
+    _Atomic int64_t last_sweep_ns;   /*  384: when a liveness sweep last ran */
+    _Atomic uint32_t members_hwm;    /*  392 */
+    uint32_t pad2;
+    _Atomic uint64_t sweeps;         /*  400: sweeps that found a dead member */
+    _Atomic uint64_t reboots;        /*  408: opens that expired leases of an old boot */
+    uint8_t reserved[QM_HEADER_BYTES - 416];
+} qm_group_ctl_t;
+_Static_assert(sizeof(qm_group_ctl_t) == QM_HEADER_BYTES, "group header page");
+_Static_assert(offsetof(qm_group_ctl_t, partitions) == 256, "group partitions");
+_Static_assert(offsetof(qm_group_ctl_t, entries_offset) == 288, "group entries offset");
+_Static_assert(offsetof(qm_group_ctl_t, boot_id) == 296, "group boot id");
+_Static_assert(offsetof(qm_group_ctl_t, last_sweep_ns) == 384, "group sweep line");
+_Static_assert(offsetof(qm_group_ctl_t, reboots) == 408, "group reboots");
+
+
 #endif /* QM_LAYOUT_H */

@@ -31,6 +31,8 @@ const char *qm_status_str(int status) {
     case QM_EPERM: return "object is not private to this user";
     case QM_ECLOSED: return "handle is closed";
     case QM_EGONE: return "object was truncated or removed under this handle";
+    case QM_ESTALE: return "lease is stale (expired, redelivered or already settled)";
+    case QM_EFULL: return "too many records in flight (pending window full)";
     default: break;
     }
     if (status < 0 && status > -4096) return strerror(-status);
