@@ -862,6 +862,7 @@ cdef class Cursor:
 
 
 @cython.final
+@cython.freelist(64)
 @cython.no_gc
 cdef class _Payload:
     """A record's value in place in its log's mapping, exported as a
