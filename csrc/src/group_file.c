@@ -34,12 +34,7 @@ uint64_t qm__group_fingerprint(void) {
         offsetof(qm_group_part_t, owner), QM_GROUP_SETTLED_OFFSET, QM_GROUP_PARTS_OFFSET,
         QM_GPOS_OFF_BITS, QM_GE_TAG_BITS, QM_GE_MAX_COUNT, QM_GROUP_MAX_PARTITIONS,
     };
-    uint64_t h = UINT64_C(0xcbf29ce484222325);   /* FNV-1a over words, as region.c */
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        h ^= parts[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
+    return qm__fingerprint_mix(parts, sizeof parts / sizeof parts[0]);
 }
 
 static uint64_t entries_offset(uint32_t partitions) {
@@ -92,23 +87,6 @@ int qm__group_ctl_check(const void *image, uint64_t len, uint64_t file_size,
     return QM_OK;
 }
 
-/* The boot id as two words, or 0s if it cannot be read. */
-static void read_boot_id(uint64_t id[2]) {
-    id[0] = id[1] = 0;
-    char buf[64];
-    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    int k = 0;
-    for (ssize_t i = 0; i < n && k < 32; i++) {
-        char ch = buf[i];
-        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-        if (v < 0) continue;
-        id[k / 16] = id[k / 16] << 4 | (uint64_t)v;
-        k++;
-    }
-}
 
 typedef struct format_arg {
     const qm_group_config_t *cfg;
@@ -143,7 +121,7 @@ static void group_format(uint8_t *base, uint64_t len, const void *arg) {
     c->parts_offset = QM_GROUP_PARTS_OFFSET;
     c->entries_offset = entries_offset(cfg->partitions);
     uint64_t id[2];
-    read_boot_id(id);
+    qm__os_boot_id(id);
     atomic_store_explicit(&c->boot_id[0], id[0], memory_order_relaxed);
     atomic_store_explicit(&c->boot_id[1], id[1], memory_order_relaxed);
     qm_group_part_t *parts = (qm_group_part_t *)(base + QM_GROUP_PARTS_OFFSET);
@@ -161,31 +139,12 @@ static void group_format(uint8_t *base, uint64_t len, const void *arg) {
  * folder of ours (the partition log's folder rule). */
 static int open_groups_dir(const char *topic_dir, qm_open_mode_t mode, int *out) {
     if (!topic_dir || !topic_dir[0]) return qm__fail(QM_EINVAL, "no topic folder given");
-    int tfd = open(topic_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (tfd < 0)
-        return errno == ENOENT ? QM_ENOTFOUND
-               : errno == ELOOP || errno == ENOTDIR
-                   ? qm__fail(QM_EPERM, "not a folder: %s", topic_dir)
-                   : -errno;
-    if (mode != QM_OPEN_ONLY && mkdirat(tfd, "groups", 0700) < 0 && errno != EEXIST) {
-        int rc = -errno;
-        close(tfd);
-        return rc;
-    }
-    int fd = openat(tfd, "groups", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    int err = errno;
+    int tfd;
+    int rc = qm__dir_open(AT_FDCWD, topic_dir, QM_OPEN_ONLY, &tfd);
+    if (rc) return rc;
+    rc = qm__dir_open(tfd, "groups", mode, out);
     close(tfd);
-    if (fd < 0)
-        return err == ENOENT ? QM_ENOTFOUND
-               : err == ELOOP || err == ENOTDIR ? qm__fail(QM_EPERM, "groups is not a folder")
-                                                : -err;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
-        close(fd);
-        return qm__fail(QM_EPERM, "%s/groups is not private to this user", topic_dir);
-    }
-    *out = fd;
-    return QM_OK;
+    return rc;
 }
 
 static int config_check(const qm_group_config_t *cfg, unsigned *wlog2) {
@@ -252,7 +211,7 @@ int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
     g->mb.object = g;
     if (qm__gate_try_exclusive(g->mb.fd) == QM_OK) {   /* we are alone */
         uint64_t id[2];
-        read_boot_id(id);
+        qm__os_boot_id(id);
         qm__group_expire_boot(g, id);
     }
     qm__registry_add(&g->mb);

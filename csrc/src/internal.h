@@ -39,6 +39,7 @@ int qm__os_reserve(int fd, uint64_t size);
 int qm__os_reopen(int fd);
 int64_t qm__os_monotonic_ns(void);
 int64_t qm__os_realtime_ns(void);
+void qm__os_boot_id(uint64_t id[2]);   /* this boot's id as two words; 0s if unknown */
 static inline void qm__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -118,6 +119,8 @@ typedef struct qm_geometry {
 int qm__ring_header_check(const void *image, uint64_t len, uint64_t file_size,
                           qm_geometry_t *out);
 uint64_t qm__layout_fingerprint(void);
+uint64_t qm__fingerprint_mix(const uint64_t *parts, size_t n);
+int qm__dir_open(int at, const char *path, qm_open_mode_t mode, int *out);
 int qm__capacity_round(uint64_t capacity, unsigned *log2_out);
 
 /* ----- membership (liveness.c) -------------------------------------------

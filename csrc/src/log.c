@@ -1232,23 +1232,6 @@ void qm_log_close(qm_log_t *lg) {
     free(lg);
 }
 
-static int open_dir(const char *dir, qm_open_mode_t mode, int *out) {
-    if (!dir || !dir[0]) return qm__fail(QM_EINVAL, "no log folder given");
-    if (mode != QM_OPEN_ONLY && mkdir(dir, 0700) < 0 && errno != EEXIST) return -errno;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return errno == ENOENT ? QM_ENOTFOUND
-               : errno == ELOOP || errno == ENOTDIR ? qm__fail(QM_EPERM, "not a folder: %s", dir)
-                                                    : -errno;
-    struct stat st;
-    if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
-        close(fd);
-        return qm__fail(QM_EPERM, "folder %s is not private to this user", dir);
-    }
-    *out = fd;
-    return QM_OK;
-}
-
 int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
                 qm_log_t **out) {
     *out = NULL;
@@ -1261,7 +1244,8 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
     lg->dirfd = -1;
     lg->obj.fd = -1;
     lg->mb.fd = -1;
-    rc = open_dir(dir, mode, &lg->dirfd);
+    rc = dir && dir[0] ? qm__dir_open(AT_FDCWD, dir, mode, &lg->dirfd)
+                       : qm__fail(QM_EINVAL, "no log folder given");
     if (rc) goto fail;
     qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, cfg};
     rc = qm__object_open(lg->dirfd, "control", mode, &spec, &lg->obj);

@@ -158,3 +158,21 @@ int64_t qm__os_realtime_ns(void) {
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
+
+/* The boot id as two words, or 0s if it cannot be read. */
+void qm__os_boot_id(uint64_t id[2]) {
+    id[0] = id[1] = 0;
+    char buf[64];
+    int fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    int k = 0;
+    for (ssize_t i = 0; i < n && k < 32; i++) {
+        char ch = buf[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0) continue;
+        id[k / 16] = id[k / 16] << 4 | (uint64_t)v;
+        k++;
+    }
+}

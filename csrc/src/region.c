@@ -42,6 +42,36 @@ int qm_name_check(const char *name) {
     return QM_OK;
 }
 
+/* Open folder `path` (relative to `at`, or AT_FDCWD), first making it
+ * 0700 unless `mode` is QM_OPEN_ONLY.  Symlinks are not followed and the
+ * folder must belong to us with no group/other bits: QM_EPERM otherwise,
+ * QM_ENOTFOUND if it does not exist. */
+int qm__dir_open(int at, const char *path, qm_open_mode_t mode, int *out) {
+    if (mode != QM_OPEN_ONLY && mkdirat(at, path, 0700) < 0 && errno != EEXIST) return -errno;
+    int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? QM_ENOTFOUND
+               : errno == ELOOP || errno == ENOTDIR ? qm__fail(QM_EPERM, "not a folder: %s", path)
+                                                    : -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
+        close(fd);
+        return qm__fail(QM_EPERM, "folder %s is not private to this user", path);
+    }
+    *out = fd;
+    return QM_OK;
+}
+
+/* FNV-1a over 64-bit words: the mix of every layout fingerprint. */
+uint64_t qm__fingerprint_mix(const uint64_t *parts, size_t n) {
+    uint64_t h = UINT64_C(0xcbf29ce484222325);
+    for (size_t i = 0; i < n; i++) {
+        h ^= parts[i];
+        h *= UINT64_C(0x100000001b3);
+    }
+    return h;
+}
+
 uint64_t qm__layout_fingerprint(void) {
     /* Every size and offset a peer relies on, mixed (FNV-1a over words).
      * Builds that disagree on any of them refuse each other's objects. */
@@ -63,12 +93,7 @@ uint64_t qm__layout_fingerprint(void) {
         sizeof(qm_record_header_t), offsetof(qm_record_header_t, crc),
         offsetof(qm_record_header_t, value_len),
     };
-    uint64_t h = UINT64_C(0xcbf29ce484222325);
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
-        h ^= parts[i];
-        h *= UINT64_C(0x100000001b3);
-    }
-    return h;
+    return qm__fingerprint_mix(parts, sizeof parts / sizeof parts[0]);
 }
 
 int qm__map(int fd, uint64_t size, bool writable, uint8_t **out) {
