@@ -29,6 +29,7 @@ from libc.errno cimport EEXIST, ENOENT, EPERM
 from cpython.memoryview cimport PyMemoryView_FromObject
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.object cimport PyObject_RichCompare
+from cpython.unicode cimport PyUnicode_AsUTF8String, PyUnicode_DecodeUTF8
 from cpython.pythread cimport (
     NOWAIT_LOCK,
     PY_LOCK_ACQUIRED,
@@ -42,7 +43,7 @@ from cpython.pythread cimport (
 )
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_REALTIME, clock_gettime, timespec
 
 from pyqmem._qmem cimport *
@@ -568,24 +569,25 @@ cdef class Log:
         self._leave()
         return n
 
-    cdef int _append1(self, const void *key, uint32_t key_len, const void *value,
-                      size_t value_len, int64_t timestamp_ns, uint64_t *offset) except -1:
-        """Append one record without headers from raw pointers (the fast
-        path of TopicSender): the GIL is kept as in append()."""
+    cdef int _append1(self, const void *key, uint32_t key_len, const void *headers,
+                      uint32_t headers_len, const void *value, size_t value_len,
+                      int64_t timestamp_ns, uint64_t *offset) except -1:
+        """Append one record from raw pointers (the fast path of
+        TopicSender): the GIL is kept as in append()."""
         cdef qm_log_entry_t e
         cdef qm_iovec_t one
         cdef int status
         cdef qm_log_t *lg = self._enter()
         e.key = key
         e.key_len = key_len
-        e.headers = NULL
-        e.headers_len = 0
+        e.headers = headers
+        e.headers_len = headers_len
         one.base = value
         one.len = value_len
         e.value = &one
         e.value_cnt = 1
         e.timestamp_ns = timestamp_ns
-        if value_len + key_len <= _GIL_COPY_MAX and not self._fsync:
+        if value_len + key_len + headers_len <= _GIL_COPY_MAX and not self._fsync:
             status = qm_log_append(lg, &e, offset)
         else:
             with nogil:
@@ -976,6 +978,153 @@ cdef inline int64_t _realtime_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
+cdef uint32_t _murmur2(const unsigned char *data, size_t length) noexcept nogil:
+    """Kafka's murmur2 (pyqmem.partitioning.murmur2 as an unsigned 32-bit value)."""
+    cdef uint32_t m = 0x5BD1E995u
+    cdef uint32_t h = 0x9747B28Cu ^ <uint32_t>length
+    cdef uint32_t k
+    cdef size_t i, whole = length // 4, tail = length & 3
+    cdef const unsigned char *q
+    for i in range(whole):
+        q = data + 4 * i
+        k = <uint32_t>q[0] | (<uint32_t>q[1] << 8) | (<uint32_t>q[2] << 16) | (<uint32_t>q[3] << 24)
+        k *= m
+        k ^= k >> 24
+        k *= m
+        h *= m
+        h ^= k
+    q = data + 4 * whole
+    if tail == 3:
+        h ^= <uint32_t>q[2] << 16
+    if tail >= 2:
+        h ^= <uint32_t>q[1] << 8
+    if tail:
+        h ^= <uint32_t>q[0]
+        h *= m
+    h ^= h >> 13
+    h *= m
+    h ^= h >> 15
+    return h
+
+
+def _murmur2_unsigned(bytes data):
+    """_murmur2 for tests: the unsigned 32-bit hash of `data`."""
+    return _murmur2(<const unsigned char *>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+
+
+cdef bytes _CID_NAME = b"qm.correlation_id"
+
+
+cdef inline void _put_u16(char *p, uint32_t v) noexcept:
+    p[0] = <char>(v & 0xff)
+    p[1] = <char>((v >> 8) & 0xff)
+
+
+cdef inline void _put_u32(char *p, uint64_t v) noexcept:
+    p[0] = <char>(v & 0xff)
+    p[1] = <char>((v >> 8) & 0xff)
+    p[2] = <char>((v >> 16) & 0xff)
+    p[3] = <char>((v >> 24) & 0xff)
+
+
+cdef object _encode_headers(object headers, object correlation_id):
+    """pyqmem.headers.encode for the common case -- a dict of str names (not
+    "qm.") to bytes and a str correlation id -- in C; anything else, and
+    every error, goes to pyqmem.headers.encode (same bytes, same errors)."""
+    cdef list names = []
+    cdef list values = []
+    cdef Py_ssize_t size = 2, count, i
+    cdef bytes raw_name, raw_value, out
+    cdef char *p
+    if headers is not None and type(headers) is not dict:
+        return _encode_headers_py(headers, correlation_id)
+    if correlation_id is not None and type(correlation_id) is not str:
+        return _encode_headers_py(headers, correlation_id)
+    try:
+        if headers is not None:
+            for name, value in (<dict>headers).items():
+                if type(name) is not str or type(value) is not bytes or (<str>name).startswith("qm."):
+                    return _encode_headers_py(headers, correlation_id)
+                names.append(name)
+                values.append(value)
+        if correlation_id is not None:
+            raw_value = PyUnicode_AsUTF8String(correlation_id)
+        count = len(names) + (correlation_id is not None)
+        if count == 0:
+            return b""
+        if count > 0xffff:
+            return _encode_headers_py(headers, correlation_id)
+        for i in range(len(names)):
+            raw_name = PyUnicode_AsUTF8String(names[i])
+            if len(raw_name) > 0xffff or len(<bytes>values[i]) > 0xffffffff:
+                return _encode_headers_py(headers, correlation_id)
+            names[i] = raw_name
+            size += 6 + len(raw_name) + len(<bytes>values[i])
+        if correlation_id is not None:
+            names.append(_CID_NAME)
+            values.append(raw_value)
+            size += 6 + len(_CID_NAME) + len(raw_value)
+    except Exception:
+        return _encode_headers_py(headers, correlation_id)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = PyBytes_AS_STRING(out)
+    _put_u16(p, <uint32_t>count)
+    p += 2
+    for i in range(count):
+        raw_name = names[i]
+        raw_value = values[i]
+        _put_u16(p, <uint32_t>len(raw_name))
+        memcpy(p + 2, PyBytes_AS_STRING(raw_name), len(raw_name))
+        p += 2 + len(raw_name)
+        _put_u32(p, <uint64_t>len(raw_value))
+        memcpy(p + 4, PyBytes_AS_STRING(raw_value), len(raw_value))
+        p += 4 + len(raw_value)
+    return out
+
+
+cdef object _encode_headers_py(object headers, object correlation_id):
+    from pyqmem.headers import encode
+    return encode(headers, correlation_id)
+
+
+cdef tuple _decode_header_block(const unsigned char *data, Py_ssize_t size):
+    """pyqmem.headers.decode of the `size` (> 0) bytes at `data`, in C;
+    a malformed block goes to pyqmem.headers.decode for its CorruptError."""
+    cdef Py_ssize_t pos = 2, name_len, value_len
+    cdef uint32_t count, j
+    cdef dict headers = {}
+    cdef object correlation_id = None
+    cdef object name
+    if size < 2:
+        return _decode_headers(PyBytes_FromStringAndSize(<const char *>data, size))
+    count = <uint32_t>data[0] | (<uint32_t>data[1] << 8)
+    try:
+        for j in range(count):
+            if pos + 2 > size:
+                raise ValueError
+            name_len = <Py_ssize_t>data[pos] | (<Py_ssize_t>data[pos + 1] << 8)
+            pos += 2
+            if pos + name_len + 4 > size:
+                raise ValueError
+            name = PyUnicode_DecodeUTF8(<const char *>data + pos, name_len, NULL)
+            pos += name_len
+            value_len = (<Py_ssize_t>data[pos] | (<Py_ssize_t>data[pos + 1] << 8)
+                         | (<Py_ssize_t>data[pos + 2] << 16) | (<Py_ssize_t>data[pos + 3] << 24))
+            pos += 4
+            if pos + value_len > size:
+                raise ValueError
+            if name == "qm.correlation_id":
+                correlation_id = PyUnicode_DecodeUTF8(<const char *>data + pos, value_len, NULL)
+            else:
+                headers[name] = PyBytes_FromStringAndSize(<const char *>data + pos, value_len)
+            pos += value_len
+        if pos != size:
+            raise ValueError
+    except ValueError:   # also UnicodeDecodeError: the Python decoder says what is wrong
+        return _decode_headers(PyBytes_FromStringAndSize(<const char *>data, size))
+    return headers, correlation_id
+
+
 @cython.final
 @cython.freelist(256)
 @cython.no_gc
@@ -1182,8 +1331,8 @@ cdef Message _message(Log log, qm_log_record_t *rec, Py_ssize_t partition, objec
     m._timestamp_ns = rec.timestamp_ns
     m._serializer = serializer
     if rec.headers_len:   # decoded now: a malformed block is the get's CorruptError
-        m._headers, m._correlation_id = _decode_headers(
-            PyBytes_FromStringAndSize(<const char *>rec.headers, rec.headers_len))
+        m._headers, m._correlation_id = _decode_header_block(
+            <const unsigned char *>rec.headers, <Py_ssize_t>rec.headers_len)
     return m
 
 
@@ -1233,17 +1382,51 @@ cdef class TopicSender:
         cdef Py_ssize_t p, n
         cdef uint64_t offset = 0
         cdef int64_t now
-        if (type(value) is bytes and key is None and headers is None and partition is None
-                and correlation_id is None and self._fast()):
-            n = PyBytes_GET_SIZE(value)
-            if n <= self._max_value:
-                p = <Py_ssize_t>(self._rr % <uint64_t>self._nparts)
-                self._rr += 1
-                now = _realtime_ns()
-                (<Log>self._owner_logs[p])._append1(NULL, 0, PyBytes_AS_STRING(value), <size_t>n,
-                                                    now, &offset)
-                return _metadata(p, offset, now)
-        return self._send(value, key, headers, partition, correlation_id)
+        cdef object raw_key = None, head = None
+        cdef const char *key_ptr = NULL
+        cdef const char *head_ptr = NULL
+        cdef Py_ssize_t key_len = 0, head_len = 0
+        # The common cases; anything else (another serializer or value
+        # type, a value too large, a bytes-like key other than bytes, a bad
+        # partition, another thread, a closed topic) takes the Python path,
+        # which checks in the same order and raises the same errors.
+        if type(value) is not bytes or not self._fast():
+            return self._send(value, key, headers, partition, correlation_id)
+        n = PyBytes_GET_SIZE(value)
+        if n > self._max_value:
+            return self._send(value, key, headers, partition, correlation_id)
+        if key is not None:
+            if type(key) is str:
+                raw_key = PyUnicode_AsUTF8String(key)
+            elif type(key) is bytes:
+                raw_key = key
+            else:
+                return self._send(value, key, headers, partition, correlation_id)
+            key_len = PyBytes_GET_SIZE(raw_key)
+            if key_len > 0xffffffff:
+                return self._send(value, key, headers, partition, correlation_id)
+            key_ptr = PyBytes_AS_STRING(raw_key)
+        if partition is not None:
+            if type(partition) is not int or not 0 <= partition < self._nparts:
+                return self._send(value, key, headers, partition, correlation_id)
+            p = partition
+        elif raw_key is not None:
+            p = <Py_ssize_t>((_murmur2(<const unsigned char *>key_ptr, <size_t>key_len)
+                              & 0x7fffffffu) % <uint32_t>self._nparts)
+        else:
+            p = <Py_ssize_t>(self._rr % <uint64_t>self._nparts)
+            self._rr += 1
+        if headers is not None or correlation_id is not None:
+            head = _encode_headers(headers, correlation_id)
+            head_len = PyBytes_GET_SIZE(head)
+            if head_len > 0xffffffff:
+                raise MessageTooLarge(f"headers of {head_len} bytes do not fit a record")
+            head_ptr = PyBytes_AS_STRING(head)
+        now = _realtime_ns()
+        (<Log>self._owner_logs[p])._append1(key_ptr, <uint32_t>key_len, head_ptr,
+                                            <uint32_t>head_len, PyBytes_AS_STRING(value),
+                                            <size_t>n, now, &offset)
+        return _metadata(p, offset, now)
 
     def send_many(self, values, *, key=None):
         """Send each of `values` (each partition chosen as by send) and
