@@ -742,7 +742,8 @@ cdef class Log:
                 rec.timestamp_ns,
                 PyBytes_FromStringAndSize(<const char *>rec.key, rec.key_len) if rec.key_len else None,
                 PyBytes_FromStringAndSize(<const char *>rec.headers, rec.headers_len),
-                _payload(self, <const char *>rec.value, <Py_ssize_t>rec.value_len),
+                _payload(self, qm_log_hold(&rec), <const char *>rec.value,
+                         <Py_ssize_t>rec.value_len),
             )
         finally:
             self._leave()
@@ -816,9 +817,13 @@ cdef class Cursor:
     cdef bint _placed
     cdef readonly Log log
 
-    def __init__(self, Log log not None):
+    def __init__(self, Log log not None, bint check_crcs=True):
+        """`check_crcs=False`: read without verifying each record's CRC-32C
+        (headers and lengths are still validated; QM_CURSOR_NO_CRC)."""
         self.log = log
         memset(&self._cur, 0, sizeof(self._cur))
+        if not check_crcs:
+            self._cur.flags = QM_CURSOR_NO_CRC
 
     def __repr__(self):
         where = self._cur.next_offset if self._placed else "unplaced"
@@ -868,9 +873,11 @@ cdef class Cursor:
 @cython.no_gc
 cdef class _Payload:
     """A record's value in place in its log's mapping, exported as a
-    read-only buffer.  While it lives its Log keeps the mapping."""
+    read-only buffer.  While it lives its Log keeps the handle and its
+    hold (qm_log_hold) keeps the segment mapped."""
 
     cdef Log _log
+    cdef void *_hold
     cdef const char *_data
     cdef Py_ssize_t _len
 
@@ -878,15 +885,18 @@ cdef class _Payload:
         PyBuffer_FillInfo(buffer, self, <void *>self._data, self._len, 1, flags)
 
     def __dealloc__(self):
+        qm_log_release(self._hold)
         if self._log is not None:
             self._log._views -= 1
             self._log._free_if_unused()
 
 
-cdef object _payload(Log log, const char *data, Py_ssize_t n):
-    """A read-only memoryview of `n` bytes at `data` in `log`'s mapping."""
+cdef object _payload(Log log, void *hold, const char *data, Py_ssize_t n):
+    """A read-only memoryview of `n` bytes at `data` in `log`'s mapping;
+    it takes over `hold` (a qm_log_hold of the segment)."""
     cdef _Payload p = _Payload.__new__(_Payload)
     p._log = log
+    p._hold = hold
     p._data = data
     p._len = n
     log._views += 1
@@ -1225,7 +1235,8 @@ cdef class Message:
     Key, headers, data and value are made from the mapping only when first
     used: the message keeps its log's mapping alive."""
 
-    cdef Log _log                # holds one of _log._views: the mapping stays
+    cdef Log _log                # holds one of _log._views: the handle stays
+    cdef void *_hold             # qm_log_hold of the segment: the mapping stays
     cdef const char *_key
     cdef const char *_value_ptr
     cdef Py_ssize_t _value_len
@@ -1248,6 +1259,7 @@ cdef class Message:
 
     def __dealloc__(self):
         cdef Log log = self._log
+        qm_log_release(self._hold)
         if log is not None:
             log._views -= 1
             log._free_if_unused()
@@ -1256,7 +1268,8 @@ cdef class Message:
     def data(self):
         """Read-only memoryview of the value in the log's mapping (zero-copy)."""
         if self._data is None:
-            self._data = _payload(self._log, self._value_ptr, self._value_len)
+            self._data = _payload(self._log, qm_log_hold_again(self._hold), self._value_ptr,
+                                  self._value_len)
         return self._data
 
     @property
@@ -1321,6 +1334,7 @@ cdef Message _message(Log log, qm_log_record_t *rec, Py_ssize_t partition, objec
     """The Message of the record just read through `log` (its handle entered)."""
     cdef Message m = Message.__new__(Message)
     m._log = log
+    m._hold = qm_log_hold(rec)
     log._views += 1
     m._key = <const char *>rec.key
     m._key_len = rec.key_len

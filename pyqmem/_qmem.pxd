@@ -104,6 +104,7 @@ cdef extern from "qmem.h" nogil:
     ctypedef qm_log qm_log_t
 
     const uint32_t QM_LOG_FSYNC
+    const uint64_t QM_CURSOR_NO_CRC
 
     ctypedef struct qm_log_config_t:
         uint64_t segment_bytes
@@ -134,6 +135,7 @@ cdef extern from "qmem.h" nogil:
         uint64_t pos
         uint64_t next_offset
         uint64_t skipped
+        uint64_t flags
 
     ctypedef struct qm_log_record_t:
         uint64_t offset
@@ -144,12 +146,16 @@ cdef extern from "qmem.h" nogil:
         uint32_t headers_len
         const void *value
         uint64_t value_len
+        void *mapping
 
     int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset)
     int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns)
     int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec,
                     int64_t deadline_ns)
     int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end)
+    void *qm_log_hold(const qm_log_record_t *rec)
+    void *qm_log_hold_again(void *hold) nogil
+    void qm_log_release(void *hold) nogil
     int qm_log_retain(qm_log_t *log, uint64_t *deleted)
     void qm_log_interrupt(qm_log_t *log)
     int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,

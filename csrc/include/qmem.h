@@ -316,6 +316,7 @@ typedef struct qm_log_record {
     uint32_t headers_len;
     const void *value;
     uint64_t value_len;
+    void *mapping;             /* the segment's mapping, for qm_log_hold() */
 } qm_log_record_t;
 
 /* Place `cur` at the first record with offset >= `offset` (at the end if
@@ -329,12 +330,32 @@ int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset);
 int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns);
 
 /* Read the record at `cur` and advance past it.  Pointers in `rec` stay
- * valid until the handle is closed.  Skips abandoned records.  A cursor
+ * valid until the next call on this handle (which may unmap segments it no
+ * longer uses), or until qm_log_release() if qm_log_hold() was called on
+ * `rec` before that next call.  Skips abandoned records.  A cursor
  * behind retention jumps to the log start and adds what it missed to
  * cur->skipped.  Waits for a record until the deadline: QM_EAGAIN
  * (QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR; QM_ECORRUPT if the record fails
  * validation or its CRC (unless the cursor has QM_CURSOR_NO_CRC). */
 int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline_ns);
+
+/* Keep the segment that `rec` points into mapped after later calls on the
+ * handle, so its pointers stay valid; returns the hold to pass to
+ * qm_log_release().  Call it in the handle's thread, before the handle's
+ * next call.  A handle keeps up to QM_LOG_MAPPED_KEEP recently used
+ * segments mapped and drops the rest (always those retention deleted: their
+ * memory is freed only when the last mapping goes) on entry to
+ * qm_log_read/append/seek, skipping held ones.  qm_log_close() unmaps
+ * everything, held or not. */
+#define QM_LOG_MAPPED_KEEP 16
+void *qm_log_hold(const qm_log_record_t *rec);
+
+/* Another hold on the same mapping as `hold`, from any thread, while `hold`
+ * is still held. */
+void *qm_log_hold_again(void *hold);
+
+/* End a hold.  Any thread; NULL is ignored. */
+void qm_log_release(void *hold);
 
 /* First offset still stored and the next offset to be assigned. */
 int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end);

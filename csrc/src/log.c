@@ -39,10 +39,14 @@
 #define LOG_ROUNDS 100000
 #define END_ROOM 8u   /* every segment keeps room for its END word */
 
+/* One mapped segment.  Heap-allocated so a hold can point at it while the
+ * handle's table grows. */
 typedef struct seg_map {
     uint64_t base;
     uint8_t *mem;
-    qm_index_entry_t *idx;   /* NULL if the segment has no index file */
+    qm_index_entry_t *idx;    /* NULL if the segment has no index file */
+    uint64_t last_use;        /* handle's lookup count at the last lookup */
+    _Atomic uint32_t holds;   /* qm_log_hold() not yet released */
 } seg_map_t;
 
 struct qm_log {
@@ -52,8 +56,9 @@ struct qm_log {
     qm_membership_t mb;
     uint64_t segment_bytes;
     qm_log_config_t cfg;      /* as stored in control, validated at open */
-    seg_map_t *segs;
+    seg_map_t **segs;         /* oldest mapped first */
     size_t nsegs, capsegs;
+    uint64_t lookups;
     _Atomic int interrupted;
 };
 
@@ -225,24 +230,92 @@ int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
 static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem, qm_index_entry_t *idx) {
     if (lg->nsegs == lg->capsegs) {
         size_t cap = lg->capsegs ? lg->capsegs * 2 : 8;
-        seg_map_t *n = realloc(lg->segs, cap * sizeof *n);
+        seg_map_t **n = realloc(lg->segs, cap * sizeof *n);
         if (!n) return -ENOMEM;
         lg->segs = n;
         lg->capsegs = cap;
     }
-    lg->segs[lg->nsegs++] = (seg_map_t){base, mem, idx};
+    seg_map_t *m = malloc(sizeof *m);
+    if (!m) return -ENOMEM;
+    *m = (seg_map_t){.base = base, .mem = mem, .idx = idx, .last_use = ++lg->lookups};
+    atomic_init(&m->holds, 0);
+    lg->segs[lg->nsegs++] = m;
     return QM_OK;
 }
 
-/* Map segment `base` (cached for the handle's life). QM_ENOTFOUND if the
- * file does not exist, QM_ENOTREADY while its creator is still writing it. */
+static void seg_unmap(qm_log_t *lg, seg_map_t *m) {
+    munmap(m->mem, (size_t)lg->segment_bytes);
+    if (m->idx) munmap(m->idx, (size_t)idx_bytes(lg));
+    free(m);
+}
+
+static bool seg_held(seg_map_t *m) {
+    /* [L12] acquire: pairs with [L13]; the holder's reads of the mapping
+     * happen before we unmap it */
+    return atomic_load_explicit(&m->holds, memory_order_acquire) != 0;
+}
+
+/* Drop mappings nobody holds: those of segments retention deleted (their
+ * memory is freed only when the last mapping goes) and, beyond
+ * QM_LOG_MAPPED_KEEP, the least recently used.  Called only on entry to a
+ * public call, when no pointer from an earlier lookup in this call is live. */
+static void seg_trim(qm_log_t *lg) {
+    uint64_t start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_relaxed);
+    size_t n = 0;
+    for (size_t i = 0; i < lg->nsegs; i++) {
+        seg_map_t *m = lg->segs[i];
+        if (m->base < start && !seg_held(m))
+            seg_unmap(lg, m);
+        else
+            lg->segs[n++] = m;
+    }
+    lg->nsegs = n;
+    while (lg->nsegs > QM_LOG_MAPPED_KEEP) {
+        size_t lru = SIZE_MAX;
+        for (size_t i = 0; i < lg->nsegs; i++)
+            if (!seg_held(lg->segs[i]) &&
+                (lru == SIZE_MAX || lg->segs[i]->last_use < lg->segs[lru]->last_use))
+                lru = i;
+        if (lru == SIZE_MAX) break;
+        seg_unmap(lg, lg->segs[lru]);
+        memmove(&lg->segs[lru], &lg->segs[lru + 1], (lg->nsegs - lru - 1) * sizeof *lg->segs);
+        lg->nsegs--;
+    }
+}
+
+void *qm_log_hold(const qm_log_record_t *rec) {
+    seg_map_t *m = rec->mapping;
+    atomic_fetch_add_explicit(&m->holds, 1, memory_order_relaxed);
+    return m;
+}
+
+void *qm_log_hold_again(void *hold) {
+    seg_map_t *m = hold;
+    atomic_fetch_add_explicit(&m->holds, 1, memory_order_relaxed);
+    return m;
+}
+
+void qm_log_release(void *hold) {
+    seg_map_t *m = hold;
+    /* [L13] release: pairs with [L12] */
+    if (m) atomic_fetch_sub_explicit(&m->holds, 1, memory_order_release);
+}
+
 static seg_map_t *seg_cached(qm_log_t *lg, uint64_t base) {
     for (size_t i = lg->nsegs; i-- > 0;)
-        if (lg->segs[i].base == base) return &lg->segs[i];
+        if (lg->segs[i]->base == base) {
+            lg->segs[i]->last_use = ++lg->lookups;
+            return lg->segs[i];
+        }
     return NULL;
 }
 
-static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
+/* Map segment `base` (cached until seg_trim drops it). QM_ENOTFOUND if the
+ * file does not exist, QM_ENOTREADY while its creator is still writing it.
+ * `for_append`: map every page now (MAP_POPULATE), as the appender will
+ * write them all; a reader's faults map 16 pages at a time (fault-around),
+ * which costs less than populating a segment it may read only part of. */
+static int seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append) {
     seg_map_t *m = seg_cached(lg, base);
     if (m) {
         *out = m->mem;
@@ -267,10 +340,7 @@ static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
                             (unsigned long long)base, (unsigned long long)st.st_size,
                             (unsigned long long)lg->segment_bytes);
     }
-    /* MAP_POPULATE: map every page now in one call rather than take a
-     * fault per 4 KiB while appending or reading (the pages exist: the
-     * segment was preallocated) */
-    if (!rc) rc = qm__map_flags(fd, lg->segment_bytes, true, MAP_POPULATE, &mem);
+    if (!rc) rc = qm__map_flags(fd, lg->segment_bytes, true, for_append ? MAP_POPULATE : 0, &mem);
     close(fd);
     if (rc) return rc;
     rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);
@@ -283,6 +353,10 @@ static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
     }
     *out = mem;
     return QM_OK;
+}
+
+static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
+    return seg_load(lg, base, out, false);
 }
 
 /* Create segment `base` (roll lock held).  Idempotent: a file left by a
@@ -397,7 +471,7 @@ static int active_segment(qm_log_t *lg, uint64_t a, uint64_t *base, uint8_t **se
     uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
     if ((gen & 0xfff) != QM_APPEND_GEN(a)) return QM_EAGAIN;
     *base = atomic_load_explicit(&lg->ctl->active_base, memory_order_relaxed);
-    int rc = seg_get(lg, *base, seg);
+    int rc = seg_load(lg, *base, seg, true);
     if (rc == QM_ENOTFOUND || rc == QM_ENOTREADY) {
         /* creator of the log died before its first segment: make it */
         rc = roll_lock(lg);
@@ -493,6 +567,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
     int rc = qm__member_ensure(&lg->mb);
     if (rc) return rc;
     if ((lg->cfg.flags & QM_LOG_FSYNC) && (rc = sync_failed(lg))) return rc;
+    seg_trim(lg);
     uint64_t value_len = 0;
     for (int i = 0; i < e->value_cnt; i++) value_len += e->value[i].len;
     uint64_t body = (uint64_t)e->key_len + e->headers_len + value_len;
@@ -688,6 +763,7 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
             return qm__fail(QM_ECORRUPT, "record %llu fails its CRC",
                             (unsigned long long)h.offset);
         rec->offset = h.offset;
+        rec->mapping = seg_cached(lg, cur->base);
         rec->timestamp_ns = h.timestamp_ns;
         rec->key = p;
         rec->key_len = h.key_len;
@@ -733,6 +809,7 @@ int qm_log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_
     if (!lg) return QM_ECLOSED;
     int rc = qm__member_ensure(&lg->mb);
     if (rc) return rc;
+    seg_trim(lg);
     read_ctx_t ctx = {lg, cur, rec, 0};
     qm_waiter_t w = {&lg->ctl->data_wake, read_attempt, read_recover, read_watch, &ctx,
                      &lg->interrupted};
@@ -832,6 +909,7 @@ static int64_t idx_find_offset(const qm_log_t *lg, const seg_map_t *m, uint64_t 
 
 int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     if (!lg) return QM_ECLOSED;
+    seg_trim(lg);
     uint64_t start;
     int rc = list_base(lg, false, 0, &start);
     if (rc) return rc;
@@ -969,6 +1047,7 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
 
 int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     if (!lg) return QM_ECLOSED;
+    seg_trim(lg);
     uint64_t *bases;
     size_t n;
     int rc = list_all(lg, &bases, &n);
@@ -1222,10 +1301,7 @@ void qm_log_close(qm_log_t *lg) {
         qm__registry_remove(&lg->mb);
         qm__member_leave(&lg->mb);
     }
-    for (size_t i = 0; i < lg->nsegs; i++) {
-        munmap(lg->segs[i].mem, (size_t)lg->segment_bytes);
-        if (lg->segs[i].idx) munmap(lg->segs[i].idx, (size_t)idx_bytes(lg));
-    }
+    for (size_t i = 0; i < lg->nsegs; i++) seg_unmap(lg, lg->segs[i]);
     free(lg->segs);
     qm__object_close(&lg->obj);
     if (lg->dirfd >= 0) close(lg->dirfd);

@@ -340,6 +340,95 @@ static void retention_deletes_old_segments_and_late_readers_skip_ahead(void) {
     qm_log_close(lg);
 }
 
+/* Segment files of the log `tag` this process has mapped, from /proc/self/maps
+ * (a deleted one shows as "... (deleted)"). */
+static int mapped_segments(const char *tag, int *deleted) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[1024], needle[450];
+    snprintf(needle, sizeof needle, "%s/", logdir(tag));
+    int n = 0;
+    *deleted = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, needle) && strstr(line, ".log")) {
+            n++;
+            if (strstr(line, "(deleted)")) (*deleted)++;
+        }
+    if (f) fclose(f);
+    return n;
+}
+
+static void readers_unmap_deleted_and_old_segments_unless_held(void) {
+    qm_log_config_t cfg = {SEG, 3 * SEG, 0, 0};
+    qm_log_t *w, *r;
+    CHECK_RC(qm_log_open(logdir("holds"), QM_CREATE_ONLY, &cfg, &w), 0);
+    CHECK_RC(qm_log_open(logdir("holds"), QM_OPEN_ONLY, NULL, &r), 0);
+    static char v[3000];
+    memset(v, 'h', sizeof v - 1);
+    uint64_t off;
+    CHECK_RC(append_str(w, NULL, "first", &off), 0);
+    qm_log_cursor_t cur = {0};
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(r, &cur, 0), 0);
+    CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), 0);
+    void *hold = qm_log_hold(&rec);
+    const char *first = rec.value;
+    /* the writer fills many segments; retention deletes the first ones */
+    int deleted;
+    for (int i = 0; i < 300; i++) {
+        CHECK_RC(append_str(w, NULL, v, &off), 0);
+        if (qm_log_read(r, &cur, &rec, QM_NOWAIT) == 0) CHECK(rec.value_len == sizeof v - 1);
+        int n = mapped_segments("holds", &deleted);
+        CHECK(n <= 2 * 4 + 1);   /* what retention keeps, per handle, plus the held one */
+    }
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(w, &st), 0);
+    CHECK(st.start_offset > 0);
+    /* the held record's segment is deleted but still readable */
+    CHECK(memcmp(first, "first", 5) == 0);
+    mapped_segments("holds", &deleted);
+    CHECK(deleted == 1);
+    qm_log_release(hold);
+    qm_log_release(NULL);
+    CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), QM_EAGAIN);   /* trims on entry */
+    mapped_segments("holds", &deleted);
+    CHECK(deleted == 0);
+    qm_log_close(r);
+    qm_log_close(w);
+    CHECK(mapped_segments("holds", &deleted) == 0);
+}
+
+static void a_reader_keeps_only_its_recently_used_segments_mapped(void) {
+    qm_log_t *w, *r;
+    CHECK_RC(qm_log_open(logdir("lru"), QM_CREATE_ONLY, segcfg(), &w), 0);
+    static char v[8000];
+    memset(v, 'l', sizeof v - 1);
+    uint64_t off;
+    int segments = 3 * QM_LOG_MAPPED_KEEP, deleted;
+    for (int i = 0; i < segments * 8; i++) CHECK_RC(append_str(w, NULL, v, &off), 0);
+    qm_log_close(w);
+    CHECK(mapped_segments("lru", &deleted) == 0);
+    CHECK_RC(qm_log_open(logdir("lru"), QM_OPEN_ONLY, NULL, &r), 0);
+    qm_log_cursor_t cur = {0};
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(r, &cur, 0), 0);
+    int most = 0;
+    void *first = NULL;
+    for (uint64_t i = 0; i <= off; i++) {
+        CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == i && rec.value_len == sizeof v - 1);
+        if (i == 0) first = qm_log_hold(&rec);
+        int n = mapped_segments("lru", &deleted);
+        if (n > most) most = n;
+    }
+    CHECK(most <= QM_LOG_MAPPED_KEEP + 2);   /* the kept ones, the held one, the new one */
+    CHECK(most >= QM_LOG_MAPPED_KEEP);
+    qm_log_release(first);
+    CHECK_RC(qm_log_seek(r, &cur, 0), 0);      /* remaps what was dropped */
+    CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), 0);
+    CHECK(rec.offset == 0 && ((const char *)rec.value)[0] == 'l');
+    qm_log_close(r);
+}
+
 static void retention_by_age_keeps_recent_segments(void) {
     qm_log_config_t cfg = {SEG, 0, INT64_C(60) * 1000000000, 0};
     qm_log_t *lg;
@@ -655,6 +744,8 @@ int main(void) {
     RUN(folder_that_is_a_symlink_or_shared_is_refused);
     RUN(retention_deletes_old_segments_and_late_readers_skip_ahead);
     RUN(retention_by_age_keeps_recent_segments);
+    RUN(readers_unmap_deleted_and_old_segments_unless_held);
+    RUN(a_reader_keeps_only_its_recently_used_segments_mapped);
     RUN(seek_by_time_finds_the_first_record_at_or_after);
     RUN(fsync_mode_group_commits_concurrent_appends);
     RUN(wait_any_wakes_for_an_append_to_any_log);

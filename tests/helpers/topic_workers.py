@@ -163,8 +163,14 @@ def lockstep_producer(dir, name, partitions, conn, batches, per_batch, size, dea
 
 def zero_copy_after_retention(dir, name):
     """Run as a script (isolated: a crash only fails its test).  Holds a message's
-    zero-copy data while retention deletes its segment; exit 0 if it stays intact."""
+    zero-copy data while retention deletes its segment and the consumer reads on
+    (each read may unmap segments it no longer needs); exit 0 if the data stays
+    intact, and once it is dropped no mapping of a deleted segment is left."""
     import pyqmem
+
+    def deleted_mappings():
+        with open("/proc/self/maps") as f:
+            return [ln for ln in f if os.path.join(dir, name) in ln and "(deleted)" in ln]
 
     t = pyqmem.Topic(name, dir=dir, partitions=1, segment_bytes=65536, retention_bytes=2 * 65536)
     first = msgs.encode(0, 0, 1000)
@@ -172,14 +178,24 @@ def zero_copy_after_retention(dir, name):
     c = t.consumer(start="earliest")
     m = c.get(timeout=5)
     data = m.data
+    late = []
     for seq in range(1, 400):  # ~ 6 segments of 64 KiB
         t.send(msgs.encode(0, seq, 1000), partition=0)
+        got = c.get(timeout=5)
+        if seq % 50 == 0:
+            late.append(got)           # messages kept from segments deleted later
     t.retain()
     start = t.stats()["partitions"][0]["start_offset"]
     assert start > 0, f"retention deleted nothing (start_offset {start})"
+    assert deleted_mappings(), "the held segments should still be mapped"
     assert bytes(data) == first, "zero-copy data changed after its segment was deleted"
     assert bytes(m.data) == first
-    del data, m
+    for got in late:
+        assert msgs.decode(got.data)[1] == got.offset
+    del data, m, late, got
+    t.send(b"x", partition=0)
+    assert bytes(c.get(timeout=5).data) == b"x"   # a read unmaps what nothing holds
+    assert deleted_mappings() == [], deleted_mappings()
     c.close()
     t.close()
     print("ok")
