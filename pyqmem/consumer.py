@@ -138,7 +138,7 @@ class Consumer(_core.TopicReader):
     ``close()``; a context manager.  See the module docstring.
     """
 
-    def __init__(self, topic_name, paths, log_args, serializer, start):
+    def __init__(self, topic_name, paths, log_args, serializer, start, *, check_crcs=True):
         self._topic = topic_name
         self._serializer = serializer
         self._closed = False
@@ -147,7 +147,7 @@ class Consumer(_core.TopicReader):
         try:
             for k, path in paths:
                 self._logs[k] = _core.Log.open(path, _core.OPEN_ONLY, *log_args)
-                self._cursors[k] = _core.Cursor(self._logs[k])
+                self._cursors[k] = _core.Cursor(self._logs[k], check_crcs)
             self._place(start)
         except BaseException:
             self.close()

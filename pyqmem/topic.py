@@ -542,8 +542,14 @@ class Topic(_core.TopicSender):
     # ----- consuming --------------------------------------------------------
     def consumer(self, group=None, *, start="earliest", mode="at_least_once",
                  visibility_timeout=30.0, max_deliveries=5, dead_letter=True, ordered=False,
-                 partitions=None):
+                 partitions=None, check_crcs=True):
         """A Consumer of this topic (see pyqmem.consumer).
+
+        ``check_crcs=False`` skips verifying each record's CRC-32C on read
+        (as Kafka's ``check.crcs``): every header and length is still
+        validated, so a damaged record cannot make a read go astray, but
+        flipped payload bytes go unnoticed.  It saves a pass over every
+        value, which matters for large values read zero-copy.
 
         ``group=None``: an independent subscriber that sees every record
         from `start` on; `mode`, `visibility_timeout`, `max_deliveries`,
@@ -559,8 +565,11 @@ class Topic(_core.TopicSender):
         with self._lock:
             if self._closed:
                 raise Closed(f"topic {self._name!r} is closed")
+        if not isinstance(check_crcs, bool):
+            raise TypeError(f"check_crcs must be True or False, not {type(check_crcs).__name__}")
         consumer = Consumer(self._name, [(k, _partition_path(self._folder, k)) for k in chosen],
-                            self._config.log_args(), self._serializer, start)
+                            self._config.log_args(), self._serializer, start,
+                            check_crcs=check_crcs)
         with self._lock:
             if self._closed:   # closed meanwhile: do not leak the consumer
                 consumer.close()

@@ -1273,6 +1273,37 @@ def test_a_record_damaged_on_disk_raises_corrupt_error_instead_of_bad_data(make_
     c.close()
 
 
+def test_check_crcs_false_reads_a_damaged_value_but_still_rejects_a_damaged_length(
+        make_topic, topic_dir, tname):
+    t = make_topic(segment_bytes=SEG)
+    marker = b"DAMAGE-ME-" * 10
+    t.send(marker)
+    t.send(b"after")
+    seg = os.path.join(topic_dir, tname, "p0", "00000000000000000000.log")
+    with open(seg, "r+b") as f:
+        at = f.read().find(marker)
+        f.seek(at + 5)
+        f.write(b"X")
+    with t.consumer(check_crcs=False) as trusting:
+        m = trusting.get(timeout=5)
+        assert bytes(m.data) == marker[:5] + b"X" + marker[6:]
+        assert bytes(trusting.get(timeout=5).data) == b"after"
+    with t.consumer() as checking:
+        with pytest.raises(pyqmem.CorruptError):
+            checking.get(timeout=2)
+    # a length word pointing past the segment is refused either way
+    with open(seg, "r+b") as f:
+        f.seek(128)                     # the first record's word: state | owner | length
+        word = int.from_bytes(f.read(8), "little")
+        f.seek(128)
+        f.write(((word & ~0xFFFFFFFF) | (SEG * 4)).to_bytes(8, "little"))
+    with t.consumer(check_crcs=False) as trusting:
+        with pytest.raises(pyqmem.CorruptError):
+            trusting.get(timeout=2)
+    with pytest.raises(TypeError):
+        t.consumer(check_crcs=1)
+
+
 @pytest.mark.parametrize("content", [b"{not json", b"[]", b'{"format": 1}', b""])
 def test_damaged_topic_json_raises_corrupt_error_on_open(make_topic, topic_dir, tname, content):
     t = make_topic(partitions=2)
