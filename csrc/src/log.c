@@ -1061,6 +1061,7 @@ int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     size_t i = 0;
     cur->skipped = 0;
     for (;; i++) {
+        seg_trim(lg);   /* a long log: keep only the last few segments looked at mapped */
         cur->base = cur->next_offset = bases[i];
         cur->pos = QM_SEGMENT_HEADER;
         uint8_t *mem;

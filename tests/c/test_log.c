@@ -423,6 +423,9 @@ static void a_reader_keeps_only_its_recently_used_segments_mapped(void) {
     CHECK(most <= QM_LOG_MAPPED_KEEP + 2);   /* the kept ones, the held one, the new one */
     CHECK(most >= QM_LOG_MAPPED_KEEP);
     qm_log_release(first);
+    CHECK_RC(qm_log_seek_time(r, &cur, INT64_MAX), 0);   /* looks at every segment */
+    CHECK(cur.next_offset == off + 1);
+    CHECK(mapped_segments("lru", &deleted) <= QM_LOG_MAPPED_KEEP + 1);
     CHECK_RC(qm_log_seek(r, &cur, 0), 0);      /* remaps what was dropped */
     CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), 0);
     CHECK(rec.offset == 0 && ((const char *)rec.value)[0] == 'l');
