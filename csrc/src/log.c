@@ -209,9 +209,12 @@ int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
                       uint64_t segment_bytes) {
     qm_segment_header_t h;
     if (file_size < sizeof h) return qm__fail(QM_ECORRUPT, "segment truncated");
-    memcpy(&h, image, sizeof h);
+    /* [S2] acquire: pairs with [S1]; the magic first, then the header it
+     * publishes (read the other way round, a segment published between the
+     * two reads would look corrupt) */
     uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)image, memory_order_acquire);
     if (magic == 0) return QM_ENOTREADY;
+    memcpy(&h, image, sizeof h);
     if (magic != QM_MAGIC_SEGMENT)
         return qm__fail(QM_ECORRUPT, "bad segment magic %#llx", (unsigned long long)magic);
     if (h.format_major != QM_FORMAT_MAJOR)
@@ -374,7 +377,8 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
         /* exists: finished if its magic is set */
         uint8_t *peek;
         if (qm__map(fd, (uint64_t)st.st_size, false, &peek) == QM_OK) {
-            uint64_t magic = atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
+            uint64_t magic =   /* [S2] */
+                atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
             munmap(peek, (size_t)st.st_size);
             if (magic != 0) {
                 close(fd);
@@ -404,8 +408,7 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     h->generation = generation;
     h->created_unix_ns = (uint64_t)qm__os_realtime_ns();
     QM_KILLPOINT("log.roll_before_publish");
-    /* [S1] release: header before magic; pairs with the acquire in
-     * qm__segment_check */
+    /* [S1] release: header before magic; pairs with [S2] */
     atomic_store_explicit((_Atomic uint64_t *)mem, QM_MAGIC_SEGMENT, memory_order_release);
     munmap(mem, (size_t)lg->segment_bytes);
     if (lg->cfg.flags & QM_LOG_FSYNC) {   /* the file and its name survive power loss */
@@ -433,8 +436,9 @@ static int roll(qm_log_t *lg, uint32_t gen12) {
     int rc = roll_lock(lg);
     if (rc) return rc;
     qm_log_ctl_t *c = lg->ctl;
-    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);   /* [L0] */
     if (QM_APPEND_GEN(a) == gen12) {
+        /* [L1] acquire: pairs with [L3] of an earlier roller (maybe dead) */
         uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire);
         uint64_t base = atomic_load_explicit(&c->active_base, memory_order_acquire);
         uint64_t next_gen = gen, next_base = base;
@@ -455,7 +459,7 @@ static int roll(qm_log_t *lg, uint32_t gen12) {
              * sees the active segment it names */
             atomic_compare_exchange_strong_explicit(
                 &c->append.pos, &a, QM_APPEND(next_gen, 0, QM_SEGMENT_HEADER),
-                memory_order_acq_rel, memory_order_relaxed);
+                memory_order_acq_rel, memory_order_relaxed);   /* [L4] */
             atomic_fetch_add_explicit(&c->rolls, 1, memory_order_relaxed);
         }
     }
@@ -502,6 +506,7 @@ static int sync_segment(qm_log_t *lg, uint64_t base) {
 }
 
 static int sync_failed(qm_log_t *lg) {
+    /* [L18] acquire: pairs with [L17]; a failed sync is seen by every later append */
     int err = atomic_load_explicit(&lg->ctl->sync_error, memory_order_acquire);
     return err ? qm__fail(-EIO, "an earlier fdatasync failed (%s): partition is read-only",
                           qm_status_str(-err))
@@ -512,16 +517,22 @@ static int sync_failed(qm_log_t *lg) {
  * commit: one process syncs for everyone waiting; the others sleep). */
 static int wait_durable(qm_log_t *lg, uint64_t base) {
     qm_log_ctl_t *c = lg->ctl;
-    /* any sync numbered >= need starts after this load, so after our commit */
+    /* any sync numbered >= need starts after this load, so after our commit
+     * ([L15] acquire: pairs with [L16]) */
     uint64_t need = atomic_load_explicit(&c->sync_started, memory_order_acquire) + 1;
     for (;;) {
         int rc = sync_failed(lg);
         if (rc) return rc;
+        /* [L19] acquire: pairs with [L8]; the sync we need finished */
         if (atomic_load_explicit(&c->sync_done, memory_order_acquire) >= need) break;
         rc = qm__os_lock_byte(lg->mb.fd, LOG_SYNC_LOCK);
         if (rc == QM_OK) {
-            if (atomic_load_explicit(&c->sync_done, memory_order_acquire) < need) {
+            if (atomic_load_explicit(&c->sync_done, memory_order_acquire) < need) {   /* [L19] */
+                /* [L16] acq_rel: numbers this sync after every commit that
+                 * read the old number */
                 uint64_t n = atomic_fetch_add_explicit(&c->sync_started, 1, memory_order_acq_rel) + 1;
+                /* [L20] acquire: a base no older than any commit this sync
+                 * covers (older ones: sync_low_base below) */
                 uint64_t active = atomic_load_explicit(&c->active_base, memory_order_acquire);
                 uint64_t low = active, prev;
                 rc = sync_segment(lg, active);
@@ -529,7 +540,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
                     low = prev;
                     rc = sync_segment(lg, prev);
                 }
-                if (rc) {   /* never retried into a false success */
+                if (rc) {   /* never retried into a false success; [L17] release */
                     atomic_store_explicit(&c->sync_error, -rc, memory_order_release);
                 } else {
                     atomic_store_explicit(&c->sync_low_base, low, memory_order_relaxed);
@@ -545,7 +556,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
         if (rc != QM_EAGAIN) return rc;
         /* someone is syncing: sleep until it finishes (or dies: its lock goes) */
         uint32_t seq = qm__sleep_prepare(&c->sync_wake);
-        if (atomic_load_explicit(&c->sync_done, memory_order_acquire) >= need) break;
+        if (atomic_load_explicit(&c->sync_done, memory_order_acquire) >= need) break;   /* [L19] */
         qm__sleep(&c->sync_wake, seq, qm__os_monotonic_ns() + 10 * INT64_C(1000000));
     }
     /* the covering sync synced the active segment and the one before; ours
@@ -553,7 +564,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
     if (base < atomic_load_explicit(&c->sync_low_base, memory_order_relaxed)) {
         int rc = sync_segment(lg, base);
         if (rc) {
-            atomic_store_explicit(&c->sync_error, -rc, memory_order_release);
+            atomic_store_explicit(&c->sync_error, -rc, memory_order_release);   /* [L17] */
             return qm__fail(-EIO, "fdatasync failed: partition is now read-only");
         }
     }
@@ -597,6 +608,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
         if (pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
             return qm__fail(QM_ECORRUPT, "append position %llu", (unsigned long long)pos);
         _Atomic uint64_t *wp = word_at(seg, pos);
+        /* [L7a] acquire: pairs with [L5]; a claimed word comes with its length */
         uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
         if (w != 0) {   /* claimed: help the append word past it, or roll */
             if (QM_REC_STATE(w) == QM_REC_END) {
@@ -605,7 +617,8 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
                 continue;
             }
             if (bad_len(pos, QM_REC_LEN(w), lg->segment_bytes)) {
-                if (atomic_load_explicit(&c->append.pos, memory_order_acquire) != a) continue;
+                if (atomic_load_explicit(&c->append.pos, memory_order_acquire) != a)   /* [L0] */
+                    continue;
                 return qm__fail(QM_ECORRUPT, "record at %llu has bad length %u",
                                 (unsigned long long)pos, QM_REC_LEN(w));
             }
@@ -616,7 +629,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
             continue;
         }
         if (pos + need + END_ROOM > lg->segment_bytes || count >= QM_SEGMENT_MAX_RECORDS) {
-            uint64_t zero = 0;
+            uint64_t zero = 0;   /* [L5] acq_rel: exactly one writer ends the segment */
             if (atomic_compare_exchange_strong_explicit(wp, &zero,
                                                         QM_REC_WORD(QM_REC_END, lg->mb.slot, 0),
                                                         memory_order_acq_rel,
@@ -636,7 +649,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
                                                      memory_order_relaxed))
             continue;
         QM_KILLPOINT("log.after_claim");
-        atomic_compare_exchange_strong_explicit(
+        atomic_compare_exchange_strong_explicit(   /* [L2]: as a helper would */
             &c->append.pos, &a, QM_APPEND(QM_APPEND_GEN(a), count + 1, pos + need),
             memory_order_acq_rel, memory_order_relaxed);
         qm_record_header_t *h = (qm_record_header_t *)(seg + pos);
@@ -665,7 +678,7 @@ int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
         uint64_t expect = claim;
         if (!atomic_compare_exchange_strong_explicit(
                 wp, &expect, QM_REC_WORD(QM_REC_COMMITTED, lg->mb.slot, need),
-                memory_order_release, memory_order_relaxed))
+                memory_order_release, memory_order_relaxed))   /* [L6] */
             return qm__fail(QM_ECORRUPT, "record %llu taken from its writer",
                             (unsigned long long)offset);
         atomic_store_explicit(&lg->mb.me->inflight, 0, memory_order_relaxed);
@@ -693,6 +706,7 @@ typedef struct read_ctx {
 static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, uint32_t *blocked) {
     for (int round = 0; round < LOG_ROUNDS; round++) {
         /* behind retention: the records up to the start are gone */
+        /* [L22] acquire: pairs with [L21] */
         uint64_t start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);
         if (cur->next_offset < start) {
             uint64_t base;
@@ -788,10 +802,11 @@ static int abandon_at(qm_log_t *lg, const qm_log_cursor_t *cur) {
     uint8_t *seg;
     if (seg_get(lg, cur->base, &seg) != QM_OK) return 0;
     _Atomic uint64_t *wp = word_at(seg, cur->pos);
-    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);   /* [L7] */
     if (QM_REC_STATE(w) != QM_REC_WRITING || qm__member_alive(&lg->mb, QM_REC_OWNER(w)))
         return 0;
     if (!atomic_compare_exchange_strong_explicit(
+            /* [L23] */
             wp, &w, QM_REC_WORD(QM_REC_ABANDONED, 0, QM_REC_LEN(w)), memory_order_acq_rel,
             memory_order_relaxed))
         return 0;
@@ -845,6 +860,7 @@ static int walk(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset, int64_t tim
         uint8_t *seg;
         int rc = seg_get(lg, cur->base, &seg);
         if (rc) return rc == QM_ENOTFOUND || rc == QM_ENOTREADY ? QM_OK : rc;
+        /* [L7] */
         uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
         uint32_t st = QM_REC_STATE(w);
         if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
@@ -872,11 +888,11 @@ static int walk(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset, int64_t tim
  * committed record it claims to be (entries are shared bytes). */
 static void seek_entry(qm_log_t *lg, qm_log_cursor_t *cur, const seg_map_t *m, int64_t k) {
     if (k < 0) return;
-    uint64_t where = atomic_load_explicit(&m->idx[k].where, memory_order_acquire);
+    uint64_t where = atomic_load_explicit(&m->idx[k].where, memory_order_acquire);   /* [L10] */
     uint64_t rel1 = where >> 32, pos = where & 0xffffffffu;
     if (!rel1 || pos < QM_SEGMENT_HEADER || (pos & 7) || pos + END_ROOM > lg->segment_bytes)
         return;
-    uint64_t w = atomic_load_explicit(word_at(m->mem, pos), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(word_at(m->mem, pos), memory_order_acquire);   /* [L7] */
     if (QM_REC_STATE(w) != QM_REC_COMMITTED || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
         return;
     uint64_t off;
@@ -897,6 +913,7 @@ static int64_t idx_find_offset(const qm_log_t *lg, const seg_map_t *m, uint64_t 
             lo = mid + 1;
             continue;
         }
+        /* [L10] */
         if ((atomic_load_explicit(&m->idx[k].where, memory_order_acquire) >> 32) <= target) {
             best = k;
             lo = mid + 1;
@@ -994,7 +1011,7 @@ static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
     int64_t newest = INT64_MIN;
     if (qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes) == QM_OK) {
         for (uint64_t pos = QM_SEGMENT_HEADER; pos + END_ROOM <= lg->segment_bytes;) {
-            uint64_t w = atomic_load_explicit(word_at(mem, pos), memory_order_acquire);
+            uint64_t w = atomic_load_explicit(word_at(mem, pos), memory_order_acquire);   /* [L7] */
             uint32_t st8 = QM_REC_STATE(w);
             if (st8 == QM_REC_EMPTY || st8 == QM_REC_END || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
                 break;
@@ -1018,6 +1035,7 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
     size_t n;
     int rc = list_all(lg, &bases, &n);
     if (rc) return rc;
+    /* [L20]: retention never deletes the active segment or a later one */
     uint64_t active = atomic_load_explicit(&lg->ctl->active_base, memory_order_acquire);
     uint64_t total = (uint64_t)n * lg->segment_bytes;
     int64_t cutoff = qm__os_realtime_ns() - lg->cfg.retention_ns;
@@ -1026,7 +1044,8 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
         bool drop = lg->cfg.retention_bytes && total > lg->cfg.retention_bytes;
         if (!drop && lg->cfg.retention_ns) drop = newest_timestamp(lg, bases[i]) < cutoff;
         if (!drop) break;
-        /* publish the new start first: readers stop using the segment */
+        /* publish the new start first: readers stop using the segment
+         * ([L21] release: pairs with [L22]) */
         uint64_t next = i + 1 < n ? bases[i + 1] : active;
         uint64_t cur = atomic_load_explicit(&lg->ctl->start_offset, memory_order_relaxed);
         while (cur < next && !atomic_compare_exchange_weak_explicit(
@@ -1077,7 +1096,7 @@ int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     if (m && m->idx) {
         int64_t first = -1;
         for (int64_t k = 0; k < (int64_t)idx_entries(lg); k++)
-            if (atomic_load_explicit(&m->idx[k].where, memory_order_acquire) &&
+            if (atomic_load_explicit(&m->idx[k].where, memory_order_acquire) &&   /* [L10] */
                 atomic_load_explicit(&m->idx[k].timestamp_ns, memory_order_relaxed) >=
                     timestamp_ns) {
                 first = k;
@@ -1100,7 +1119,7 @@ static int peek(qm_log_t *lg, const qm_log_cursor_t *cur) {
     if (rc || cur->pos < QM_SEGMENT_HEADER || (cur->pos & 7) ||
         cur->pos + END_ROOM > lg->segment_bytes)
         return rc == QM_ENOTREADY ? 0 : 1;   /* let read report the problem */
-    uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);
+    uint64_t w = atomic_load_explicit(word_at(seg, cur->pos), memory_order_acquire);   /* [L7] */
     uint32_t st = QM_REC_STATE(w);
     return st == QM_REC_EMPTY ? 0 : st == QM_REC_WRITING ? 2 : 1;
 }
@@ -1139,7 +1158,7 @@ int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_
 
 int qm_log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
     if (!lg) return QM_ECLOSED;
-    *start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);
+    *start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);   /* [L22] */
     for (;;) {
         uint64_t a = atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire);
         uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
@@ -1190,7 +1209,7 @@ int qm_log_config(const qm_log_t *lg, qm_log_config_t *cfg) {
 void qm_log_interrupt(qm_log_t *lg) {
     if (!lg) return;
     atomic_store_explicit(&lg->interrupted, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&lg->ctl->data_wake.seq, 1, memory_order_release);
+    atomic_fetch_add_explicit(&lg->ctl->data_wake.seq, 1, memory_order_release);   /* [L24] */
     qm__os_futex_wake_all(&lg->ctl->data_wake.seq);
 }
 
@@ -1203,12 +1222,12 @@ void qm_log_interrupt(qm_log_t *lg) {
  * there, so appends go on from the last good record. */
 static int recover(qm_log_t *lg) {
     qm_log_ctl_t *c = lg->ctl;
-    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
-    uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire);
+    uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);   /* [L0] */
+    uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire);   /* [L1] */
     if ((gen & 0xfff) != QM_APPEND_GEN(a)) {   /* a roller died after publishing */
         int rc = roll(lg, QM_APPEND_GEN(a));
         if (rc) return rc;
-        a = atomic_load_explicit(&c->append.pos, memory_order_acquire);
+        a = atomic_load_explicit(&c->append.pos, memory_order_acquire);   /* [L0] */
     }
     uint64_t base;
     uint8_t *seg;
@@ -1218,7 +1237,7 @@ static int recover(qm_log_t *lg) {
     bool cut = false;
     while (pos + END_ROOM <= lg->segment_bytes) {
         _Atomic uint64_t *wp = word_at(seg, pos);
-        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+        uint64_t w = atomic_load_explicit(wp, memory_order_acquire);   /* [L7] */
         uint32_t st = QM_REC_STATE(w), len = QM_REC_LEN(w);
         if (w == 0) {   /* a hole below the append position: lost writes */
             cut = pos < QM_APPEND_POS(a);
@@ -1231,6 +1250,7 @@ static int recover(qm_log_t *lg) {
             break;
         }
         if (st == QM_REC_WRITING) {
+            /* [L25] */
             atomic_store_explicit(wp, QM_REC_WORD(QM_REC_ABANDONED, 0, len), memory_order_release);
             atomic_fetch_add_explicit(&c->abandoned, 1, memory_order_relaxed);
         } else if (st == QM_REC_COMMITTED) {
@@ -1272,7 +1292,7 @@ static int recover(qm_log_t *lg) {
     if (cut || QM_APPEND_POS(a) != pos)   /* also: a writer died before moving the word */
         atomic_store_explicit(&c->append.pos,
                               QM_APPEND(QM_APPEND_GEN(a), (uint32_t)count, pos),
-                              memory_order_release);
+                              memory_order_release);   /* [L25] */
     atomic_fetch_add_explicit(&c->recoveries, 1, memory_order_relaxed);
     return QM_OK;
 }
@@ -1288,9 +1308,10 @@ static void settle_inflight(void *object, uint32_t slot, uint64_t inflight) {
     uint8_t *seg;
     if (seg_get(lg, cur.base, &seg) != QM_OK) return;
     _Atomic uint64_t *wp = word_at(seg, cur.pos);
-    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(wp, memory_order_acquire);   /* [L7] */
     if (QM_REC_STATE(w) != QM_REC_WRITING || QM_REC_OWNER(w) != slot) return;
     if (atomic_compare_exchange_strong_explicit(
+            /* [L23] */
             wp, &w, QM_REC_WORD(QM_REC_ABANDONED, 0, QM_REC_LEN(w)), memory_order_acq_rel,
             memory_order_relaxed))
         atomic_fetch_add_explicit(&lg->ctl->abandoned, 1, memory_order_relaxed);
@@ -1347,6 +1368,7 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
     uint64_t base;
     uint8_t *seg;
     do {
+        /* [L0] */
         rc = active_segment(lg, atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire),
                             &base, &seg);
     } while (rc == QM_EAGAIN);
