@@ -10,10 +10,13 @@
  *
  *  - Claiming new records (ring-style: the entry word decides, the cursor
  *    is a hint anyone helps forward): read cursor c; CAS entry c from any
- *    word not tagged for c to LEASING(me, 1, tag(c)), then c+1, ... as far
- *    as the batch, `end` and the window allow; CAS the cursor past them;
- *    write each deadline, then publish LEASED (or DONE when the claim
- *    completes at once).  LEASING is the owner's private state: nobody else
+ *    word of an *older* offset to LEASING(me, 1, tag(c)), then c+1, ... as
+ *    far as the batch, `end` and the window allow; CAS the cursor past
+ *    them; write each deadline, then publish LEASED (or DONE when the claim
+ *    completes at once).  A word not tagged for c may also be a *newer*
+ *    offset's, when c was claimed, done and committed since we read the
+ *    cursor: re-reading the cursor after the word (not past c, same gen)
+ *    tells them apart.  LEASING is the owner's private state: nobody else
  *    touches such an entry unless its owner is dead.
  *  - Redelivery: a lower bound of the earliest deadline, `next_due`, is kept
  *    per partition.  A claim with now >= next_due swaps it to "none", scans
@@ -327,29 +330,56 @@ static int redeliver(qm_group_t *g, uint32_t p, int64_t now, int64_t deadline, b
     return QM_OK;
 }
 
-typedef enum { TAKE, CLAIMED, BLOCKED } claimable_t;
+typedef enum { TAKE, CLAIMED, BLOCKED, RETRY } claimable_t;
 
+/* What the word w of the entry of offset o (tagged `tag`) allows a claimer
+ * of o.  TAKE is only a candidate: a word not tagged for o belongs to an
+ * older offset (committed, or forgotten by a seek or a jump) *or to a newer
+ * one*, when our position was read before o was claimed, done and
+ * committed and its entry reused (o + W, or o after a seek).  The tag
+ * cannot tell which (laps wrap, gens wrap after 256 seeks and an entry
+ * keeps an old gen while unused), so claim_new re-reads the cursor. */
 static claimable_t claimable(qm_group_t *g, uint64_t w, uint64_t tag) {
     uint32_t st = QM_GE_STATE(w);
     if (st == QM_GE_FREE) return TAKE;
     if (QM_GE_TAG(w) == tag) return CLAIMED;
-    /* an older offset (committed, or forgotten by a seek or a jump); one
-     * still LEASING is its owner's until the owner dies */
+    /* one still LEASING is its owner's until the owner dies */
     if (st == QM_GE_LEASING && QM_GE_OWNER(w) != g->mb.slot &&
         qm__member_alive(&g->mb, QM_GE_OWNER(w)))
         return BLOCKED;
     return TAKE;
 }
 
+/* Is the word w, loaded under [G1] from the entry of offset o, older than
+ * o?  Whoever created a word for a newer offset of that entry (o + jW of
+ * our gen, or anything of a later gen) had read a cursor word later than
+ * ours: past o in our gen (its claim needed committed > o, and read_pos
+ * returns a cursor >= committed), or of another gen.  Read-read coherence
+ * then makes this re-read return that word or a later one.  So a cursor
+ * still in our gen and not past o proves w older: the offset it held is
+ * below the committed offset we read, done or forgotten.  FREE words are
+ * never written again once used. */
+static bool older_than(qm_group_part_t *pt, uint64_t w, uint16_t gen, uint64_t o) {
+    if (QM_GE_STATE(w) == QM_GE_FREE) return true;
+    /* [G13] acquire: after the [G1] load of w; see above */
+    uint64_t cw = atomic_load_explicit(&pt->cursor.pos, memory_order_acquire);
+    return QM_GPOS_GEN(cw) == gen && QM_GPOS_OFF(cw) <= o;
+}
+
+/* Claim new offsets.  `seen`, if not NULL, is the position to start from
+ * instead of reading it (qm__group_claim_from: a claimer preempted right
+ * after read_pos, replayed by the tests). */
 static int claim_new(qm_group_t *g, uint32_t p, uint64_t end, int64_t deadline, bool complete,
-                     uint64_t limit, qm_group_lease_t *out, size_t max, size_t *got) {
+                     uint64_t limit, const gpos_t *seen, qm_group_lease_t *out, size_t max,
+                     size_t *got) {
     qm_group_part_t *pt = &g->parts[p];
     uint32_t me = g->mb.slot;
     *got = 0;
     for (int round = 0; round < GROUP_ROUNDS; round++) {
         gpos_t ps;
-        int rc = read_pos(g, pt, &ps);
-        if (rc) return rc;
+        int rc = QM_OK;
+        if (round == 0 && seen) ps = *seen;
+        else if ((rc = read_pos(g, pt, &ps))) return rc;
         uint64_t c = ps.cursor;
         if (c >= end) return QM_EAGAIN;
         if (c - ps.committed >= limit) {
@@ -372,17 +402,27 @@ static int claim_new(qm_group_t *g, uint32_t p, uint64_t end, int64_t deadline, 
             qm_group_entry_t *e = entry_at(g, p, c + k);
             uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);   /* [G1] */
             if ((why = claimable(g, w, tag)) != TAKE) break;
+            if (!older_than(pt, w, ps.gen, c + k)) {
+                why = RETRY;   /* our position is stale: c + k is claimed */
+                break;
+            }
             /* [G1] acq_rel: exactly one claimer takes offset c+k; the entry's
-             * previous use (committed, so DONE or forgotten) is behind us */
+             * previous use (committed, so DONE or forgotten) is behind us.
+             * The CAS succeeds only on the very word older_than() judged. */
             if (!atomic_compare_exchange_strong_explicit(&e->word, &w,
                                                          QM_GE_WORD(QM_GE_LEASING, me, 1, tag),
                                                          memory_order_acq_rel,
-                                                         memory_order_relaxed))
+                                                         memory_order_relaxed)) {
+                /* not necessarily a claim of c+k: an old-gen lease may have
+                 * been acked or released.  Look again. */
+                why = RETRY;
                 break;
+            }
         }
         if (k == 0) {
             if (why == BLOCKED) return QM_EAGAIN;
-            push_cursor(pt, ps.gen, c + 1);   /* someone claimed c: help, then retry */
+            /* only a word tagged for c proves c claimed: help, then retry */
+            if (why == CLAIMED) push_cursor(pt, ps.gen, c + 1);
             continue;
         }
         push_cursor(pt, ps.gen, c + k);
@@ -423,12 +463,37 @@ int qm_group_claim(qm_group_t *g, uint32_t p, uint64_t end, int64_t now, int64_t
     }
     if (n < max) {
         size_t k = 0;
-        rc = claim_new(g, p, end, deadline, complete, ordered ? 1 : g->window, out + n, max - n,
-                       &k);
+        rc = claim_new(g, p, end, deadline, complete, ordered ? 1 : g->window, NULL, out + n,
+                       max - n, &k);
         n += k;
     }
     *got = n;
     return n ? QM_OK : rc;
+}
+
+/* Test entry point (declared by tests/c/test_group.c): claim new offsets
+ * of partition p, unordered, from the position words `cursor_word` and
+ * `committed_word` read earlier, as a claimer preempted between reading
+ * them and looking at the entries; later rounds read the position again. */
+int qm__group_claim_from(qm_group_t *g, uint32_t p, uint64_t cursor_word, uint64_t committed_word,
+                        uint64_t end, int64_t now, int64_t lease_ns, qm_group_lease_t *out,
+                        size_t max, size_t *got);
+int qm__group_claim_from(qm_group_t *g, uint32_t p, uint64_t cursor_word, uint64_t committed_word,
+                        uint64_t end, int64_t now, int64_t lease_ns, qm_group_lease_t *out,
+                        size_t max, size_t *got) {
+    *got = 0;
+    if (!g) return QM_ECLOSED;
+    if (p >= g->partitions || max == 0 || lease_ns < 0 || (g->flags & QM_GROUP_ORDERED))
+        return QM_EINVAL;
+    gpos_t ps = {cursor_word, committed_word, QM_GPOS_OFF(cursor_word),
+                 QM_GPOS_OFF(committed_word), QM_GPOS_GEN(cursor_word)};
+    if (QM_GPOS_GEN(committed_word) != ps.gen || ps.committed > ps.cursor ||
+        ps.cursor - ps.committed > g->window)
+        return QM_EINVAL;
+    int rc = member_ready(g);
+    if (rc) return rc;
+    int64_t deadline = add_sat(now, lease_ns);
+    return claim_new(g, p, end, deadline, false, g->window, &ps, out, max, got);
 }
 
 /* ----- settling leases -------------------------------------------------------------- */

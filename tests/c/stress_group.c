@@ -7,7 +7,11 @@
  *
  * QM_STRESS_MODE=threads runs the members as threads of one process, with
  * no kills (the TSan build), and then also checks every ack is counted.
- * Bounded by count (PYQMEM_STRESS_SCALE) and by a 60 s deadline.
+ * QM_STRESS_MEMBERS (default 4, up to 64) and QM_STRESS_WINDOW (default
+ * 256, down to 16) widen the races: a small window reuses each entry
+ * often, so a claimer that stalls after reading the cursor finds its
+ * entries reused.  Bounded by count (PYQMEM_STRESS_SCALE) and by a 60 s
+ * deadline.
  */
 #include "check.h"
 #include "stress_common.h"
@@ -23,16 +27,18 @@
 #include <unistd.h>
 
 #define PARTS 2u
-#define MEMBERS 4
+#define MAX_MEMBERS 64
 #define LEASE_NS (300 * INT64_C(1000000))
 #define DEADLINE_NS (60 * INT64_C(1000000000))
 
 static char topic_dir[400];
 static uint64_t n_offsets;
+static int members = 4;
+static uint32_t window = 256;
 static _Atomic uint32_t *acked;   /* PARTS x n_offsets, shared with children */
 
 static int open_member(qm_group_t **g) {
-    qm_group_config_t c = {PARTS, 256, 0, NULL};
+    qm_group_config_t c = {PARTS, window, 0, NULL};
     return qm_group_open(topic_dir, "stress", QM_OPEN_OR_CREATE, &c, g, NULL);
 }
 
@@ -102,8 +108,16 @@ static pid_t spawn(unsigned seed) {
     return pid;
 }
 
+static long env_long(const char *name, long dflt, long lo, long hi) {
+    const char *s = getenv(name);
+    long v = s ? atol(s) : dflt;
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
 static void every_offset_is_completed_once_despite_killed_members(void) {
     bool threads = getenv("QM_STRESS_MODE") && !strcmp(getenv("QM_STRESS_MODE"), "threads");
+    members = (int)env_long("QM_STRESS_MEMBERS", 4, 1, MAX_MEMBERS);
+    window = (uint32_t)env_long("QM_STRESS_WINDOW", 256, 16, 65536);
     n_offsets = (uint64_t)stress_scale(threads ? 20000 : 5000);
     slow = !threads;
     size_t bytes = PARTS * n_offsets * sizeof *acked;
@@ -115,33 +129,33 @@ static void every_offset_is_completed_once_despite_killed_members(void) {
     CHECK_RC(open_member(&g), 0);
     long kills = 0;
     if (threads) {
-        pthread_t t[MEMBERS];
-        for (int i = 0; i < MEMBERS; i++)
+        pthread_t t[MAX_MEMBERS];
+        for (int i = 0; i < members; i++)
             CHECK(pthread_create(&t[i], NULL, member_thread, (void *)(uintptr_t)(i + 1)) == 0);
-        for (int i = 0; i < MEMBERS; i++) {
+        for (int i = 0; i < members; i++) {
             void *res;
             pthread_join(t[i], &res);
             CHECK_RC((int)(intptr_t)res, 0);
         }
     } else {
-        pid_t pids[MEMBERS];
+        pid_t pids[MAX_MEMBERS];
         unsigned seed = (unsigned)getpid();
-        for (int i = 0; i < MEMBERS; i++) pids[i] = spawn(seed + (unsigned)i);
+        for (int i = 0; i < members; i++) pids[i] = spawn(seed + (unsigned)i);
         int64_t give_up = qm_now_ns() + DEADLINE_NS;
         long max_kills = stress_scale(40);
-        int running = MEMBERS;
+        int running = members;
         while (running > 0) {
             CHECK(qm_now_ns() < give_up);
             usleep(3000);
             seed = seed * 1103515245u + 12345u;
-            int victim = (int)((seed >> 16) % MEMBERS);
+            int victim = (int)((seed >> 16) % (unsigned)members);
             if (kills < max_kills && pids[victim] > 0 && !all_committed(g)) {
                 kill(pids[victim], SIGKILL);
                 waitpid(pids[victim], NULL, 0);
                 kills++;
                 pids[victim] = spawn(seed);
             }
-            for (int i = 0; i < MEMBERS; i++) {
+            for (int i = 0; i < members; i++) {
                 int st;
                 if (pids[i] > 0 && waitpid(pids[i], &st, WNOHANG) == pids[i]) {
                     CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -161,8 +175,9 @@ static void every_offset_is_completed_once_despite_killed_members(void) {
     if (threads) CHECK(completed == PARTS * n_offsets);
     qm_group_partition_stats_t st;
     CHECK_RC(qm_group_partition_stats(g, 0, &st), 0);
-    fprintf(stderr, "  %s: %llu offsets, %ld kills, %llu acks counted, %llu redelivered (p0)\n",
-            threads ? "threads" : "processes", (unsigned long long)(PARTS * n_offsets), kills,
+    fprintf(stderr, "  %s: %d members, window %u, %llu offsets, %ld kills, %llu acks counted, "
+            "%llu redelivered (p0)\n", threads ? "threads" : "processes", members, window,
+            (unsigned long long)(PARTS * n_offsets), kills,
             (unsigned long long)completed, (unsigned long long)st.redelivered);
     qm_group_close(g);
     munmap(acked, bytes);

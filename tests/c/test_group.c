@@ -369,6 +369,78 @@ static void seek_replays_and_makes_old_leases_harmless(void) {
     qm_group_close(g);
 }
 
+/* group.c's test entry point: a claim that starts from position words read
+ * earlier, as by a claimer preempted right after reading them. */
+int qm__group_claim_from(qm_group_t *g, uint32_t p, uint64_t cursor_word, uint64_t committed_word,
+                        uint64_t end, int64_t now, int64_t lease_ns, qm_group_lease_t *out,
+                        size_t max, size_t *got);
+
+static void position_words(qm_group_t *g, uint32_t p, uint64_t *cw, uint64_t *mw) {
+    *cw = atomic_load(&g->parts[p].cursor.pos);
+    *mw = atomic_load(&g->parts[p].committed.pos);
+}
+
+/* The stress failure (an ack accepted twice, then committed stuck for good):
+ * a claimer reads cursor c and stalls; meanwhile c is claimed, acked and
+ * committed and its entry reused by c + W.  The stalled claimer used to
+ * take that entry (its word is not tagged for c, so it looked "older"):
+ * it re-delivered c, done already, and wiped out the lease or the DONE of
+ * c + W.  It must notice its position is stale and claim from the cursor. */
+static void a_claimer_with_a_stale_cursor_never_takes_a_reused_entry(void) {
+    const char *dir = topic("stalecursor");
+    qm_group_t *a, *b;
+    CHECK_RC(open_group(dir, 16, 0, &a), 0);
+    CHECK_RC(open_group(dir, 16, 0, &b), 0);
+    uint64_t cw, mw;
+    position_words(a, 0, &cw, &mw);   /* a reads cursor 0, committed 0 ... and stalls */
+    qm_group_lease_t l[16], x[16];
+    size_t got;
+    CHECK_RC(qm_group_claim(b, 0, 100, T0, LEASE, 0, l, 16, &got), 0);   /* 0..15 */
+    CHECK(got == 16);
+    CHECK_RC(qm_group_ack_many(b, l, 3, NULL), 0);
+    CHECK(committed(b, 0) == 3);
+    CHECK_RC(qm_group_claim(b, 0, 100, T0, LEASE, 0, x, 2, &got), 0);   /* 16, 17: entries 0, 1 */
+    CHECK(got == 2 && x[0].offset == 16 && x[1].offset == 17);
+    CHECK_RC(qm_group_ack(b, 0, 16, x[0].epoch), 0);   /* entry 0: DONE for 16, not committed */
+    /* a goes on from its old position: offsets 0 and 1 are long done */
+    qm_group_lease_t s[2];
+    CHECK_RC(qm__group_claim_from(a, 0, cw, mw, 100, T0, LEASE, s, 2, &got), 0);
+    CHECK(got == 1 && s[0].offset == 18 && s[0].delivery_count == 1);   /* the window allows one */
+    CHECK_RC(qm_group_ack(b, 0, 17, x[1].epoch), 0);   /* b's lease of 17 is intact */
+    CHECK_RC(qm_group_ack(a, 0, 18, s[0].epoch), 0);
+    CHECK_RC(qm_group_ack_many(b, l + 3, 13, NULL), 0);
+    CHECK(committed(a, 0) == 19);   /* 16's DONE was kept: nothing stalls */
+    qm_group_partition_stats_t st;
+    CHECK_RC(qm_group_partition_stats(a, 0, &st), 0);
+    CHECK(st.cursor == 19 && st.pending == 0 && st.redelivered == 0);
+    qm_group_close(a);
+    qm_group_close(b);
+}
+
+/* The same across a seek: the entry now holds offset 0 of the new gen. */
+static void a_claimer_with_a_position_from_before_a_seek_never_takes_a_new_lease(void) {
+    const char *dir = topic("staleseek");
+    qm_group_t *a, *b;
+    CHECK_RC(open_group(dir, 16, 0, &a), 0);
+    CHECK_RC(open_group(dir, 16, 0, &b), 0);
+    qm_group_lease_t l, n, s[2];
+    size_t got;
+    CHECK_RC(claim1(b, 100, T0, &l), 0);
+    uint64_t cw, mw;
+    position_words(a, 0, &cw, &mw);   /* gen 0, cursor 1 */
+    CHECK_RC(qm_group_ack(b, 0, 0, l.epoch), 0);
+    CHECK_RC(qm_group_seek(b, 0, 1), 0);   /* gen 1, committed = cursor = 1 */
+    CHECK_RC(claim1(b, 100, T0, &n), 0);    /* entry 1: LEASED for offset 1 of gen 1 */
+    CHECK(n.offset == 1);
+    CHECK_RC(qm__group_claim_from(a, 0, cw, mw, 100, T0, LEASE, s, 1, &got), 0);
+    CHECK(got == 1 && s[0].offset == 2);
+    CHECK_RC(qm_group_ack(b, 0, 1, n.epoch), 0);
+    CHECK_RC(qm_group_ack(a, 0, 2, s[0].epoch), 0);
+    CHECK(committed(a, 0) == 3);
+    qm_group_close(a);
+    qm_group_close(b);
+}
+
 static void retention_jump_skips_forward_and_counts_what_was_lost(void) {
     qm_group_t *g;
     CHECK_RC(open_group(topic("skip"), 0, 0, &g), 0);
@@ -530,6 +602,8 @@ int main(void) {
     RUN(state_survives_every_handle_closing);
     RUN(start_offsets_apply_at_creation_only);
     RUN(seek_replays_and_makes_old_leases_harmless);
+    RUN(a_claimer_with_a_stale_cursor_never_takes_a_reused_entry);
+    RUN(a_claimer_with_a_position_from_before_a_seek_never_takes_a_new_lease);
     RUN(retention_jump_skips_forward_and_counts_what_was_lost);
     RUN(boot_id_change_expires_every_lease_and_delay);
     RUN(corrupt_header_fields_are_rejected);
