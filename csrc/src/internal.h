@@ -221,6 +221,11 @@ void qm__group_settle(void *group, uint32_t slot, uint64_t inflight);
 /* Lone opener: if `boot_id` is not the boot the file was written under,
  * make every lease and delay due now and every partition ownerless. */
 void qm__group_expire_boot(qm_group_t *g, const uint64_t boot_id[2]);
+/* Test entry point: a claim that starts from position words read earlier,
+ * as by a claimer preempted right after reading them. */
+int qm__group_claim_from(qm_group_t *g, uint32_t p, uint64_t cursor_word, uint64_t committed_word,
+                         uint64_t end, int64_t now, int64_t lease_ns, qm_group_lease_t *out,
+                         size_t max, size_t *got);
 
 /* ----- ThreadSanitizer ------------------------------------------------------- *
  * Helpers read record words at positions that may have gone stale, and throw

@@ -369,12 +369,6 @@ static void seek_replays_and_makes_old_leases_harmless(void) {
     qm_group_close(g);
 }
 
-/* group.c's test entry point: a claim that starts from position words read
- * earlier, as by a claimer preempted right after reading them. */
-int qm__group_claim_from(qm_group_t *g, uint32_t p, uint64_t cursor_word, uint64_t committed_word,
-                        uint64_t end, int64_t now, int64_t lease_ns, qm_group_lease_t *out,
-                        size_t max, size_t *got);
-
 static void position_words(qm_group_t *g, uint32_t p, uint64_t *cw, uint64_t *mw) {
     *cw = atomic_load(&g->parts[p].cursor.pos);
     *mw = atomic_load(&g->parts[p].committed.pos);
