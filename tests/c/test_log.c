@@ -8,6 +8,8 @@
 #include "stress_common.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -735,6 +737,91 @@ static void writer_processes_interleave_without_loss_across_rolls(void) {
     qm_log_close(lg);
 }
 
+/* Threads of one process, each with its own handle (the TSan build runs
+ * this): writers append checksummed sequenced records across many rolls
+ * while readers follow; every reader sees every record once, each writer's
+ * in its order, dense offsets. */
+typedef struct thread_arg {
+    const char *dir;
+    uint32_t id;
+    long per;
+    long bad, got;
+} thread_arg_t;
+
+static void *writer_thread(void *p) {
+    thread_arg_t *a = p;
+    qm_log_t *mine;
+    if (qm_log_open(a->dir, QM_OPEN_ONLY, segcfg(), &mine)) {
+        a->bad++;
+        return NULL;
+    }
+    uint8_t *buf = malloc(STRESS_MAX_MSG);
+    for (long s = 0; s < a->per && buf; s++) {
+        size_t n = stress_make(buf, a->id, (uint64_t)s, 2000);
+        qm_iovec_t v = {buf, n};
+        qm_log_entry_t e = {NULL, 0, NULL, 0, &v, 1, 0};
+        uint64_t off;
+        if (qm_log_append(mine, &e, &off)) a->bad++;
+    }
+    free(buf);
+    qm_log_close(mine);
+    return NULL;
+}
+
+static void *reader_thread(void *p) {
+    thread_arg_t *a = p;
+    qm_log_t *mine;
+    if (qm_log_open(a->dir, QM_OPEN_ONLY, segcfg(), &mine)) {
+        a->bad++;
+        return NULL;
+    }
+    qm_log_cursor_t cur = {0};
+    long next[WRITERS] = {0};
+    if (qm_log_seek(mine, &cur, 0)) a->bad++;
+    while (!a->bad && a->got < WRITERS * a->per) {
+        qm_log_record_t rec;
+        int rc = qm_log_read(mine, &cur, &rec, qm_now_ns() + 10 * INT64_C(1000000000));
+        uint32_t id;
+        uint64_t seq;
+        if (rc || stress_check(rec.value, rec.value_len, &id, &seq) || id >= WRITERS ||
+            (long)seq != next[id] || rec.offset != (uint64_t)a->got) {
+            a->bad++;
+            break;
+        }
+        next[id]++;
+        a->got++;
+    }
+    qm_log_close(mine);
+    return NULL;
+}
+
+static void writer_and_reader_threads_agree_on_every_record(void) {
+    const char *dir = logdir("threads");
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    enum { READERS = 2 };
+    long per = stress_scale(2000);
+    pthread_t t[WRITERS + READERS];
+    thread_arg_t args[WRITERS + READERS];
+    for (uint32_t i = 0; i < WRITERS + READERS; i++) {
+        args[i] = (thread_arg_t){dir, i, per, 0, 0};
+        CHECK(pthread_create(&t[i], NULL, i < WRITERS ? writer_thread : reader_thread,
+                             &args[i]) == 0);
+    }
+    long bad = 0;
+    for (uint32_t i = 0; i < WRITERS + READERS; i++) {
+        pthread_join(t[i], NULL);
+        bad += args[i].bad;
+        if (i >= WRITERS) CHECK(args[i].got == WRITERS * per);
+    }
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    fprintf(stderr, "  %ld records from %d writer threads read by %d reader threads, %llu rolls\n",
+            WRITERS * per, WRITERS, READERS, (unsigned long long)st.segments_rolled);
+    CHECK(bad == 0 && st.end_offset == (uint64_t)(WRITERS * per) && st.segments_rolled > 5);
+    qm_log_close(lg);
+}
+
 int main(void) {
     check_use_private_shm_dir("log");
     RUN(appends_get_consecutive_offsets_and_read_back_in_order);
@@ -756,5 +843,6 @@ int main(void) {
     RUN(lone_opener_cuts_a_torn_tail_and_abandons_dead_writers);
     RUN(lone_opener_abandons_records_left_writing);
     RUN(writer_processes_interleave_without_loss_across_rolls);
+    RUN(writer_and_reader_threads_agree_on_every_record);
     CHECK_EXIT();
 }
