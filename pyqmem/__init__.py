@@ -38,7 +38,9 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
     ) from exc
 
 from .consumer import Consumer, Message
+from .group import GroupConsumer
 from .queue import Queue
+from .retry import RetryPolicy
 from .topic import RecordMetadata, Topic
 
 __version__ = "0.1.0"
@@ -47,7 +49,9 @@ __all__ = [
     "Queue",
     "Topic",
     "Consumer",
+    "GroupConsumer",
     "Message",
+    "RetryPolicy",
     "RecordMetadata",
     "QmemError",
     "Full",

@@ -60,6 +60,7 @@ from pyqmem.errors import (
     MessageTooLarge,
     NotFound,
     QmemError,
+    StaleAck,
 )
 
 cdef extern from "Python.h":
@@ -127,6 +128,11 @@ cdef object _error(int status, object name, bint putting):
         return PermissionError(EPERM, text, name)
     if status == QM_ECLOSED:
         return Closed(msg)
+    if status == QM_ESTALE:
+        return StaleAck(msg)
+    if status == QM_EFULL:
+        return Full(f"{msg}: the group's pending window is full (the oldest pending "
+                    "record must be acked first)")
     if status > -30000:
         return OSError(-status, text, name)
     return QmemError(msg)
@@ -1251,8 +1257,13 @@ cdef class Message:
     cdef object _correlation_id
     cdef object _value
     cdef bint _have_value
-
-    delivery_count = 1
+    # Consumer groups (at-least-once) only; an independent subscriber's
+    # messages leave them zero/None, so that path pays nothing for them.
+    cdef GroupReader _group      # None: ack/nack/extend are no-ops
+    cdef uint64_t _epoch         # the lease word (qm_group_lease_t.epoch)
+    cdef uint32_t _dcount        # the lease's delivery count
+    cdef int _settled            # _PENDING, _ACKED or _NACKED
+    cdef uint32_t _seekgen       # its consumer's seeks of the partition before delivery
 
     def __init__(self):
         raise TypeError("Message objects come from Consumer.get() and get_many()")
@@ -1314,17 +1325,45 @@ cdef class Message:
         """``f"{partition}-{offset}"``: unique within the topic."""
         return f"{self.partition}-{self.offset}"
 
-    def ack(self):
-        """Complete the delivery (a no-op for an independent subscriber)."""
+    @property
+    def delivery_count(self):
+        """Deliveries of this record to its consumer group so far, this one
+        included (1 on first delivery); always 1 outside a group."""
+        return self._dcount if self._group is not None else 1
 
-    def nack(self, delay=None):
-        """Ask for redelivery after `delay` seconds (a no-op for an
-        independent subscriber)."""
+    def ack(self):
+        """Complete the delivery.  In a consumer group (at-least-once) this
+        completes the lease: StaleAck if it moved on (expired and was
+        redelivered, the member was declared dead or closed, a seek passed
+        it, or the message was nacked); a second ack() is a no-op.  A no-op
+        for an independent subscriber and at-most-once."""
+        if self._group is not None:
+            _group_ack1(self._group, self)
+
+    def nack(self, delay=None, error=None):
+        """Give the delivery back: the record is delivered again after
+        `delay` seconds (None: the consumer's RetryPolicy delay for this
+        delivery count).  `error` (an exception or str) is remembered as
+        the record's last error for its dead-letter headers.  StaleAck as
+        for ack().  A no-op for an independent subscriber and at-most-once."""
         if delay is not None:
             if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
                 raise TypeError(f"delay must be None or a number, not {type(delay).__name__}")
-            if not delay >= 0:
-                raise ValueError(f"delay must be >= 0, got {delay}")
+            if not 0 <= delay < 1e9:
+                raise ValueError(f"delay must be a number of seconds >= 0, got {delay}")
+        if self._group is not None:
+            self._group._nack_message(self, delay, error)
+
+    def extend(self, seconds):
+        """Keep working on the record: its lease now ends `seconds` from now
+        (SQS's ChangeMessageVisibility).  StaleAck if the lease already
+        moved on.  A no-op for an independent subscriber and at-most-once."""
+        if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
+            raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
+        if not 0 < seconds < 1e9:
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        if self._group is not None:
+            _group_extend1(self._group, self, <int64_t>(seconds * 1e9))
 
     def __repr__(self):
         return f"<pyqmem.Message {self.id} key={self.key!r} {self._value_len} bytes>"
@@ -1823,3 +1862,924 @@ cdef int _py_check_int(str what, object value, object low, object high) except -
     from pyqmem.queue import _check_int
     _check_int(what, value, low, high)
     return 0
+
+
+# ======================================================================
+# Consumer groups: the C group core (qm_group_*) and the group hot path.
+# The policy (arguments, start positions, dead letters, retries, run())
+# is pyqmem.group; GroupReader claims, reads and acks records here without
+# a Python frame per record.
+# ======================================================================
+
+GROUP_ORDERED = QM_GROUP_ORDERED
+CLAIM_COMPLETE = QM_CLAIM_COMPLETE
+GROUP_SWEEP_NS = QM_GROUP_SWEEP_NS
+
+cdef enum:
+    _PENDING = 0
+    _ACKED = 1
+    _NACKED = 2
+    _LEASE_BUF = 256             # leases claimed per qm_group_claim call at most
+    _TICK_NS = 100000000         # liveness sweep / ordered acquire period when idle
+
+
+@cython.final
+@cython.auto_pickle(False)
+cdef class Group:
+    """One C handle (``qm_group_t``) on a consumer group file,
+    ``<topic folder>/groups/<name>.grp``.
+
+    ack/ack_many/nack/extend only touch shared words (the lease's entry)
+    and may be called from any thread; the other calls use the handle's
+    member slot and belong to one thread at a time (pyqmem.group serializes
+    them).  ``close()`` gives this member's leases back; it frees the handle
+    once no call is inside C."""
+
+    cdef qm_group_t *_g
+    cdef int _busy
+    cdef bint _closed
+    cdef readonly str path
+    cdef readonly str name
+    cdef readonly uint32_t partitions
+    cdef readonly uint32_t window
+    cdef readonly uint32_t flags
+    cdef readonly bint created
+    cdef object __weakref__
+
+    def __init__(self):
+        raise TypeError("use Group.open()")
+
+    def __dealloc__(self):
+        if self._g != NULL:
+            qm_group_close(self._g)
+
+    def __repr__(self):
+        return (f"<pyqmem._core.Group {self.name!r} of {self.path!r}"
+                f"{' closed' if self._closed else ''}>")
+
+    @staticmethod
+    def open(str topic_dir, str name, int mode, uint32_t partitions=0, uint32_t window=0,
+             uint32_t flags=0, starts=None):
+        """Open (mode OPEN_OR_CREATE / CREATE_ONLY) or attach (OPEN_ONLY) the
+        group `name` of the topic in folder `topic_dir`.  `partitions`,
+        `window` (0: 4096), `flags` (GROUP_ORDERED) and `starts` (one start
+        offset per partition, or None for 0) apply only when it is created."""
+        cdef bytes cdir = _cpath(topic_dir)
+        cdef bytes cname = _cname(name)
+        cdef const char *d = cdir
+        cdef const char *c = cname
+        cdef qm_group_config_t cfg
+        cdef qm_group_config_t got
+        cdef const qm_group_config_t *pcfg = NULL
+        cdef qm_group_t *handle = NULL
+        cdef uint64_t *first = NULL
+        cdef Group grp = Group.__new__(Group)
+        cdef int status, created = 0
+        cdef Py_ssize_t i
+        if mode != QM_OPEN_ONLY:
+            cfg.partitions = partitions
+            cfg.window = window
+            cfg.flags = flags
+            cfg.start = NULL
+            if starts is not None:
+                if len(starts) != partitions:
+                    raise ValueError(f"{len(starts)} start offsets for {partitions} partitions")
+                first = <uint64_t *>malloc((partitions if partitions else 1) * sizeof(uint64_t))
+                if first == NULL:
+                    raise MemoryError()
+                try:
+                    for i in range(partitions):
+                        first[i] = starts[i]
+                except BaseException:
+                    free(first)
+                    raise
+                cfg.start = first
+            pcfg = &cfg
+        try:
+            with nogil:
+                status = qm_group_open(d, c, <qm_open_mode_t>mode, pcfg, &handle, &created)
+                if status == QM_OK:
+                    status = qm_group_config(handle, &got)
+        finally:
+            free(first)
+        grp._g = handle   # freed by __dealloc__ if reading the config failed
+        grp.path = topic_dir
+        grp.name = name
+        if status < 0:
+            raise _error(status, f"{topic_dir}/groups/{name}.grp", False)
+        grp.partitions = got.partitions
+        grp.window = got.window
+        grp.flags = got.flags
+        grp.created = created != 0
+        return grp
+
+    cdef inline qm_group_t *_handle(self) except NULL:
+        if self._closed or self._g == NULL:
+            raise Closed(f"consumer group {self.name!r} is closed")
+        return self._g
+
+    cdef qm_group_t *_enter(self) except NULL:
+        """The handle, counted busy until _leave(): close() defers freeing it."""
+        cdef qm_group_t *g = self._handle()
+        self._busy += 1
+        return g
+
+    cdef void _leave(self) noexcept:
+        cdef qm_group_t *g = self._g
+        self._busy -= 1
+        if self._closed and self._busy == 0 and g != NULL:
+            self._g = NULL
+            with nogil:
+                qm_group_close(g)
+
+    @property
+    def closed(self):
+        return self._closed
+
+    def close(self):
+        """Release the handle (idempotent): this member's leases become
+        deliverable at once (their counts kept), its ordered partitions
+        ownerless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._busy += 1
+        self._leave()
+
+    cdef int _check(self, int status) except -1:
+        if status < 0:
+            raise _error(status, f"{self.path}/groups/{self.name}.grp", False)
+        return 0
+
+    def claim(self, uint32_t partition, uint64_t end, int64_t now_ns, int64_t lease_ns,
+              uint32_t flags, size_t max):
+        """Up to `max` leases of `partition` (qm_group_claim) as a list of
+        ``(offset, epoch, delivery_count)``; [] if nothing is deliverable;
+        Full if the pending window is full."""
+        cdef qm_group_lease_t *out
+        cdef size_t got = 0, i
+        cdef int status
+        cdef qm_group_t *g
+        if max == 0:
+            raise ValueError("max must be >= 1")
+        out = <qm_group_lease_t *>malloc(max * sizeof(qm_group_lease_t))
+        if out == NULL:
+            raise MemoryError()
+        g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_claim(g, partition, end, now_ns, lease_ns, flags, out, max, &got)
+            if status == QM_EAGAIN:
+                return []
+            self._check(status)
+            return [(out[i].offset, out[i].epoch, out[i].delivery_count) for i in range(got)]
+        finally:
+            self._leave()
+            free(out)
+
+    def ack(self, uint32_t partition, uint64_t offset, uint64_t epoch):
+        """Complete a lease; StaleAck if it moved on."""
+        self._check(qm_group_ack(self._handle(), partition, offset, epoch))
+
+    def ack_many(self, leases):
+        """Ack each ``(partition, offset, epoch)`` of `leases`; returns how
+        many were stale (those raise nothing)."""
+        cdef list items = list(leases)
+        cdef Py_ssize_t n = len(items), i, stale = 0
+        cdef qm_group_lease_t *ls
+        cdef int *st
+        cdef int status
+        if n == 0:
+            return 0
+        ls = <qm_group_lease_t *>malloc(n * (sizeof(qm_group_lease_t) + sizeof(int)))
+        if ls == NULL:
+            raise MemoryError()
+        st = <int *>(ls + n)
+        try:
+            for i in range(n):
+                p, off, epoch = items[i]
+                ls[i].partition = p
+                ls[i].offset = off
+                ls[i].epoch = epoch
+                ls[i].delivery_count = 0
+            qm_group_ack_many(self._handle(), ls, <size_t>n, st)
+            for i in range(n):
+                status = st[i]
+                if status == QM_ESTALE:
+                    stale += 1
+                else:
+                    self._check(status)
+            return stale
+        finally:
+            free(ls)
+
+    def nack(self, uint32_t partition, uint64_t offset, uint64_t epoch, int64_t not_before_ns):
+        """Give a lease back, deliverable again from `not_before_ns`."""
+        self._check(qm_group_nack(self._handle(), partition, offset, epoch, not_before_ns))
+
+    def extend(self, uint32_t partition, uint64_t offset, uint64_t epoch, int64_t deadline_ns):
+        """Move a lease's deadline; StaleAck if it moved on."""
+        self._check(qm_group_extend(self._handle(), partition, offset, epoch, deadline_ns))
+
+    def seek(self, uint32_t partition, uint64_t offset):
+        """Replay from `offset` for the whole group (pending leases go stale)."""
+        cdef int status
+        cdef qm_group_t *g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_seek(g, partition, offset)
+        finally:
+            self._leave()
+        self._check(status)
+
+    def skip_to(self, uint32_t partition, uint64_t log_start):
+        """Retention: move the committed offset up to `log_start`; returns
+        how many offsets were skipped."""
+        cdef uint64_t skipped = 0
+        self._check(qm_group_skip_to(self._handle(), partition, log_start, &skipped))
+        return skipped
+
+    def count_dead_lettered(self, uint32_t partition, uint64_t n=1):
+        self._check(qm_group_count_dead_lettered(self._handle(), partition, n))
+
+    def acquire(self, uint32_t partition):
+        """Ordered groups: take `partition` if it has no live owner.  True if
+        this member owns it now."""
+        cdef int status
+        cdef qm_group_t *g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_acquire(g, partition)
+        finally:
+            self._leave()
+        if status == QM_EAGAIN:
+            return False
+        self._check(status)
+        return True
+
+    def release(self, uint32_t partition):
+        self._check(qm_group_release(self._handle(), partition))
+
+    def sweep(self, int64_t now_ns):
+        """Run the liveness sweep now; returns how many leases of dead
+        members were released."""
+        cdef uint64_t released = 0
+        cdef int status
+        cdef qm_group_t *g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_sweep(g, now_ns, &released)
+        finally:
+            self._leave()
+        self._check(status)
+        return released
+
+    def next_due(self, uint32_t partition):
+        """Earliest time (now_ns clock) a pending record of `partition` may
+        come due; FOREVER if none is pending."""
+        cdef int64_t due = 0
+        self._check(qm_group_next_due(self._handle(), partition, &due))
+        return due
+
+    def partition_stats(self, uint32_t partition):
+        """qm_group_partition_stats_t of `partition` as a dict."""
+        cdef qm_group_partition_stats_t st
+        cdef int status
+        cdef qm_group_t *g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_partition_stats(g, partition, &st)
+        finally:
+            self._leave()
+        self._check(status)
+        return st
+
+    def stats(self):
+        """qm_group_stats_t as a dict."""
+        cdef qm_group_stats_t st
+        cdef int status
+        cdef qm_group_t *g = self._enter()
+        try:
+            with nogil:
+                status = qm_group_stats(g, &st)
+        finally:
+            self._leave()
+        self._check(status)
+        return st
+
+
+cdef int _group_ack1(GroupReader r, Message m) except -1:
+    """Message.ack() in a group: complete the lease (GIL held: a CAS)."""
+    cdef Group grp = r._grp
+    cdef int status
+    if m._settled == _ACKED:
+        return 0
+    if grp._closed or grp._g == NULL:
+        raise StaleAck(f"message {m.partition}-{m.offset}: the consumer was closed and "
+                       "gave its leases back")
+    if m._seekgen != r._pseek[m.partition]:
+        raise StaleAck(f"message {m.partition}-{m.offset}: a seek passed it")
+    status = qm_group_ack(grp._g, <uint32_t>m.partition, m.offset, m._epoch)
+    if status == QM_OK:
+        m._settled = _ACKED
+        if r._errors:
+            r._errors.pop((m.partition, m.offset), None)
+        return 0
+    if status == QM_ESTALE:
+        raise StaleAck(f"message {m.partition}-{m.offset}: the lease moved on (expired and "
+                       "redelivered, nacked, or passed by a seek)")
+    grp._check(status)
+    return 0
+
+
+cdef int _group_extend1(GroupReader r, Message m, int64_t ns) except -1:
+    cdef Group grp = r._grp
+    cdef int status
+    if grp._closed or grp._g == NULL:
+        raise StaleAck(f"message {m.partition}-{m.offset}: the consumer was closed and "
+                       "gave its leases back")
+    if m._settled != _PENDING:
+        raise StaleAck(f"message {m.partition}-{m.offset} was already "
+                       f"{'acked' if m._settled == _ACKED else 'nacked'}")
+    if m._seekgen != r._pseek[m.partition]:
+        raise StaleAck(f"message {m.partition}-{m.offset}: a seek passed it")
+    status = qm_group_extend(grp._g, <uint32_t>m.partition, m.offset, m._epoch,
+                             _add_sat(qm_now_ns(), ns))
+    if status == QM_ESTALE:
+        raise StaleAck(f"message {m.partition}-{m.offset}: the lease moved on")
+    grp._check(status)
+    return 0
+
+
+cdef inline int64_t _add_sat(int64_t a, int64_t b) noexcept nogil:
+    if b > 0 and a > QM_FOREVER - b:
+        return QM_FOREVER
+    return a + b
+
+
+@cython.auto_pickle(False)
+cdef class GroupReader:
+    """The hot paths of ``pyqmem.group.GroupConsumer`` (which derives from
+    this class): claim leases, read their records into Messages, ack them,
+    and wait for new records, for redeliveries coming due and for the
+    100 ms liveness tick.  A lock serializes get calls from several
+    threads; Message.ack/nack/extend take no lock (they only CAS the
+    lease's entry).  The subclass provides ``_dead_letter(msgs)`` (give up
+    on records past max_deliveries) and ``_nack_message(msg, delay, error)``."""
+
+    cdef readonly Group _grp
+    cdef void *_block                # malloc'd: the arrays below
+    cdef list _glogs                 # Log per partition read, in order
+    cdef uint32_t *_gparts           # partition numbers
+    cdef qm_log_cursor_t *_curs      # read cursor per partition
+    cdef qm_log_cursor_t *_probes    # wait cursor per partition, placed at the log end
+    cdef uint64_t *_starts_seen      # log start last passed to qm_group_skip_to
+    cdef uint64_t *_claim_end        # `end` of the last claim: where the probe waits
+    cdef int64_t *_acquire_after     # ordered: next qm_group_acquire try
+    cdef char *_flags                # per partition: 1 read cursor placed, 2 probe placed, 4 owned
+    cdef qm_group_lease_t *_leases
+    cdef Py_ssize_t _n
+    cdef Py_ssize_t _gnext
+    cdef object _gserializer
+    cdef str _gtopic
+    cdef int64_t _lease_ns
+    cdef uint32_t _claim_flags
+    cdef bint _at_most_once
+    cdef bint _ordered
+    cdef uint32_t _max_deliveries    # 0: never dead-letter
+    cdef int64_t _next_tick
+    cdef PyThread_type_lock _glock
+    cdef public bint _closed
+    cdef public dict _errors         # (partition, offset) -> last error text
+    cdef public Py_ssize_t _stale_acks
+    cdef list _parked                # per partition: [(offset, epoch, count)] claimed
+                                     # while still being written, kept leased (a give-
+                                     # back would count a delivery nobody got)
+    cdef uint32_t _pseek[128]        # seeks this consumer made, per partition number
+
+    def __cinit__(self, *args, **kwargs):
+        self._glock = PyThread_allocate_lock()
+        if self._glock == NULL:
+            raise MemoryError()
+        self._errors = {}
+
+    def __dealloc__(self):
+        free(self._block)
+        if self._glock != NULL:
+            PyThread_free_lock(self._glock)
+
+    def _group_setup(self, str topic, Group group not None, list partitions, list logs,
+                     serializer, bint raw, double visibility_timeout, bint at_most_once,
+                     bint ordered, uint32_t max_deliveries, bint check_crcs):
+        """`logs` (own handles) of `partitions`, in the order to try them."""
+        cdef Py_ssize_t i, n = len(partitions)
+        cdef size_t size
+        if n < 1 or n > 128 or len(logs) != n:
+            raise ValueError("one log per partition, 1..128 partitions")
+        if self._block != NULL:
+            raise ValueError("already set up")
+        size = (n * (2 * sizeof(qm_log_cursor_t) + 2 * sizeof(uint64_t) + sizeof(int64_t)
+                     + sizeof(uint32_t) + sizeof(char))
+                + _LEASE_BUF * sizeof(qm_group_lease_t))
+        self._block = malloc(size)
+        if self._block == NULL:
+            raise MemoryError()
+        memset(self._block, 0, size)
+        # one block, the 8-byte aligned arrays first
+        self._curs = <qm_log_cursor_t *>self._block
+        self._probes = self._curs + n
+        self._starts_seen = <uint64_t *>(self._probes + n)
+        self._claim_end = self._starts_seen + n
+        self._acquire_after = <int64_t *>(self._claim_end + n)
+        self._leases = <qm_group_lease_t *>(self._acquire_after + n)
+        self._gparts = <uint32_t *>(self._leases + _LEASE_BUF)
+        self._flags = <char *>(self._gparts + n)
+        for i in range(n):
+            self._gparts[i] = partitions[i]
+            if not check_crcs:
+                self._curs[i].flags = QM_CURSOR_NO_CRC
+            self._probes[i].flags = QM_CURSOR_NO_CRC
+        self._grp = group
+        self._glogs = [(<Log?>x) for x in logs]
+        self._n = n
+        self._gnext = 0
+        self._gserializer = None if raw else serializer
+        self._gtopic = topic
+        self._lease_ns = <int64_t>(visibility_timeout * 1e9)
+        if self._lease_ns < 1:
+            self._lease_ns = 1
+        self._at_most_once = at_most_once
+        self._claim_flags = QM_CLAIM_COMPLETE if at_most_once else 0
+        self._ordered = ordered
+        self._max_deliveries = max_deliveries
+        self._next_tick = 0
+        self._parked = [[] for _ in range(n)]
+
+    # ----- the lock (as TopicReader's) -----------------------------------
+    cdef int _acquire(self, int64_t deadline_ns) except -1:
+        """Take the consumer's lock, waiting at most until `deadline_ns`
+        (Empty then); Closed if the consumer is closed."""
+        cdef PyLockStatus got
+        cdef int64_t now, wait
+        if self._closed:
+            raise Closed(f"consumer of topic {self._gtopic!r} is closed")
+        if PyThread_acquire_lock(self._glock, NOWAIT_LOCK) == PY_LOCK_ACQUIRED:
+            if self._closed:
+                PyThread_release_lock(self._glock)
+                raise Closed(f"consumer of topic {self._gtopic!r} is closed")
+            return 0
+        while True:
+            now = qm_now_ns()
+            if deadline_ns != QM_FOREVER and now >= deadline_ns:
+                raise Empty(f"topic {self._gtopic!r}: the consumer is busy in another thread")
+            wait = _slice_end(deadline_ns) - now
+            with nogil:
+                got = PyThread_acquire_lock_timed(self._glock, <PY_TIMEOUT_T>(wait // 1000 + 1), 0)
+            if got == PY_LOCK_ACQUIRED:
+                if self._closed:
+                    PyThread_release_lock(self._glock)
+                    raise Closed(f"consumer of topic {self._gtopic!r} is closed")
+                return 0
+            PyErr_CheckSignals()
+
+    def _lock(self, int64_t deadline_ns=QM_FOREVER):
+        """Take the consumer's lock (for seek, lag, stats): see _acquire."""
+        self._acquire(deadline_ns)
+
+    def _unlock(self):
+        PyThread_release_lock(self._glock)
+
+    # ----- claiming and reading ------------------------------------------
+    cdef int _settle_gap(self, Py_ssize_t idx, qm_log_t *lg, qm_group_t *g,
+                         qm_group_lease_t *l, bint retention) except -1:
+        """Complete a claimed offset with no record to deliver: a gap (its
+        writer died) or, when `retention`, an offset retention removed
+        (then the group's committed offset also skips to the log start)."""
+        cdef uint64_t start = 0, end = 0
+        cdef uint32_t p = self._gparts[idx]
+        cdef int status
+        if retention:
+            status = qm_log_bounds(lg, &start, &end)
+            if status == QM_OK:
+                status = qm_group_skip_to(g, p, start, NULL)
+                if start > self._starts_seen[idx]:
+                    self._starts_seen[idx] = start
+            if status < 0:
+                self._grp._check(status)
+        if not self._at_most_once:
+            status = qm_group_ack(g, p, l.offset, l.epoch)
+            if status < 0 and status != QM_ESTALE:
+                self._grp._check(status)
+        return 0
+
+    cdef int _deliver(self, Py_ssize_t idx, Log log, qm_log_t *lg, qm_group_t *g,
+                      qm_group_lease_t *l, list out, list dead, int64_t deadline) except -1:
+        """Read the record of lease `l` into a Message (appended to `out`, or
+        to `dead` past max_deliveries), or complete a gap.  Returns 1 if the
+        record is still being written at `deadline` (the lease untouched)."""
+        cdef qm_log_cursor_t *cur = &self._curs[idx]
+        cdef qm_log_record_t rec
+        cdef uint64_t skipped_before
+        cdef uint64_t offset = l.offset
+        cdef int status
+        cdef Message m
+        if not (self._flags[idx] & 1) or cur.next_offset != offset:
+            with nogil:
+                status = qm_log_seek(lg, cur, offset)
+            if status < 0:
+                self._flags[idx] &= ~1
+                if status == QM_ENOTFOUND:   # before the log start: retention removed it
+                    return self._settle_gap(idx, lg, g, l, True)
+                raise _error(status, log.path, False)
+            self._flags[idx] |= 1
+        while True:
+            skipped_before = cur.skipped
+            status = qm_log_read(lg, cur, &rec, QM_NOWAIT)
+            if status == QM_EAGAIN and deadline != QM_NOWAIT:
+                # claimed below the log end, so its writer is at work (or died:
+                # the read then finds it abandoned and skips it)
+                while True:
+                    with nogil:
+                        status = qm_log_read(lg, cur, &rec, _slice_end(deadline))
+                    if not _again(status, deadline):
+                        break
+            if status == QM_EAGAIN or status == QM_ETIMEDOUT:
+                return 1
+            if status < 0:
+                self._flags[idx] &= ~1
+                raise _error(status, log.path, False)
+            if rec.offset >= offset:
+                break
+            # an earlier record: the seek stopped at one still being written
+            # (qm_log_seek places the cursor there); read on to ours
+        if rec.offset != offset:   # abandoned, or removed by retention meanwhile
+            return self._settle_gap(idx, lg, g, l, cur.skipped != skipped_before)
+        m = _message(log, &rec, <Py_ssize_t>self._gparts[idx], self._gserializer)
+        if self._at_most_once:
+            out.append(m)
+            return 0
+        m._group = self
+        m._epoch = l.epoch
+        m._dcount = l.delivery_count
+        m._seekgen = self._pseek[self._gparts[idx]]
+        if self._max_deliveries != 0 and l.delivery_count > self._max_deliveries:
+            dead.append(m)
+        else:
+            out.append(m)
+        return 0
+
+    cdef void _give_back_leases(self, qm_group_t *g, qm_group_lease_t *ls, size_t n) noexcept:
+        """Leases claimed but not delivered: deliverable again at once."""
+        cdef size_t i
+        if self._at_most_once:
+            return
+        for i in range(n):
+            qm_group_nack(g, ls[i].partition, ls[i].offset, ls[i].epoch, 0)
+
+    cdef int _give_back(self, list msgs) except -1:
+        """Messages made but not handed out (an exception ends the get):
+        their leases become deliverable again at once."""
+        cdef Message m
+        cdef Group grp = self._grp
+        for x in msgs:
+            m = <Message>x
+            if m._group is None or m._settled != _PENDING:
+                continue
+            m._settled = _NACKED
+            if not grp._closed and grp._g != NULL:
+                qm_group_nack(grp._g, <uint32_t>m.partition, m.offset, m._epoch, 0)
+        return 0
+
+    cdef int _claim_partition(self, Py_ssize_t idx, Py_ssize_t want, list out, list dead,
+                              int64_t now, int64_t deadline) except -1:
+        """Claim up to `want` records of partition index `idx` and deliver
+        them.  Returns 1 if a record was still being written at `deadline`."""
+        cdef Log log = <Log>self._glogs[idx]
+        cdef qm_log_t *lg = log._enter()
+        cdef qm_group_t *g
+        cdef uint32_t p = self._gparts[idx]
+        cdef uint64_t start = 0, end = 0
+        cdef size_t got = 0, i = 0
+        cdef int status, timed_out = 0
+        cdef list parked
+        try:
+            g = self._grp._enter()
+        except BaseException:
+            log._leave()
+            raise
+        try:
+            status = qm_log_bounds(lg, &start, &end)
+            if status < 0:
+                raise _error(status, log.path, False)
+            if start > self._starts_seen[idx]:   # retention moved the log start
+                self._grp._check(qm_group_skip_to(g, p, start, NULL))
+                self._starts_seen[idx] = start
+            if self._parked[idx]:
+                want -= self._unpark(idx, log, lg, g, want, out, dead, now, deadline)
+                if self._parked[idx] or want <= 0:
+                    return 1 if self._parked[idx] else 0
+            if want > _LEASE_BUF:
+                want = _LEASE_BUF
+            self._claim_end[idx] = end
+            self._flags[idx] |= 8
+            status = qm_group_claim(g, p, end, now, self._lease_ns, self._claim_flags,
+                                    self._leases, <size_t>want, &got)
+            if status == QM_EAGAIN or status == QM_EFULL:
+                return 0
+            self._grp._check(status)
+            try:
+                while i < got:
+                    if self._deliver(idx, log, lg, g, &self._leases[i], out, dead, deadline):
+                        timed_out = 1
+                        break
+                    i += 1
+            finally:
+                if i < got and not timed_out:   # an exception: give them back
+                    self._give_back_leases(g, &self._leases[i], got - i)
+            if timed_out:   # a record still being written: keep the rest leased
+                parked = self._parked[idx]
+                while i < got:
+                    parked.append((self._leases[i].offset, self._leases[i].epoch,
+                                   self._leases[i].delivery_count))
+                    i += 1
+            return timed_out
+        finally:
+            self._grp._leave()
+            log._leave()
+
+    cdef Py_ssize_t _unpark(self, Py_ssize_t idx, Log log, qm_log_t *lg, qm_group_t *g,
+                            Py_ssize_t want, list out, list dead, int64_t now,
+                            int64_t deadline) except -1:
+        """Deliver parked leases of partition index `idx` (in offset order)
+        whose records are written now; each lease is renewed first (one that
+        moved on meanwhile is dropped).  Returns how many were handled."""
+        cdef list parked = self._parked[idx]
+        cdef qm_group_lease_t l
+        cdef Py_ssize_t done = 0
+        cdef int status
+        while parked and done < want:
+            l.offset, l.epoch, l.delivery_count = parked[0]
+            l.partition = self._gparts[idx]
+            status = qm_group_extend(g, l.partition, l.offset, l.epoch,
+                                     _add_sat(now, self._lease_ns))
+            if status == QM_ESTALE:
+                del parked[0]
+                continue
+            self._grp._check(status)
+            if self._deliver(idx, log, lg, g, &l, out, dead, deadline):
+                break
+            del parked[0]
+            done += 1
+        return done
+
+    cdef bint _try_acquire(self, Py_ssize_t idx, int64_t now) except -1:
+        """Ordered groups: own partition index `idx` if it has no live owner."""
+        cdef qm_group_t *g = self._grp._enter()
+        cdef uint32_t p = self._gparts[idx]
+        cdef int status
+        try:
+            with nogil:
+                status = qm_group_acquire(g, p)
+        finally:
+            self._grp._leave()
+        if status == QM_OK:
+            self._flags[idx] |= 4
+            return True
+        if status != QM_EAGAIN:
+            self._grp._check(status)
+        self._acquire_after[idx] = now + _TICK_NS
+        return False
+
+    cdef int _poll(self, Py_ssize_t limit, list out, list dead, int64_t deadline) except -1:
+        """Claim and deliver up to `limit` records without waiting for new
+        ones, partitions in turn from the one after the last that served.
+        Returns 1 if a claimed record was still being written at `deadline`."""
+        cdef Py_ssize_t n = self._n, k, idx = self._gnext, before
+        cdef int64_t now = qm_now_ns()
+        for k in range(n):
+            if len(out) >= limit:
+                break
+            if idx >= n:
+                idx -= n
+            if self._ordered and not (self._flags[idx] & 4):
+                if now < self._acquire_after[idx] or not self._try_acquire(idx, now):
+                    idx += 1
+                    continue
+            before = len(out)
+            if self._claim_partition(idx, limit - len(out), out, dead, now, deadline):
+                return 1
+            if len(out) > before:
+                self._gnext = idx + 1
+            idx += 1
+        return 0
+
+    cdef int _place_probes(self, qm_log_t **lgs) except -1:
+        """Put each partition's wait cursor at the end its last claim saw:
+        a record there (or past it) is new to the group."""
+        cdef Py_ssize_t idx
+        cdef uint64_t start = 0, end
+        cdef qm_log_cursor_t *pr
+        cdef int status
+        for idx in range(self._n):
+            pr = &self._probes[idx]
+            end = self._claim_end[idx]
+            if not (self._flags[idx] & 8):   # never claimed (ordered, not owned)
+                status = qm_log_bounds(lgs[idx], &start, &end)
+                if status < 0:
+                    raise _error(status, (<Log>self._glogs[idx]).path, False)
+            if (self._flags[idx] & 2) and pr.next_offset == end:
+                continue
+            if (self._flags[idx] & 1) and self._curs[idx].next_offset == end:
+                pr[0] = self._curs[idx]
+                pr.flags = QM_CURSOR_NO_CRC
+                self._flags[idx] |= 2
+                continue
+            with nogil:
+                status = qm_log_seek(lgs[idx], pr, end)
+            if status < 0:
+                self._flags[idx] &= ~2
+                raise _error(status, (<Log>self._glogs[idx]).path, False)
+            self._flags[idx] |= 2
+        return 0
+
+    cdef int _wait(self, int64_t deadline) except -1:
+        """After a poll found nothing: run the liveness tick if due, else
+        sleep until a new record, a redelivery coming due, the tick or
+        `deadline` (at most 50 ms at a time; then signal handlers run)."""
+        cdef Py_ssize_t n = self._n, idx, entered = 0
+        cdef int64_t now = qm_now_ns(), wake, due
+        cdef qm_group_t *g
+        cdef qm_log_t *lgs[128]
+        cdef int status
+        if now >= self._next_tick:
+            self._next_tick = now + _TICK_NS
+            g = self._grp._enter()
+            try:
+                with nogil:
+                    status = qm_group_sweep(g, now, NULL)
+            finally:
+                self._grp._leave()
+            self._grp._check(status)
+            return 0   # poll again: the sweep may have released leases
+        wake = deadline if deadline < self._next_tick else self._next_tick
+        if not self._at_most_once:
+            g = self._grp._handle()
+            for idx in range(n):
+                if self._ordered and not (self._flags[idx] & 4):
+                    continue
+                if qm_group_next_due(g, self._gparts[idx], &due) == QM_OK and due < wake:
+                    wake = due
+            if wake <= now:   # a stale lower bound: the poll just found nothing due
+                wake = now + 1000000
+                if wake > deadline:
+                    wake = deadline
+        try:
+            for idx in range(n):
+                lgs[idx] = (<Log>self._glogs[idx])._enter()
+                entered += 1
+            self._place_probes(lgs)
+            with nogil:
+                status = qm_log_wait_any(lgs, self._probes, <size_t>n, _slice_end(wake))
+        finally:
+            for idx in range(entered):
+                (<Log>self._glogs[idx])._leave()
+        if status == QM_OK or status == QM_ETIMEDOUT or status == QM_EINTR:
+            PyErr_CheckSignals()
+            return 0
+        raise _error(status, self._gtopic, False)
+
+    cdef list _fetch(self, Py_ssize_t limit, object timeout):
+        cdef int64_t deadline = QM_FOREVER
+        cdef list out = []
+        cdef list dead = []
+        cdef int timed_out
+        if timeout is not None:
+            if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
+                deadline = qm_now_ns() + <int64_t>(<double>timeout * 1e9)
+            else:
+                deadline = _py_deadline(timeout)
+        self._acquire(deadline)
+        try:
+            while True:
+                try:
+                    timed_out = self._poll(limit, out, dead, deadline)
+                    if dead:
+                        self._dead_letter(dead)
+                        del dead[:]
+                except BaseException:
+                    self._give_back(out)
+                    self._give_back(dead)
+                    raise
+                if out:
+                    return out
+                if timed_out or qm_now_ns() >= deadline:
+                    raise Empty(f"no message on topic {self._gtopic!r}")
+                self._wait(deadline)
+        finally:
+            PyThread_release_lock(self._glock)
+
+    def get(self, timeout=None):
+        """The next message for this member, waiting up to `timeout` seconds
+        (None: forever).  Raises Empty if none came in time."""
+        return self._fetch(1, timeout)[0]
+
+    def get_many(self, max_messages, timeout=None):
+        """Up to `max_messages` messages: waits (as get) for the first, then
+        claims what is already there.  Raises Empty if none came."""
+        if type(max_messages) is not int or not 1 <= max_messages <= PY_SSIZE_T_MAX:
+            _py_check_int("max_messages", max_messages, 1, PY_SSIZE_T_MAX)
+        return self._fetch(max_messages, timeout)
+
+    def ack_many(self, msgs):
+        """Ack every message of `msgs` (of this consumer) in one call.
+        Returns how many were stale (their leases had moved on: they raise
+        nothing); already acked ones are skipped, and at-most-once ones are
+        no-ops."""
+        cdef list items = msgs if type(msgs) is list else list(msgs)
+        cdef Py_ssize_t n = len(items), i, k = 0, stale = 0
+        cdef qm_group_lease_t stack_ls[64]
+        cdef int stack_st[64]
+        cdef Py_ssize_t stack_ix[64]
+        cdef qm_group_lease_t *ls = stack_ls
+        cdef int *st = stack_st
+        cdef Py_ssize_t *ix = stack_ix
+        cdef void *heap = NULL
+        cdef Message m
+        cdef Group grp = self._grp
+        cdef int status, failed = QM_OK
+        for i in range(n):   # check everything before changing anything
+            m = <Message?>items[i]
+            if m._group is not None and m._group is not self:
+                raise ValueError(f"message {m.partition}-{m.offset} was delivered by another consumer")
+        if n > 64:
+            heap = malloc(n * (sizeof(qm_group_lease_t) + sizeof(int) + sizeof(Py_ssize_t)))
+            if heap == NULL:
+                raise MemoryError()
+            ls = <qm_group_lease_t *>heap
+            ix = <Py_ssize_t *>(ls + n)
+            st = <int *>(ix + n)
+        try:
+            for i in range(n):
+                m = <Message>items[i]
+                if m._group is None or m._settled == _ACKED:
+                    continue
+                if m._seekgen != self._pseek[m.partition]:
+                    stale += 1   # a seek of this consumer passed it
+                    continue
+                ls[k].partition = <uint32_t>m.partition
+                ls[k].offset = m.offset
+                ls[k].epoch = m._epoch
+                ix[k] = i
+                k += 1
+            if k == 0:
+                return stale
+            if grp._closed or grp._g == NULL:   # the leases were given back at close
+                return stale + k
+            qm_group_ack_many(grp._g, ls, <size_t>k, st)
+            for i in range(k):
+                status = st[i]
+                if status == QM_OK:
+                    m = <Message>items[ix[i]]
+                    m._settled = _ACKED
+                    if self._errors:
+                        self._errors.pop((m.partition, m.offset), None)
+                elif status == QM_ESTALE:
+                    stale += 1
+                elif failed == QM_OK:
+                    failed = status
+            if failed != QM_OK:
+                grp._check(failed)
+            return stale
+        finally:
+            free(heap)
+
+    def _group_nack(self, Message m not None, int64_t not_before_ns):
+        """qm_group_nack of `m`'s lease (the policy computed the time)."""
+        cdef Group grp = self._grp
+        cdef int status
+        if m._group is not self:
+            raise ValueError(f"message {m.partition}-{m.offset} was delivered by another consumer")
+        if m._settled == _ACKED:
+            raise StaleAck(f"message {m.partition}-{m.offset} was already acked")
+        if grp._closed or grp._g == NULL:
+            raise StaleAck(f"message {m.partition}-{m.offset}: the consumer was closed and "
+                           "gave its leases back")
+        if m._seekgen != self._pseek[m.partition]:
+            raise StaleAck(f"message {m.partition}-{m.offset}: a seek passed it")
+        status = qm_group_nack(grp._g, <uint32_t>m.partition, m.offset, m._epoch, not_before_ns)
+        if status == QM_ESTALE:
+            raise StaleAck(f"message {m.partition}-{m.offset}: the lease moved on (expired and "
+                           "redelivered, nacked, or passed by a seek)")
+        grp._check(status)
+        m._settled = _NACKED
+
+    def _after_seek(self, uint32_t partition):
+        """The group was seeked on `partition`: re-check retention there."""
+        cdef Py_ssize_t idx
+        if partition < 128:
+            self._pseek[partition] += 1
+        for idx in range(self._n):
+            if self._gparts[idx] == partition:
+                del self._parked[idx][:]
+                self._starts_seen[idx] = 0
+                self._flags[idx] &= ~1

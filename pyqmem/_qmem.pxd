@@ -22,6 +22,8 @@ cdef extern from "qmem.h" nogil:
         QM_EPERM
         QM_ECLOSED
         QM_EGONE
+        QM_ESTALE
+        QM_EFULL
 
     const char *qm_status_str(int status)
     const char *qm_last_error()
@@ -173,3 +175,67 @@ cdef extern from "qmem.h" nogil:
         uint32_t member_slot
 
     int qm_log_stats(qm_log_t *log, qm_log_stats_t *st)
+
+    # ----- consumer group
+    struct qm_group
+    ctypedef qm_group qm_group_t
+
+    const uint32_t QM_GROUP_ORDERED
+    const uint32_t QM_GROUP_DEFAULT_WINDOW
+    const int64_t QM_GROUP_SWEEP_NS
+
+    ctypedef struct qm_group_config_t:
+        uint32_t partitions
+        uint32_t window
+        uint32_t flags
+        const uint64_t *start
+
+    int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
+                      const qm_group_config_t *cfg, qm_group_t **out, int *created)
+    void qm_group_close(qm_group_t *g)
+    int qm_group_config(const qm_group_t *g, qm_group_config_t *cfg)
+
+    ctypedef struct qm_group_lease_t:
+        uint64_t offset
+        uint64_t epoch
+        uint32_t partition
+        uint32_t delivery_count
+
+    const uint32_t QM_CLAIM_COMPLETE
+
+    int qm_group_claim(qm_group_t *g, uint32_t partition, uint64_t end, int64_t now_ns,
+                       int64_t lease_ns, uint32_t flags, qm_group_lease_t *out, size_t max,
+                       size_t *got)
+    int qm_group_ack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch)
+    int qm_group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status)
+    int qm_group_nack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
+                      int64_t not_before_ns)
+    int qm_group_extend(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
+                        int64_t deadline_ns)
+    int qm_group_seek(qm_group_t *g, uint32_t partition, uint64_t offset)
+    int qm_group_skip_to(qm_group_t *g, uint32_t partition, uint64_t log_start, uint64_t *skipped)
+    int qm_group_count_dead_lettered(qm_group_t *g, uint32_t partition, uint64_t n)
+    int qm_group_acquire(qm_group_t *g, uint32_t partition)
+    int qm_group_release(qm_group_t *g, uint32_t partition)
+    int qm_group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released)
+    int qm_group_next_due(qm_group_t *g, uint32_t partition, int64_t *due_ns)
+
+    ctypedef struct qm_group_partition_stats_t:
+        uint64_t committed, cursor
+        uint64_t pending
+        uint64_t leased, delayed
+        uint64_t acked_ahead
+        uint64_t redelivered, dead_lettered, skipped, seeks
+        uint32_t owner_slot
+        uint64_t owner_epoch
+
+    int qm_group_partition_stats(qm_group_t *g, uint32_t partition,
+                                 qm_group_partition_stats_t *st)
+
+    ctypedef struct qm_group_stats_t:
+        uint32_t partitions, window, flags
+        uint32_t members
+        uint32_t member_slot
+        uint64_t sweeps, reboots
+
+    int qm_group_stats(qm_group_t *g, qm_group_stats_t *st)

@@ -47,6 +47,7 @@ from collections.abc import Mapping
 
 from . import _core
 from .errors import Closed, NotFound
+from .naming import check_name
 from .queue import _check_int
 from .serializers import RawSerializer
 
@@ -105,10 +106,15 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
         raise TypeError(f"visibility_timeout must be a number, not {type(visibility_timeout).__name__}")
     if not 0 < visibility_timeout < 1e9:
         raise ValueError(f"visibility_timeout must be positive, got {visibility_timeout}")
-    _check_int("max_deliveries", max_deliveries, 1, 2**31 - 1)
-    for what, flag in (("dead_letter", dead_letter), ("ordered", ordered)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{what} must be True or False, not {type(flag).__name__}")
+    if max_deliveries is not None:
+        _check_int("max_deliveries", max_deliveries, 1, 2**31 - 1)
+    if isinstance(dead_letter, str):
+        check_name(dead_letter, "dead_letter topic name")
+    elif not isinstance(dead_letter, bool):
+        raise TypeError(f"dead_letter must be True, False or a topic name, not "
+                        f"{type(dead_letter).__name__}")
+    if not isinstance(ordered, bool):
+        raise TypeError(f"ordered must be True or False, not {type(ordered).__name__}")
     if partitions is None:
         chosen = list(range(topic_partitions))
     else:

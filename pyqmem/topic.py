@@ -71,9 +71,11 @@ from . import _core
 from . import headers as _headers
 from .consumer import Consumer, check_consumer_args
 from .errors import AlreadyExists, Closed, CorruptError, IncompatibleError, NotFound
+from .group import GroupConsumer, topic_group_stats
 from .naming import check_name
 from .partitioning import key_bytes, partition_for_key
 from .queue import _check_int
+from .retry import RetryPolicy
 from .serializers import RawSerializer, resolve
 
 __all__ = ["Topic", "RecordMetadata"]
@@ -542,8 +544,10 @@ class Topic(_core.TopicSender):
     # ----- consuming --------------------------------------------------------
     def consumer(self, group=None, *, start="earliest", mode="at_least_once",
                  visibility_timeout=30.0, max_deliveries=5, dead_letter=True, ordered=False,
-                 partitions=None, check_crcs=True):
-        """A Consumer of this topic (see pyqmem.consumer).
+                 partitions=None, retry=None, check_crcs=True):
+        """A Consumer of this topic (see pyqmem.consumer), or with `group` a
+        member of that consumer group (a GroupConsumer, see pyqmem.group and
+        docs/design/group-consumer.md).
 
         ``check_crcs=False`` skips verifying each record's CRC-32C on read
         (as Kafka's ``check.crcs``): every header and length is still
@@ -553,23 +557,36 @@ class Topic(_core.TopicSender):
 
         ``group=None``: an independent subscriber that sees every record
         from `start` on; `mode`, `visibility_timeout`, `max_deliveries`,
-        `dead_letter` and `ordered` are validated and apply to groups only.
-        Consumer groups are not implemented yet (NotImplementedError)."""
+        `dead_letter`, `ordered` and `retry` are validated and apply to
+        groups only.  With a group: `start` applies when the group is
+        created; `max_deliveries` an int >= 1 or None (never dead-letter);
+        `dead_letter` True ("<topic>.dlq"), a topic name, or False (drop);
+        `retry` a pyqmem.RetryPolicy (default RetryPolicy())."""
         if group is not None:
             check_name(group, "group name")
         chosen = check_consumer_args(
             self._config.partitions, start, mode, visibility_timeout, max_deliveries,
             dead_letter, ordered, partitions)
-        if group is not None:
-            raise NotImplementedError("consumer groups arrive with the consumer-groups issue")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError(f"retry must be None or a pyqmem.RetryPolicy, not "
+                            f"{type(retry).__name__}")
+        if not isinstance(check_crcs, bool):
+            raise TypeError(f"check_crcs must be True or False, not {type(check_crcs).__name__}")
+        if group is not None and dead_letter is True:
+            check_name(f"{self._name}.dlq", "dead-letter topic name (topic name + '.dlq')")
         with self._lock:
             if self._closed:
                 raise Closed(f"topic {self._name!r} is closed")
-        if not isinstance(check_crcs, bool):
-            raise TypeError(f"check_crcs must be True or False, not {type(check_crcs).__name__}")
-        consumer = Consumer(self._name, [(k, _partition_path(self._folder, k)) for k in chosen],
-                            self._config.log_args(), self._serializer, start,
-                            check_crcs=check_crcs)
+        if group is None:
+            consumer = Consumer(self._name, [(k, _partition_path(self._folder, k)) for k in chosen],
+                                self._config.log_args(), self._serializer, start,
+                                check_crcs=check_crcs)
+        else:
+            consumer = GroupConsumer(
+                self._name, self._dir, self._folder, self._config.partitions, chosen,
+                self._config.log_args(), self._serializer, group, start=start, mode=mode,
+                visibility_timeout=visibility_timeout, max_deliveries=max_deliveries,
+                dead_letter=dead_letter, ordered=ordered, retry=retry, check_crcs=check_crcs)
         with self._lock:
             if self._closed:   # closed meanwhile: do not leak the consumer
                 consumer.close()
@@ -580,14 +597,21 @@ class Topic(_core.TopicSender):
     # ----- state ------------------------------------------------------------
     def stats(self):
         """``{"partitions": {k: {start_offset, end_offset, bytes, segments,
-        segments_rolled, abandoned, syncs, synced_appends}}, "groups": {}}``."""
+        segments_rolled, abandoned, syncs, synced_appends}}, "groups":
+        {name: {k: {committed, pending, lag, redelivered, dead_lettered,
+        skipped}}}}`` (every consumer group file of the topic)."""
         keys = ("start_offset", "end_offset", "bytes", "segments", "segments_rolled",
                 "abandoned", "syncs", "synced_appends")
         parts = {}
         for k in range(self._config.partitions):
             st = self._log(k).stats()
             parts[k] = {key: st[key] for key in keys}
-        return {"partitions": parts, "groups": {}}
+
+        def end(k):
+            if k < self._config.partitions:
+                return self._log(k).bounds()[1]
+            return 0   # a partition another process added since this object opened
+        return {"partitions": parts, "groups": topic_group_stats(self._folder, end)}
 
     def retain(self):
         """Apply retention now (it also runs after every segment roll);

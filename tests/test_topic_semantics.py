@@ -963,12 +963,11 @@ def test_create_false_attaches_to_an_existing_topic(make_topic):
     c.close()
 
 
-def test_consumer_groups_are_not_implemented_yet(make_topic):
+def test_a_group_argument_makes_a_group_consumer(make_topic):
     t = make_topic()
-    with pytest.raises(NotImplementedError):
-        t.consumer(group="x")
-    with pytest.raises(NotImplementedError):
-        t.consumer("workers")
+    c = t.consumer(group="x")
+    assert isinstance(c, pyqmem.GroupConsumer) and not isinstance(c, pyqmem.Consumer)
+    c.close()
 
 
 # ----------------------------------------------------------------------------
