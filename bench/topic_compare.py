@@ -13,6 +13,9 @@ group=None; 64 B values, durability "os" on /dev/shm unless said):
       and without CRC checks, and a live producer -> subscriber pipeline
   t5  durability="fsync" on disk (a folder under /tmp unless --fsync-dir):
       4 sender processes, records/s and records per fdatasync
+  g1  consumer group: send_many(64) -> one group member (at-least-once,
+      get_many(64) + ack_many of every batch) beside a plain subscriber
+      (get_many(64)) in the same run; acked records/s and the ratio
 
 Every row checks the record count (and for t1/t2 the content of every 256th
 record), and reports the median of --repeats runs.  The t1/t2 subscribers
@@ -102,6 +105,31 @@ def subscriber(spec, n, mode, ready, out):
                 bad += 1
             got += 1
     out.put(("subscriber", got, time.perf_counter() - t0, bad))
+    c.close()
+    t.close()
+
+
+def group_member(spec, n, ready, out):
+    """One member of a fresh consumer group: get_many(64), look at every
+    record's data, ack the batch with ack_many."""
+    t = _topic(spec)
+    c = t.consumer(group="bench")
+    ready.wait()
+    got = bad = stale = 0
+    t0 = None
+    while got < n:
+        msgs = c.get_many(BATCH, timeout=30)
+        if t0 is None:
+            t0 = time.perf_counter()
+        for m in msgs:
+            data = m.data
+            if not (got & 255) and bytes(data) != bytes([got % BATCH]) * SMALL:
+                bad += 1
+            got += 1
+        stale += c.ack_many(msgs)
+    elapsed = time.perf_counter() - t0
+    committed = sum(v["committed"] for v in c.stats().values())
+    out.put(("group", got, elapsed, bad + stale + (committed != n)))
     c.close()
     t.close()
 
@@ -304,6 +332,72 @@ class Bench:
             if not self.args.fsync_dir:
                 shutil.rmtree(fdir, ignore_errors=True)
 
+    def g1(self, n):
+        """A producer, a plain subscriber and a group member, each its own
+        process, in the same run: the member's acked rate beside the plain
+        subscriber's read rate (both look at every record's data)."""
+        def run():
+            spec, t = self.new_topic()
+            out = self.ctx.Queue()
+            ready = self.ctx.Barrier(3)
+            go = self.ctx.Event()
+            procs = [self.ctx.Process(target=subscriber, args=(spec, n, "batch", ready, out)),
+                     self.ctx.Process(target=group_member, args=(spec, n, ready, out)),
+                     self.ctx.Process(target=producer, args=(spec, n, "batch", ready, go, out))]
+            for p in procs:
+                p.start()
+            go.set()
+            results = {r[0]: r for r in (out.get(timeout=300) for _ in procs)}
+            for p in procs:
+                p.join(60)
+            t.close()
+            shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
+            for who in ("subscriber", "group"):
+                r = results[who]
+                if r[1] != n or r[3]:
+                    raise SystemExit(f"g1: {who} got {r[1]} of {n}, {r[3]} bad/stale/uncommitted")
+            return results["subscriber"][1] / results["subscriber"][2], \
+                results["group"][1] / results["group"][2]
+        runs = [run() for _ in range(self.args.repeats)]
+        plain = statistics.median(p for p, _ in runs)
+        group = statistics.median(g for _, g in runs)
+        ratio = statistics.median(p / g for p, g in runs)
+        self.row("g1", "plain subscriber get_many(64), same run", plain, "rec/s")
+        self.row("g1", "group member get_many(64) + ack_many, at-least-once", group, "rec/s",
+                 f"(target >= 500,000); plain / group = {ratio:.2f} (target < 2)")
+        # the consumers' own cost, without the producer setting the pace:
+        # both drain the same stored records, one after the other
+        spec, t = self.new_topic(segment_bytes=256 * MIB)
+        batch = [bytes([i]) * SMALL for i in range(BATCH)]
+        for _ in range(n // BATCH):
+            t.send_many(batch)
+        seq = [0]
+
+        def drain(group):
+            seq[0] += 1
+            c = t.consumer(group=f"replay{seq[0]}" if group else None)
+            got = 0
+            t0 = time.perf_counter()
+            while got < n:
+                msgs = c.get_many(BATCH, timeout=10)
+                for m in msgs:
+                    m.data
+                if group and c.ack_many(msgs):
+                    raise SystemExit("g1: stale acks in replay")
+                got += len(msgs)
+            rate = n / (time.perf_counter() - t0)
+            c.close()
+            return rate
+        pairs = [(drain(False), drain(True)) for _ in range(self.args.repeats)]
+        t.close()
+        shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
+        plain = statistics.median(p for p, _ in pairs)
+        group = statistics.median(g for _, g in pairs)
+        ratio = statistics.median(p / g for p, g in pairs)
+        self.row("g1", "replay: plain subscriber drains get_many(64)", plain, "rec/s")
+        self.row("g1", "replay: group member drains get_many(64) + ack_many", group, "rec/s",
+                 f"plain / group = {ratio:.2f}: the group bookkeeping alone")
+
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -311,7 +405,7 @@ class Bench:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--only", default="t1,t2,t3,t4,t5")
+    ap.add_argument("--only", default="t1,t2,t3,t4,t5,g1")
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--json")
     ap.add_argument("--fsync-dir")
@@ -333,6 +427,8 @@ def main(argv=None):
             b.t4(500 * scale)
         if "t5" in only:
             b.t5(1.0 if args.quick else 2.0)
+        if "g1" in only:
+            b.g1(BATCH * 10_000 * scale)
     finally:
         b.close()
     if args.json:
