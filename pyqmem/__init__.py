@@ -40,6 +40,7 @@ except ImportError as exc:  # pragma: no cover - depends on how it was installed
 from .consumer import Consumer, Message
 from .group import GroupConsumer
 from .queue import Queue
+from .redrive import redrive
 from .retry import RetryPolicy
 from .topic import RecordMetadata, Topic
 
@@ -52,6 +53,7 @@ __all__ = [
     "GroupConsumer",
     "Message",
     "RetryPolicy",
+    "redrive",
     "RecordMetadata",
     "QmemError",
     "Full",

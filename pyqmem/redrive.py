@@ -1,0 +1,74 @@
+"""Redrive: move dead-lettered records back to the topic they came from.
+
+As SQS's "start DLQ redrive": after the cause of the failures is fixed,
+``pyqmem.redrive("orders")`` (or ``python -m pyqmem redrive orders``) reads
+``"orders.dlq"`` and sends each record that came from ``"orders"`` back to
+it, with its key, value bytes, user headers and correlation id, to its
+original partition (by key if the topic now has fewer partitions), without
+the ``dlq.*`` headers.  Consumer groups of ``"orders"`` then see it as a
+new record (delivery count 1).
+
+Progress is a consumer group of the dead-letter topic, ``"<source>.redrive"``:
+a record is acked there only after it was sent back, so a redrive killed
+midway resumes where it stopped and loses nothing; a kill between the send
+and the ack sends that one record twice (at-least-once).  Records of other
+sources (a dead-letter topic shared by several) are passed over in this
+source's group and stay in the dead-letter topic.  The dead-letter topic
+itself is never modified; its retention removes old records.
+"""
+
+from . import deadletter as _deadletter
+from .errors import Empty
+
+__all__ = ["redrive"]
+
+
+def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0):
+    """Send the records of `source`'s dead-letter topic (``"<source>.dlq"``,
+    or the topic named by `dead_letter`) back to `source`; returns how many
+    were sent.
+
+    `max_records`: stop after that many (default: all there are);
+    `timeout`: seconds to wait for more once the dead-letter topic is
+    drained (default 0: stop at once).  NotFound if either topic does not
+    exist; TypeError/ValueError for bad arguments."""
+    from .topic import Topic   # topic imports the consumers, which import this package
+
+    if max_records is not None and (isinstance(max_records, bool)
+                                    or not isinstance(max_records, int)):
+        raise TypeError(f"max_records must be an int or None, not {type(max_records).__name__}")
+    if max_records is not None and max_records < 0:
+        raise ValueError(f"max_records must be >= 0, not {max_records}")
+    if dead_letter is not None and not isinstance(dead_letter, str):
+        raise TypeError(f"dead_letter must be a topic name, not {type(dead_letter).__name__}")
+    dlq_name = dead_letter or f"{source}.dlq"
+    src = Topic(source, dir=dir, create=False)
+    moved = 0
+    try:
+        dlq = Topic(dlq_name, dir=dir, create=False)
+        try:
+            consumer = dlq.consumer(group=f"{source}.redrive", start="earliest",
+                                    max_deliveries=None, dead_letter=False)
+            with consumer:
+                while max_records is None or moved < max_records:
+                    try:
+                        msg = consumer.get(timeout=timeout)
+                    except Empty:
+                        break
+                    info = _deadletter.info(msg.headers)
+                    if info is not None and info.topic != source:
+                        msg.ack()          # another source's record: not ours to move
+                        continue
+                    partition = None
+                    if info is not None and info.partition < src.partitions:
+                        partition = info.partition
+                    src.send(bytes(msg.data), key=msg.key, partition=partition,
+                             headers=_deadletter.original_headers(msg.headers) or None,
+                             correlation_id=msg.correlation_id)
+                    msg.ack()
+                    moved += 1
+        finally:
+            dlq.close()
+    finally:
+        src.close()
+    return moved
