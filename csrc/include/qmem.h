@@ -22,6 +22,14 @@
  *   - Everything read from shared memory is validated before use; a peer
  *     that scribbles over the mapping makes calls return QM_ECORRUPT, never
  *     crash or hang.
+ *   - A file truncated while mapped (any process may ftruncate it) does not
+ *     kill the process with SIGBUS: the pages past its new end read as
+ *     zeros in this process from then on, and the call that touched one,
+ *     and every later call on that handle, returns QM_ECORRUPT ("... was
+ *     truncated while mapped"); close the handle.  The core installs a
+ *     process-wide SIGBUS handler for this when it maps its first file and
+ *     passes every other SIGBUS to the handler that was there before
+ *     (docs/design/faults.md).
  *
  * The byte format is csrc/src/layout.h; the algorithm and the memory-
  * ordering table are in docs/design/.

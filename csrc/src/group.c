@@ -250,7 +250,7 @@ static void maybe_sweep(qm_group_t *g, int64_t now) {
     sweep(g);
 }
 
-int qm_group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released) {
+int qm__group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released) {
     if (!g) return QM_ECLOSED;
     int rc = member_ready(g);
     if (rc) return rc;
@@ -441,7 +441,7 @@ static int claim_new(qm_group_t *g, uint32_t p, uint64_t end, int64_t deadline, 
     return QM_EAGAIN;
 }
 
-int qm_group_claim(qm_group_t *g, uint32_t p, uint64_t end, int64_t now, int64_t lease_ns,
+int qm__group_claim(qm_group_t *g, uint32_t p, uint64_t end, int64_t now, int64_t lease_ns,
                    uint32_t flags, qm_group_lease_t *out, size_t max, size_t *got) {
     *got = 0;
     if (!g) return QM_ECLOSED;
@@ -519,13 +519,13 @@ static int ack_one(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch) {
     return QM_OK;
 }
 
-int qm_group_ack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch) {
+int qm__group_ack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch) {
     int rc = ack_one(g, p, off, epoch);
     if (rc == QM_OK) advance(g, p);
     return rc;
 }
 
-int qm_group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status) {
+int qm__group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status) {
     int first = QM_OK;
     uint32_t last_p = UINT32_MAX;
     for (size_t i = 0; i < n; i++) {
@@ -554,7 +554,7 @@ static int relock(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, uint3
     return QM_OK;
 }
 
-int qm_group_nack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t not_before) {
+int qm__group_nack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t not_before) {
     if (!g) return QM_ECLOSED;
     int rc = member_ready(g);
     if (rc || (rc = relock(g, p, off, epoch, g->mb.slot))) return rc;
@@ -564,7 +564,7 @@ int qm_group_nack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64
     return QM_OK;
 }
 
-int qm_group_extend(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t deadline) {
+int qm__group_extend(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t deadline) {
     int rc = relock(g, p, off, epoch, QM_GE_OWNER(epoch));
     if (rc) return rc;
     publish(entry_at(g, p, off), epoch, deadline);
@@ -573,7 +573,7 @@ int qm_group_extend(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int
 }
 
 /* ----- positions -------------------------------------------------------------------- */
-int qm_group_seek(qm_group_t *g, uint32_t p, uint64_t off) {
+int qm__group_seek(qm_group_t *g, uint32_t p, uint64_t off) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions || off > QM_GPOS_MAX_OFFSET) return QM_EINVAL;
     qm_group_part_t *pt = &g->parts[p];
@@ -592,7 +592,7 @@ int qm_group_seek(qm_group_t *g, uint32_t p, uint64_t off) {
     return read_pos(g, pt, &ps);   /* moves the cursor too */
 }
 
-int qm_group_skip_to(qm_group_t *g, uint32_t p, uint64_t log_start, uint64_t *skipped) {
+int qm__group_skip_to(qm_group_t *g, uint32_t p, uint64_t log_start, uint64_t *skipped) {
     if (skipped) *skipped = 0;
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions || log_start > QM_GPOS_MAX_OFFSET) return QM_EINVAL;
@@ -620,28 +620,28 @@ int qm_group_skip_to(qm_group_t *g, uint32_t p, uint64_t log_start, uint64_t *sk
     return qm__fail(QM_EAGAIN, "skip lost every race");
 }
 
-int qm_group_count_dead_lettered(qm_group_t *g, uint32_t p, uint64_t n) {
+int qm__group_count_dead_lettered(qm_group_t *g, uint32_t p, uint64_t n) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions) return QM_EINVAL;
     atomic_fetch_add_explicit(&g->parts[p].dead_lettered, n, memory_order_relaxed);
     return QM_OK;
 }
 
-int qm_group_acquire(qm_group_t *g, uint32_t p) {
+int qm__group_acquire(qm_group_t *g, uint32_t p) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions) return QM_EINVAL;
     int rc = member_ready(g);
     return rc ? rc : own(g, &g->parts[p], true);
 }
 
-int qm_group_release(qm_group_t *g, uint32_t p) {
+int qm__group_release(qm_group_t *g, uint32_t p) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions) return QM_EINVAL;
     if (g->mb.slot) disown(g, p, g->mb.slot);
     return QM_OK;
 }
 
-int qm_group_next_due(qm_group_t *g, uint32_t p, int64_t *due) {
+int qm__group_next_due(qm_group_t *g, uint32_t p, int64_t *due) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions) return QM_EINVAL;
     *due = atomic_load_explicit(&g->parts[p].next_due, memory_order_relaxed);
@@ -649,7 +649,7 @@ int qm_group_next_due(qm_group_t *g, uint32_t p, int64_t *due) {
 }
 
 /* ----- statistics ------------------------------------------------------------------- */
-int qm_group_partition_stats(qm_group_t *g, uint32_t p, qm_group_partition_stats_t *st) {
+int qm__group_partition_stats(qm_group_t *g, uint32_t p, qm_group_partition_stats_t *st) {
     if (!g) return QM_ECLOSED;
     if (p >= g->partitions) return QM_EINVAL;
     memset(st, 0, sizeof *st);
@@ -680,7 +680,7 @@ int qm_group_partition_stats(qm_group_t *g, uint32_t p, qm_group_partition_stats
     return QM_OK;
 }
 
-int qm_group_stats(qm_group_t *g, qm_group_stats_t *st) {
+int qm__group_stats(qm_group_t *g, qm_group_stats_t *st) {
     if (!g) return QM_ECLOSED;
     memset(st, 0, sizeof *st);
     st->partitions = g->partitions;

@@ -179,12 +179,13 @@ int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
     if (cfg && (rc = config_check(cfg, &fa.wlog2))) return rc;
     /* Without a configuration, a file whose creator died unpublished is
      * not re-created (size 0 fails): the group never existed. */
-    qm_object_spec_t spec = {cfg ? qm__group_file_size(cfg->partitions, fa.wlog2) : 0,
-                             QM_MAGIC_GROUP, cfg ? group_format : nothing_to_format, &fa};
-    char name[160];
-    snprintf(name, sizeof name, "%s.grp", group);
     qm_group_t *g = calloc(1, sizeof *g);
     if (!g) return -ENOMEM;
+    qm_object_spec_t spec = {cfg ? qm__group_file_size(cfg->partitions, fa.wlog2) : 0,
+                             QM_MAGIC_GROUP, cfg ? group_format : nothing_to_format, &fa,
+                             &g->fault, QM_FAULT_FILE};
+    char name[160];
+    snprintf(name, sizeof name, "%s.grp", group);
     g->obj.fd = -1;
     g->mb.fd = -1;
     int dirfd = -1;
@@ -195,6 +196,7 @@ int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
     if (rc) goto fail;
     qm_group_config_t got;
     rc = qm__group_ctl_check(g->obj.base, g->obj.len, g->obj.len, &got);
+    rc = qm__fault_check(&g->fault, "consumer group", rc);
     if (rc) goto fail;
     g->ctl = (qm_group_ctl_t *)g->obj.base;
     g->partitions = got.partitions;
@@ -216,6 +218,8 @@ int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
     }
     qm__registry_add(&g->mb);
     rc = qm__member_join(&g->mb);   /* turns an exclusive gate lock shared */
+    /* the file was truncated while we read or joined it */
+    if (!rc && (rc = qm__fault_check(&g->fault, "consumer group", QM_OK))) qm__member_leave(&g->mb);
     if (rc) {
         qm__registry_remove(&g->mb);
         goto fail;

@@ -37,6 +37,10 @@ int qm__os_byte_locked(int fd, int64_t offset);
 int qm__os_reserve(int fd, uint64_t size);
 /* A new open file description for the same file (new lock owner). */
 int qm__os_reopen(int fd);
+/* Replace [addr, addr+len) by private zero pages (MAP_FIXED).  0 or -1.
+ * Async-signal-safe, as is qm__os_tid(). */
+int qm__os_map_zero(void *addr, size_t len, int prot);
+long qm__os_tid(void);
 int64_t qm__os_monotonic_ns(void);
 int64_t qm__os_realtime_ns(void);
 void qm__os_boot_id(uint64_t id[2]);   /* this boot's id as two words; 0s if unknown */
@@ -75,8 +79,38 @@ typedef struct qm_waiter {
     bool (*watch)(void *ctx);
     void *ctx;
     _Atomic int *interrupted;
+    const _Atomic uint64_t *fault;   /* the handle's fault word (fault.c); NULL: none */
 } qm_waiter_t;
 int qm__wait_loop(const qm_waiter_t *w, int64_t deadline_ns);
+
+/* ----- mappings that survive truncation (fault.c) --------------------------
+ * Every mapping of a file is registered (qm__map*, removed by qm__unmap)
+ * with the handle's fault word.  If the file is truncated under it, the
+ * process-wide SIGBUS handler replaces the mapping from the faulting page on
+ * with private zero pages, stores the mapping's tag in the fault word and
+ * returns: the access reads zeros instead of killing the process, and every
+ * later call on the handle is QM_ECORRUPT (qm__fault_check).  See
+ * docs/design/faults.md. */
+#define QM_FAULT_FILE (UINT64_C(1) << 60)      /* the object's own file */
+#define QM_FAULT_CONTROL (UINT64_C(2) << 60)   /* a log's control file */
+#define QM_FAULT_SEGMENT (UINT64_C(3) << 60)   /* | base: a log segment */
+#define QM_FAULT_INDEX (UINT64_C(4) << 60)     /* | base: a segment's index */
+#define QM_FAULT_VALUE_MASK ((UINT64_C(1) << 60) - 1)
+
+/* Register [p, p+len) (protection `prot`); `fault` may be NULL (a
+ * temporary look whose caller treats zeros as "not there").  Installs the
+ * handler on first use and re-installs it if another handler displaced it.
+ * -ENOMEM when the registry is full. */
+int qm__fault_register(void *p, size_t len, int prot, _Atomic uint64_t *fault, uint64_t tag);
+void qm__fault_unregister(void *p);
+/* QM_ECORRUPT with a message naming what was truncated (`object`: the
+ * ring's path, "partition log", "consumer group"). */
+int qm__fault_fail(uint64_t fault, const char *object);
+/* `rc` unless the handle's fault word is set. */
+static inline int qm__fault_check(const _Atomic uint64_t *fault, const char *object, int rc) {
+    uint64_t f = atomic_load_explicit(fault, memory_order_relaxed);
+    return f ? qm__fault_fail(f, object) : rc;
+}
 
 /* ----- shared objects (region.c) ------------------------------------------- */
 struct stat;
@@ -86,6 +120,8 @@ typedef struct qm_object_spec {
     /* write everything but the magic into fresh (zeroed) memory */
     void (*format)(uint8_t *base, uint64_t len, const void *arg);
     const void *arg;
+    _Atomic uint64_t *fault;       /* the handle's fault word (NULL: none) */
+    uint64_t fault_tag;            /* QM_FAULT_FILE or QM_FAULT_CONTROL */
 } qm_object_spec_t;
 
 typedef struct qm_object {
@@ -101,8 +137,13 @@ typedef struct qm_object {
 int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
                     const qm_object_spec_t *spec, qm_object_t *out);
 void qm__object_close(qm_object_t *obj);
-int qm__map(int fd, uint64_t size, bool writable, uint8_t **out);
-int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, uint8_t **out);
+/* Map `size` bytes of fd shared, registered with fault.c (see above). */
+int qm__map(int fd, uint64_t size, bool writable, _Atomic uint64_t *fault, uint64_t tag,
+            uint8_t **out);
+int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, _Atomic uint64_t *fault,
+                  uint64_t tag, uint8_t **out);
+/* The only way a mapping made by qm__map* goes: unregistered, then unmapped. */
+void qm__unmap(void *p, uint64_t size);
 int qm__check_file(int fd, struct stat *st);
 
 /* ----- ring header validation (ring_object.c) ---------------------------- */
@@ -173,8 +214,45 @@ struct qm_ring {
     bool holding;             /* between get_begin and get_end */
     qm_record_t held;         /* the record held, released by close */
     _Atomic int interrupted;
+    _Atomic uint64_t fault;   /* set by fault.c: the file was truncated while mapped */
     char path[QM_PATH_MAX];
 };
+
+/* ----- the data-path calls behind guard.c's public entry points ------------
+ * Same contracts as the qm_* functions of qmem.h; guard.c adds the fault
+ * checks before and after. */
+int qm__ring_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline);
+int qm__ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t deadline,
+                      size_t *done);
+int qm__ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline);
+int qm__ring_get_end(qm_ring_t *r, qm_record_t *rec);
+int qm__ring_depth(qm_ring_t *r, uint64_t *depth);
+int qm__ring_stats(qm_ring_t *r, qm_ring_stats_t *st);
+_Atomic uint64_t *qm__log_fault(qm_log_t *lg);
+int qm__log_append(qm_log_t *lg, const qm_log_entry_t *entry, uint64_t *offset);
+int qm__log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline);
+int qm__log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset);
+int qm__log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns);
+int qm__log_retain(qm_log_t *lg, uint64_t *deleted);
+int qm__log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end);
+int qm__log_stats(qm_log_t *lg, qm_log_stats_t *st);
+int qm__log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
+                     int64_t deadline);
+int qm__group_claim(qm_group_t *g, uint32_t p, uint64_t end, int64_t now, int64_t lease_ns,
+                    uint32_t flags, qm_group_lease_t *out, size_t max, size_t *got);
+int qm__group_ack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch);
+int qm__group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status);
+int qm__group_nack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t not_before);
+int qm__group_extend(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int64_t deadline);
+int qm__group_seek(qm_group_t *g, uint32_t p, uint64_t off);
+int qm__group_skip_to(qm_group_t *g, uint32_t p, uint64_t log_start, uint64_t *skipped);
+int qm__group_count_dead_lettered(qm_group_t *g, uint32_t p, uint64_t n);
+int qm__group_acquire(qm_group_t *g, uint32_t p);
+int qm__group_release(qm_group_t *g, uint32_t p);
+int qm__group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released);
+int qm__group_next_due(qm_group_t *g, uint32_t p, int64_t *due);
+int qm__group_partition_stats(qm_group_t *g, uint32_t p, qm_group_partition_stats_t *st);
+int qm__group_stats(qm_group_t *g, qm_group_stats_t *st);
 
 /* ----- ring internals used by liveness (ring.c) --------------------------- */
 /* Resolve the record a previous owner of `slot` left in flight. */
@@ -205,6 +283,7 @@ struct qm_group {
     unsigned wlog2;
     uint64_t window;
     uint32_t flags;
+    _Atomic uint64_t fault;           /* set by fault.c: the file was truncated while mapped */
 };
 
 /* Validate a group header image of `len` readable bytes describing a file

@@ -60,7 +60,10 @@ struct qm_log {
     size_t nsegs, capsegs;
     uint64_t lookups;
     _Atomic int interrupted;
+    _Atomic uint64_t fault;   /* set by fault.c: a file was truncated while mapped */
 };
+
+_Atomic uint64_t *qm__log_fault(qm_log_t *lg) { return &lg->fault; }
 
 static inline uint64_t align8(uint64_t x) { return (x + 7) & ~UINT64_C(7); }
 static inline _Atomic uint64_t *word_at(uint8_t *seg, uint64_t pos) {
@@ -165,7 +168,7 @@ static qm_index_entry_t *idx_map(qm_log_t *lg, uint64_t base) {
     struct stat st;
     uint8_t *mem = NULL;
     if (qm__check_file(fd, &st) == QM_OK && (uint64_t)st.st_size == idx_bytes(lg))
-        qm__map(fd, idx_bytes(lg), true, &mem);
+        qm__map(fd, idx_bytes(lg), true, &lg->fault, QM_FAULT_INDEX | base, &mem);
     close(fd);
     return (qm_index_entry_t *)mem;
 }
@@ -247,8 +250,8 @@ static int seg_remember(qm_log_t *lg, uint64_t base, uint8_t *mem, qm_index_entr
 }
 
 static void seg_unmap(qm_log_t *lg, seg_map_t *m) {
-    munmap(m->mem, (size_t)lg->segment_bytes);
-    if (m->idx) munmap(m->idx, (size_t)idx_bytes(lg));
+    qm__unmap(m->mem, lg->segment_bytes);
+    qm__unmap(m->idx, idx_bytes(lg));
     free(m);
 }
 
@@ -343,15 +346,17 @@ static int seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append)
                             (unsigned long long)base, (unsigned long long)st.st_size,
                             (unsigned long long)lg->segment_bytes);
     }
-    if (!rc) rc = qm__map_flags(fd, lg->segment_bytes, true, for_append ? MAP_POPULATE : 0, &mem);
+    if (!rc)
+        rc = qm__map_flags(fd, lg->segment_bytes, true, for_append ? MAP_POPULATE : 0, &lg->fault,
+                           QM_FAULT_SEGMENT | base, &mem);
     close(fd);
     if (rc) return rc;
     rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);
     qm_index_entry_t *idx = rc ? NULL : idx_map(lg, base);
     if (!rc) rc = seg_remember(lg, base, mem, idx);
     if (rc) {
-        munmap(mem, (size_t)lg->segment_bytes);
-        if (idx) munmap(idx, (size_t)idx_bytes(lg));
+        qm__unmap(mem, lg->segment_bytes);
+        qm__unmap(idx, idx_bytes(lg));
         return rc;
     }
     *out = mem;
@@ -376,10 +381,10 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     if (!rc && (uint64_t)st.st_size >= sizeof(qm_segment_header_t)) {
         /* exists: finished if its magic is set */
         uint8_t *peek;
-        if (qm__map(fd, (uint64_t)st.st_size, false, &peek) == QM_OK) {
+        if (qm__map(fd, (uint64_t)st.st_size, false, NULL, 0, &peek) == QM_OK) {
             uint64_t magic =   /* [S2] */
                 atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
-            munmap(peek, (size_t)st.st_size);
+            qm__unmap(peek, (uint64_t)st.st_size);
             if (magic != 0) {
                 close(fd);
                 return QM_OK;
@@ -392,7 +397,7 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
         if (rc) rc = qm__fail(rc, "cannot reserve a %llu-byte segment",
                               (unsigned long long)lg->segment_bytes);
     }
-    if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &mem);
+    if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &lg->fault, QM_FAULT_SEGMENT | base, &mem);
     close(fd);
     if (rc) {
         unlinkat(lg->dirfd, name, 0);
@@ -410,7 +415,7 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     QM_KILLPOINT("log.roll_before_publish");
     /* [S1] release: header before magic; pairs with [S2] */
     atomic_store_explicit((_Atomic uint64_t *)mem, QM_MAGIC_SEGMENT, memory_order_release);
-    munmap(mem, (size_t)lg->segment_bytes);
+    qm__unmap(mem, lg->segment_bytes);
     if (lg->cfg.flags & QM_LOG_FSYNC) {   /* the file and its name survive power loss */
         int sfd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
         rc = sfd < 0 ? -errno : qm__os_datasync(sfd);
@@ -573,7 +578,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
 }
 
 /* ----- appending ------------------------------------------------------------------ */
-int qm_log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
+int qm__log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) {
     if (!lg) return QM_ECLOSED;
     int rc = qm__member_ensure(&lg->mb);
     if (rc) return rc;
@@ -820,14 +825,14 @@ static int read_recover(void *ctx) {
 }
 static bool read_watch(void *ctx) { return ((read_ctx_t *)ctx)->blocked_on != 0; }
 
-int qm_log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline) {
+int qm__log_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline) {
     if (!lg) return QM_ECLOSED;
     int rc = qm__member_ensure(&lg->mb);
     if (rc) return rc;
     seg_trim(lg);
     read_ctx_t ctx = {lg, cur, rec, 0};
     qm_waiter_t w = {&lg->ctl->data_wake, read_attempt, read_recover, read_watch, &ctx,
-                     &lg->interrupted};
+                     &lg->interrupted, &lg->fault};
     return qm__wait_loop(&w, deadline);
 }
 
@@ -924,7 +929,7 @@ static int64_t idx_find_offset(const qm_log_t *lg, const seg_map_t *m, uint64_t 
     return best;
 }
 
-int qm_log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
+int qm__log_seek(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset) {
     if (!lg) return QM_ECLOSED;
     seg_trim(lg);
     uint64_t start;
@@ -1005,7 +1010,7 @@ static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
     struct stat st;
     int rc = qm__check_file(fd, &st);
     if (!rc && (uint64_t)st.st_size == lg->segment_bytes)
-        rc = qm__map(fd, lg->segment_bytes, false, &mem);
+        rc = qm__map(fd, lg->segment_bytes, false, &lg->fault, QM_FAULT_SEGMENT | base, &mem);
     close(fd);
     if (rc || !mem) return INT64_MIN;
     int64_t newest = INT64_MIN;
@@ -1023,11 +1028,11 @@ static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
             pos += QM_REC_LEN(w);
         }
     }
-    munmap(mem, (size_t)lg->segment_bytes);
+    qm__unmap(mem, lg->segment_bytes);
     return newest;
 }
 
-int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
+int qm__log_retain(qm_log_t *lg, uint64_t *deleted) {
     if (!lg) return QM_ECLOSED;
     if (deleted) *deleted = 0;
     if (!lg->cfg.retention_bytes && !lg->cfg.retention_ns) return QM_OK;
@@ -1064,7 +1069,7 @@ int qm_log_retain(qm_log_t *lg, uint64_t *deleted) {
     return QM_OK;
 }
 
-int qm_log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
+int qm__log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     if (!lg) return QM_ECLOSED;
     seg_trim(lg);
     uint64_t *bases;
@@ -1124,7 +1129,7 @@ static int peek(qm_log_t *lg, const qm_log_cursor_t *cur) {
     return st == QM_REC_EMPTY ? 0 : st == QM_REC_WRITING ? 2 : 1;
 }
 
-int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
+int qm__log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
                     int64_t deadline) {
     if (n == 0 || n > 128) return qm__fail(QM_EINVAL, "wait on 1..128 logs");
     _Atomic uint32_t *words[128];
@@ -1156,7 +1161,7 @@ int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_
     return rc;
 }
 
-int qm_log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
+int qm__log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
     if (!lg) return QM_ECLOSED;
     *start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);   /* [L22] */
     for (;;) {
@@ -1172,7 +1177,7 @@ int qm_log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
     }
 }
 
-int qm_log_stats(qm_log_t *lg, qm_log_stats_t *st) {
+int qm__log_stats(qm_log_t *lg, qm_log_stats_t *st) {
     if (!lg) return QM_ECLOSED;
     memset(st, 0, sizeof *st);
     int rc = qm_log_bounds(lg, &st->start_offset, &st->end_offset);
@@ -1345,7 +1350,8 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
     rc = dir && dir[0] ? qm__dir_open(AT_FDCWD, dir, mode, &lg->dirfd)
                        : qm__fail(QM_EINVAL, "no log folder given");
     if (rc) goto fail;
-    qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, cfg};
+    qm_object_spec_t spec = {QM_DATA_OFFSET, QM_MAGIC_LOG_CTL, ctl_format, cfg, &lg->fault,
+                             QM_FAULT_CONTROL};
     rc = qm__object_open(lg->dirfd, "control", mode, &spec, &lg->obj);
     if (rc) goto fail;
     rc = qm__log_ctl_check(lg->obj.base, lg->obj.len, lg->obj.len, &lg->cfg);
@@ -1371,7 +1377,8 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
         /* [L0] */
         rc = active_segment(lg, atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire),
                             &base, &seg);
-    } while (rc == QM_EAGAIN);
+    } while (rc == QM_EAGAIN && !atomic_load_explicit(&lg->fault, memory_order_relaxed));
+    rc = qm__fault_check(&lg->fault, "partition log", rc);   /* truncated while we opened it */
     if (rc) goto fail_registered;
     *out = lg;
     return QM_OK;

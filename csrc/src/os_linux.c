@@ -14,6 +14,7 @@
 #include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,6 +41,9 @@ int qm__os_futex_wait(_Atomic uint32_t *word, uint32_t expected, int64_t deadlin
         return QM_OK;
     switch (errno) {
     case EAGAIN: return QM_OK;          /* the word changed before we slept */
+    /* the word's page is gone (file truncated under the mapping): the
+     * caller's next access faults, and fault.c turns that into QM_ECORRUPT */
+    case EFAULT: return QM_OK;
     case ETIMEDOUT: return QM_ETIMEDOUT;
     case EINTR: return QM_EINTR;
     default: return -errno;
@@ -75,12 +79,22 @@ int qm__os_futex_waitv(_Atomic uint32_t *const *words, const uint32_t *expected,
     if (rc >= 0) return QM_OK;
     switch (errno) {
     case EAGAIN: return QM_OK;
+    case EFAULT: return QM_OK;   /* as in qm__os_futex_wait */
     case ETIMEDOUT: return QM_ETIMEDOUT;
     case EINTR: return QM_EINTR;
     case ENOSYS: return -ENOSYS;
     default: return -errno;
     }
 }
+
+/* Async-signal-safe (raw syscalls, no libc state, no sanitizer
+ * interceptors): for fault.c's SIGBUS handler. */
+int qm__os_map_zero(void *addr, size_t len, int prot) {
+    long p = syscall(SYS_mmap, addr, len, prot, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0L);
+    return p == (long)(uintptr_t)addr ? 0 : -1;
+}
+
+long qm__os_tid(void) { return syscall(SYS_gettid); }
 
 int qm__os_datasync(int fd) {
     int rc;

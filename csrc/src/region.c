@@ -96,16 +96,32 @@ uint64_t qm__layout_fingerprint(void) {
     return qm__fingerprint_mix(parts, sizeof parts / sizeof parts[0]);
 }
 
-int qm__map(int fd, uint64_t size, bool writable, uint8_t **out) {
-    return qm__map_flags(fd, size, writable, 0, out);
+int qm__map(int fd, uint64_t size, bool writable, _Atomic uint64_t *fault, uint64_t tag,
+            uint8_t **out) {
+    return qm__map_flags(fd, size, writable, 0, fault, tag, out);
 }
 
-int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, uint8_t **out) {
-    void *p = mmap(NULL, (size_t)size, writable ? PROT_READ | PROT_WRITE : PROT_READ,
-                   MAP_SHARED | extra_flags, fd, 0);
+/* Every mapping of a file is registered with fault.c, so that the file
+ * being truncated under it is an error of the handle (`fault` set to `tag`)
+ * instead of a SIGBUS that kills the process. */
+int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, _Atomic uint64_t *fault,
+                  uint64_t tag, uint8_t **out) {
+    int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+    void *p = mmap(NULL, (size_t)size, prot, MAP_SHARED | extra_flags, fd, 0);
     if (p == MAP_FAILED) return -errno;
+    int rc = qm__fault_register(p, (size_t)size, prot, fault, tag);
+    if (rc) {
+        munmap(p, (size_t)size);
+        return rc;
+    }
     *out = p;
     return QM_OK;
+}
+
+void qm__unmap(void *p, uint64_t size) {
+    if (!p) return;
+    qm__fault_unregister(p);   /* before the range can be reused by another mapping */
+    munmap(p, (size_t)size);
 }
 
 int qm__check_file(int fd, struct stat *st) {
@@ -133,7 +149,7 @@ static int create_in(int fd, const qm_object_spec_t *spec, uint8_t **base_out,
     int rc = qm__os_reserve(fd, spec->size);
     if (rc) return qm__fail(rc, "cannot reserve %llu bytes", (unsigned long long)spec->size);
     uint8_t *base = NULL;
-    rc = qm__map(fd, spec->size, true, &base);
+    rc = qm__map(fd, spec->size, true, spec->fault, spec->fault_tag, &base);
     if (rc) return rc;
     spec->format(base, spec->size, spec->arg);
     QM_KILLPOINT("create.before_publish");
@@ -159,14 +175,14 @@ static int open_existing(int fd, const qm_object_spec_t *spec, uint8_t **base_ou
         uint64_t size = (uint64_t)st.st_size;
         if (size >= QM_HEADER_BYTES) {
             uint8_t *base = NULL;
-            rc = qm__map(fd, size, true, &base);
+            rc = qm__map(fd, size, true, spec->fault, spec->fault_tag, &base);
             if (rc) return rc;
             if (published_magic(base) != 0) {
                 *base_out = base;
                 *len_out = size;
                 return QM_OK;   /* the caller validates the header */
             }
-            munmap(base, (size_t)size);
+            qm__unmap(base, size);
         }
         /* Not ready: is the creator still at work? */
         rc = qm__os_lock_byte(fd, QM_LOCK_BASE);
@@ -176,9 +192,9 @@ static int open_existing(int fd, const qm_object_spec_t *spec, uint8_t **base_ou
              * finished between our look and our lock). */
             uint8_t *base = NULL;
             if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
-                qm__map(fd, (uint64_t)st.st_size, false, &base) == QM_OK) {
-                uint64_t m = published_magic(base);
-                munmap(base, (size_t)st.st_size);
+                qm__map(fd, (uint64_t)st.st_size, false, NULL, 0, &base) == QM_OK) {
+                uint64_t m = published_magic(base);   /* 0 if truncated meanwhile */
+                qm__unmap(base, (uint64_t)st.st_size);
                 if (m != 0) {
                     qm__os_unlock_byte(fd, QM_LOCK_BASE);
                     continue;
@@ -220,9 +236,9 @@ int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
                     uint8_t *peek = NULL;
                     bool published = false;
                     if (fstat(fd, &st) == 0 && (uint64_t)st.st_size >= QM_HEADER_BYTES &&
-                        qm__map(fd, (uint64_t)st.st_size, false, &peek) == QM_OK) {
+                        qm__map(fd, (uint64_t)st.st_size, false, NULL, 0, &peek) == QM_OK) {
                         published = published_magic(peek) != 0;
-                        munmap(peek, (size_t)st.st_size);
+                        qm__unmap(peek, (uint64_t)st.st_size);
                     }
                     if (!published) rc = create_in(fd, spec, &out->base, &out->len);
                     qm__os_unlock_byte(fd, QM_LOCK_BASE);
@@ -264,7 +280,7 @@ int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
 }
 
 void qm__object_close(qm_object_t *obj) {
-    if (obj->base) munmap(obj->base, (size_t)obj->len);
+    qm__unmap(obj->base, obj->len);
     if (obj->fd >= 0) close(obj->fd);
     obj->base = NULL;
     obj->fd = -1;

@@ -469,7 +469,7 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
     }
     put_ctx_t ctx = {r, false, iov, iovcnt, len};
     qm_waiter_t w = {&r->ctl->space_wake, put_attempt, put_recover, put_watch, &ctx,
-                     &r->interrupted};
+                     &r->interrupted, &r->fault};
     int rc = qm__wait_loop(&w, deadline);
     if (rc == QM_OK) {
         qm__member_publish_role(&r->mb, QM_MEMBER_PRODUCER);
@@ -478,14 +478,14 @@ static int put_one(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t dead
     return rc;
 }
 
-int qm_ring_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline) {
+int qm__ring_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, int64_t deadline) {
     int rc = check_usable(r);
     if (rc) return rc;
     if (iovcnt < 0 || (iovcnt > 0 && !iov)) return qm__fail(QM_EINVAL, "bad iovec");
     return put_one(r, iov, iovcnt, deadline, true);
 }
 
-int qm_ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t deadline,
+int qm__ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t deadline,
                      size_t *done) {
     *done = 0;
     int rc = check_usable(r);
@@ -503,14 +503,14 @@ int qm_ring_put_many(qm_ring_t *r, const qm_iovec_t *msgs, size_t count, int64_t
     return rc;
 }
 
-int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
+int qm__ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     int rc = check_usable(r);
     if (rc) return rc;
     if (r->holding)   /* one record per handle: its slot tracks one for recovery */
         return qm__fail(QM_EINVAL, "this handle already holds a record; get_end it first");
     get_ctx_t ctx = {r, rec, 0};
     qm_waiter_t w = {&r->ctl->data_wake, get_attempt, get_recover, get_watch, &ctx,
-                     &r->interrupted};
+                     &r->interrupted, &r->fault};
     rc = qm__wait_loop(&w, deadline);
     if (rc == QM_OK) {
         qm__member_publish_role(&r->mb, QM_MEMBER_CONSUMER);
@@ -520,7 +520,7 @@ int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
     return rc;
 }
 
-int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) {
+int qm__ring_get_end(qm_ring_t *r, qm_record_t *rec) {
     if (!r || !r->mb.me) return QM_ECLOSED;
     if (!r->holding || rec->pos != r->held.pos || rec->word != r->held.word)
         return qm__fail(QM_EINVAL, "get_end of a record this handle does not hold");
@@ -529,13 +529,13 @@ int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) {
 }
 
 /* ----- observation ------------------------------------------------------------------ */
-int qm_ring_depth(qm_ring_t *r, uint64_t *depth) {
+int qm__ring_depth(qm_ring_t *r, uint64_t *depth) {
     if (!r) return QM_ECLOSED;
     *depth = depth_of(r);
     return QM_OK;
 }
 
-int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
+int qm__ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
     if (!r) return QM_ECLOSED;
     memset(st, 0, sizeof *st);
     uint32_t hwm = atomic_load_explicit(&r->ctl->members_hwm, memory_order_relaxed);

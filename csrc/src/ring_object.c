@@ -148,7 +148,7 @@ static qm_ring_t *handle_new(void) {
 
 static void handle_free(qm_ring_t *r) {
     if (!r) return;
-    if (r->owns_mapping && r->base) munmap(r->base, r->map_len);
+    if (r->owns_mapping) qm__unmap(r->base, r->map_len);
     if (r->mb.fd >= 0) close(r->mb.fd);
     free(r);
 }
@@ -184,8 +184,11 @@ static int handle_finish(qm_ring_t *r, uint8_t *base, uint64_t len, qm_ring_t **
     if (!rc) {
         qm__registry_add(&r->mb);
         rc = qm__member_join(&r->mb);
+        /* the file was truncated while we read or joined it */
+        if (!rc && (rc = qm__fault_check(&r->fault, r->path, QM_OK))) qm__member_leave(&r->mb);
         if (rc) qm__registry_remove(&r->mb);
     }
+    rc = qm__fault_check(&r->fault, r->path, rc);
     if (rc) {
         handle_free(r);
         return rc;
@@ -218,7 +221,7 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
     if (rc < 0) goto fail;
     ring_params_t params = {cap_log2, maxsize};
     qm_object_spec_t spec = {QM_DATA_OFFSET + (UINT64_C(1) << cap_log2), QM_MAGIC_RING,
-                             ring_format_cb, &params};
+                             ring_format_cb, &params, &r->fault, QM_FAULT_FILE};
     qm_object_t obj;
     rc = qm__object_open(AT_FDCWD, r->path, mode, &spec, &obj);
     if (rc) goto fail;
@@ -235,10 +238,11 @@ fail:
 int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
     *out = NULL;
     if (!ring) return QM_ECLOSED;
+    int rc = qm__fault_check(&ring->fault, ring->path, QM_OK);
+    if (rc) return rc;
     qm_ring_t *r = handle_new();
     if (!r) return -ENOMEM;
     memcpy(r->path, ring->path, sizeof r->path);
-    int rc;
     if (ring->mb.fd >= 0) {
         r->mb.fd = qm__os_reopen(ring->mb.fd);
         if (r->mb.fd < 0) {
@@ -247,7 +251,7 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
             goto fail;
         }
         uint8_t *base = NULL;
-        rc = qm__map(r->mb.fd, ring->map_len, true, &base);
+        rc = qm__map(r->mb.fd, ring->map_len, true, &r->fault, QM_FAULT_FILE, &base);
         if (rc) goto fail;
         r->owns_mapping = true;
         r->base = base;   /* freed by handle_free on failure */

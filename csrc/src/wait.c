@@ -69,6 +69,9 @@ int qm__wait_loop(const qm_waiter_t *w, int64_t deadline) {
         /* after announcing: an interrupt that bumped seq before our read of
          * it is seen here (its flag store precedes its seq bump) */
         if (atomic_load_explicit(w->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+        /* the file was truncated under us: what we wait for will never come
+         * (the caller's guard adds the details) */
+        if (w->fault && atomic_load_explicit(w->fault, memory_order_relaxed)) return QM_ECORRUPT;
         rc = w->attempt(w->ctx);
         if (rc != QM_EAGAIN) return rc;
         int64_t now = qm__os_monotonic_ns();
