@@ -103,12 +103,23 @@ int qm__map(int fd, uint64_t size, bool writable, _Atomic uint64_t *fault, uint6
 
 /* Every mapping of a file is registered with fault.c, so that the file
  * being truncated under it is an error of the handle (`fault` set to `tag`)
- * instead of a SIGBUS that kills the process. */
+ * instead of a SIGBUS that kills the process.
+ *
+ * The mapping is made through an open file description of its own, never
+ * through `fd`'s: a mapping keeps its description alive, and fork() copies
+ * mappings into the child.  Were it `fd`'s, the liveness locks held on that
+ * description (liveness.c) would outlive a member that died while a child
+ * it had forked lived on, and its in-flight records would never come back.
+ * (pthread_atfork gives the child's copy of `fd` a description of its own;
+ * this covers the mapping.)  Without /proc, it falls back to `fd`. */
 int qm__map_flags(int fd, uint64_t size, bool writable, int extra_flags, _Atomic uint64_t *fault,
                   uint64_t tag, uint8_t **out) {
     int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
-    void *p = mmap(NULL, (size_t)size, prot, MAP_SHARED | extra_flags, fd, 0);
-    if (p == MAP_FAILED) return -errno;
+    int own = qm__os_reopen(fd);
+    void *p = mmap(NULL, (size_t)size, prot, MAP_SHARED | extra_flags, own >= 0 ? own : fd, 0);
+    int err = errno;
+    if (own >= 0) close(own);
+    if (p == MAP_FAILED) return -err;
     int rc = qm__fault_register(p, (size_t)size, prot, fault, tag);
     if (rc) {
         munmap(p, (size_t)size);

@@ -236,6 +236,49 @@ static void dead_members_leases_are_redelivered_at_the_next_sweep(void) {
     qm_group_close(g);
 }
 
+/* A member that forked a child (which lives on, touching nothing) and then
+ * died is dead: neither the child's copy of its descriptor nor its copy of
+ * the mapping may keep the member's liveness lock. */
+static void a_dead_member_whose_forked_child_lives_on_is_still_dead(void) {
+    const char *dir = topic("deadfork");
+    qm_group_t *g;
+    CHECK_RC(open_group(dir, 0, 0, &g), 0);
+    int pipefd[2], ready[2];
+    CHECK(pipe(pipefd) == 0 && pipe(ready) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        qm_group_t *mine;
+        qm_group_lease_t l[2];
+        size_t got;
+        char c = 0;
+        if (open_group(dir, 0, 0, &mine)) _exit(2);
+        if (qm_group_claim(mine, 0, 10, T0, LEASE, 0, l, 2, &got) || got != 2) _exit(3);
+        pid_t helper = fork();
+        if (helper == 0) {   /* the helper: running (fork handlers done), waits for the end */
+            close(pipefd[1]);
+            (void)!write(ready[1], &c, 1);
+            (void)!read(pipefd[0], &c, 1);
+            _exit(0);
+        }
+        (void)!read(ready[0], &c, 1);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    close(pipefd[0]);
+    close(ready[0]);
+    close(ready[1]);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    qm_group_lease_t l[4];
+    size_t got = 0;
+    CHECK_RC(qm_group_claim(g, 0, 10, T0 + QM_GROUP_SWEEP_NS + 2 * MS, LEASE, 0, l, 4, &got), 0);
+    CHECK(got == 4 && l[0].offset == 0 && l[0].delivery_count == 2 && l[1].offset == 1 &&
+          l[1].delivery_count == 2);
+    close(pipefd[1]);   /* the helper exits */
+    qm_group_close(g);
+}
+
 static void taking_a_dead_members_slot_releases_its_leases(void) {
     const char *dir = topic("takeover");
     qm_group_t *g, *h;
@@ -590,6 +633,7 @@ int main(void) {
     RUN(full_window_is_efull_until_the_oldest_is_acked);
     RUN(complete_claims_are_done_at_delivery_and_never_redelivered);
     RUN(dead_members_leases_are_redelivered_at_the_next_sweep);
+    RUN(a_dead_member_whose_forked_child_lives_on_is_still_dead);
     RUN(taking_a_dead_members_slot_releases_its_leases);
     RUN(closing_a_handle_makes_its_leases_deliverable);
     RUN(ordered_partition_has_one_owner_and_moves_when_it_dies);
