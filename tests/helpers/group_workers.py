@@ -277,9 +277,32 @@ def member(dir, name, group, who, kw, conn, stop, deadline_s, seed=0, get_timeou
         conn.close()
 
 
-def holder(dir, name, group, who, kw, conn, n, deadline_s, get_timeout=10.0):
+def group_creator(dir, name, group, conn):
+    """Open the topic, report ready, then open (create) the consumer group `group` and
+    report "created"; the parent SIGKILLs it at a random moment."""
+    t = c = None
+    try:
+        t = _open_topic(dir, name)
+        _send(conn, "ready", "creator", os.getpid())
+        c = t.consumer(group=group, start="earliest")
+        _send(conn, "created", group)
+        time.sleep(30)
+    except BaseException:
+        _send(conn, "error", "creator", traceback.format_exc())
+    finally:
+        if c is not None:
+            c.close()
+        if t is not None:
+            t.close()
+        conn.close()
+
+
+def holder(dir, name, group, who, kw, conn, n, deadline_s, get_timeout=10.0, fork_helper=False):
     """Claim n records (one get each), report each delivery, then wait for commands on
-    the duplex `conn` (it is SIGKILLed or SIGSTOPped meanwhile):
+    the duplex `conn` (it is SIGKILLed or SIGSTOPped meanwhile).  With `fork_helper` it
+    first os.fork()s a helper child that does nothing with pyqmem (as a worker that
+    starts a helper process would) and only sleeps; reported as ("helper", who, pid).
+    Commands:
         "ack" / "nack" / "extend": try that on every held message, report the outcome
         ("stale", ...) or ("a", ...) / ("nacked", ...) / ("extended", ...);
         "close": close the consumer and exit."""
@@ -303,6 +326,14 @@ def holder(dir, name, group, who, kw, conn, n, deadline_s, get_timeout=10.0):
             d = _decode(m) or (-1, -1)
             held.append(m)
             conn.send(("d", who, pid, m.partition, m.offset, m.delivery_count, d[0], d[1], now, t_before))
+        if fork_helper:
+            child = os.fork()
+            if child == 0:                 # the helper: lives on, touches nothing
+                try:
+                    time.sleep(max(0.0, end - time.monotonic()))
+                finally:
+                    os._exit(0)
+            conn.send(("helper", who, child))
         conn.send(("holding", who, pid, len(held)))
         while time.monotonic() < end:
             if not conn.poll(min(1.0, max(0.0, end - time.monotonic()))):
