@@ -147,11 +147,6 @@ def test_leases_of_a_sigkilled_member_are_redelivered_to_another_member_within_1
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "implementation bug (found by this test): liveness.c's atfork child handler gives the "
-    "child a new fd, but the child's inherited MAP_SHARED mapping of the group file still "
-    "references the parent's open file description, so the parent's OFD liveness lock "
-    "outlives the parent while the child lives; remove this mark when fixed"))
 def test_leases_of_a_sigkilled_member_come_back_within_1s_even_while_a_child_it_forked_lives(
     topic_dir, tname, tracked, reaper
 ):
