@@ -347,8 +347,6 @@ def test_record_still_being_written_by_a_stalled_writer_is_neither_counted_as_de
     t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, segment_bytes=1 << 28, create=True))
     c = tracked(t.consumer(group="g", visibility_timeout=30.0, max_deliveries=max_deliveries, check_crcs=False))
     rep = gw.Reports()
-    w = gw.start(reaper, ctx, gw.big_writer, (topic_dir, tname, size, n, _pipe(ctx, rep, "w"), 60))
-    assert rep.pump(20, lambda: "w" in rep.ready), rep.errors
     got = []
 
     def poll(times):
@@ -365,30 +363,37 @@ def test_record_still_being_written_by_a_stalled_writer_is_neither_counted_as_de
     sub = tracked(t.consumer(start="earliest", check_crcs=False))   # what is readable so far
     readable = 0
     stops, frozen = 0, []
-    while w.exitcode is None and "w" not in rep.eof and stops < 300:
-        rep.pump(rng.uniform(0.0, 0.002))
-        try:
-            os.kill(w.pid, signal.SIGSTOP)
-        except ProcessLookupError:
+    for rnd in range(3):                  # another writer if this one was never caught mid-record
+        label = f"w{rnd}"
+        w = gw.start(reaper, ctx, gw.big_writer,
+                     (topic_dir, tname, size, n, _pipe(ctx, rep, label), 60), {"first_seq": rnd * n})
+        assert rep.pump(20, lambda: label in rep.ready), rep.errors
+        while w.exitcode is None and label not in rep.eof and stops < 300 * (rnd + 1):
+            rep.pump(rng.uniform(0.0, 0.002))
+            try:
+                os.kill(w.pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                break
+            stops += 1
+            try:
+                while True:
+                    try:
+                        readable = sub.get_many(64, timeout=0)[-1].offset + 1
+                    except pyqmem.Empty:
+                        break
+                if t.stats()["partitions"][0]["end_offset"] > readable:
+                    frozen.append(readable)   # the writer is (likely) frozen inside this record
+                    poll(max_deliveries + 1)  # each poll may wait a short while for it
+                else:
+                    poll(1)
+            finally:
+                os.kill(w.pid, signal.SIGCONT)
+            if _group_stats(t, "g")[0][0]["redelivered"]:
+                break                         # counted already: no need to go on
+        rep.pump(30, lambda: label in rep.eof)
+        assert rep.errors == [], rep.errors
+        if frozen:
             break
-        stops += 1
-        try:
-            while True:
-                try:
-                    readable = sub.get_many(64, timeout=0)[-1].offset + 1
-                except pyqmem.Empty:
-                    break
-            if t.stats()["partitions"][0]["end_offset"] > readable:
-                frozen.append(readable)   # the writer is (likely) frozen inside this record
-                poll(max_deliveries + 1)  # each poll may wait a short while for it
-            else:
-                poll(1)
-        finally:
-            os.kill(w.pid, signal.SIGCONT)
-        if _group_stats(t, "g")[0][0]["redelivered"]:
-            break                         # counted already: no need to go on
-    rep.pump(30, lambda: "w" in rep.eof)
-    assert rep.errors == [], rep.errors
     end = time.monotonic() + 20
     while sum(c.lag().values()) and time.monotonic() < end:
         poll(1)
@@ -405,6 +410,87 @@ def test_record_still_being_written_by_a_stalled_writer_is_neither_counted_as_de
     assert gs[0]["redelivered"] == 0, gs[0]
     if not frozen:
         pytest.skip(f"the writer was never caught inside a record ({stops} stops, {len(rep.sent)} sent)")
+
+
+# ----------------------------------------------------------------------------
+# dead letters while members are killed
+# ----------------------------------------------------------------------------
+@pytest.mark.timeout(90)
+def test_failing_records_reach_the_dead_letter_topic_at_least_once_while_members_are_killed(
+    topic_dir, tname, tracked, reaper
+):
+    # run() members; records of producer 9 always raise.  Members are SIGKILLed at random
+    # and replaced.  A crash between the dead-letter append and the ack may put a record
+    # in the DLQ twice, never zero times; everything else is completed.
+    ctx = gw.group_ctx()
+    rng = random.Random(SEED + 5)
+    info = f"(PYQMEM_GROUP_SEED={SEED})"
+    max_deliveries = 2
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True))
+    where = {}
+    for seq in range(480):
+        prod = 9 if seq % 2 == 0 else 1
+        md = t.send(msgs.encode(prod, seq, 40), partition=seq % 2)
+        where[(prod, seq)] = (md.partition, md.offset)
+    bad = {k for k in where if k[0] == 9}
+    kw = {"visibility_timeout": 30.0, "max_deliveries": max_deliveries,
+          "retry": {"initial": 0.005, "multiplier": 2.0, "maximum": 0.05, "jitter": 0.0}}
+    rep = gw.Reports()
+    stop = ctx.Event()
+    procs, killed = {}, {}
+
+    def spawn(i):
+        who = f"r{i}"
+        procs[who] = gw.start(reaper, ctx, gw.run_member,
+                              (topic_dir, tname, "g", who, kw, _pipe(ctx, rep, who), stop, 60),
+                              {"fail_producers": (9,), "work": 0.004, "seed": SEED + i})
+
+    for i in range(3):
+        spawn(i)
+    spawned = 3
+
+    def completed():
+        gs = t.stats()["groups"].get("g", {})
+        return gs and all(v["lag"] == 0 and v["pending"] == 0 for v in gs.values())
+
+    end = time.monotonic() + 40
+    while time.monotonic() < end and not rep.errors and not completed():
+        rep.pump(rng.uniform(0.01, 0.08))
+        if spawned < 60:
+            live = [w for w, p in procs.items() if p.pid not in killed]
+            victim = procs[rng.choice(live)]
+            killed[victim.pid] = _kill(victim)
+            spawn(spawned)
+            spawned += 1
+    assert rep.errors == [], rep.errors
+    assert completed(), f"not every record was completed: {t.stats()['groups'].get('g')} {info}"
+    stop.set()
+    for p in procs.values():
+        p.join(10)
+    rep.pump(5, lambda: all(w in rep.eof for w in procs))
+    dl = _read_dlq(topic_dir, tname + ".dlq", len(bad) * 2, 3)
+    in_dlq = defaultdict(int)
+    for part, _off, data, _key, headers in dl:
+        prod, seq = msgs.decode(data)[:2]
+        dinfo = pyqmem.deadletter.info(headers)
+        assert (dinfo.partition, dinfo.offset) == where[(prod, seq)] and part == dinfo.partition, (dinfo, prod, seq)
+        if prod == 9:
+            assert dinfo.error.startswith("RuntimeError: boom") or dinfo.error == "", dinfo
+        in_dlq[(prod, seq)] += 1
+    missing = sorted(bad - set(in_dlq))
+    assert not missing, f"failing records dead-lettered zero times: {missing[:10]} {info}"
+    delivered = rep.delivered_records()
+    for key in set(in_dlq) - bad:   # a good record may only get there if members died holding it
+        assert any(d[2] in killed for d in delivered.get(key, [])) or len(delivered.get(key, [])) < max_deliveries, (
+            f"good record {key} dead-lettered after deliveries {[(d[1], d[5]) for d in delivered[key]]} {info}")
+    handled = {(a[5], a[6]) for a in rep.acks}
+    unhandled = sorted(k for k in where if k not in bad and k not in handled and k not in in_dlq)
+    assert not unhandled, f"good records completed without a handler returning: {unhandled[:10]} {info}"
+    twice = sum(1 for v in in_dlq.values() if v > 1)
+    gs, _ = _group_stats(t, "g")
+    assert sum(v["dead_lettered"] for v in gs.values()) <= len(in_dlq), gs
+    print(f"\n{len(killed)} member kills: {len(in_dlq)} records dead-lettered ({len(bad)} failing, "
+          f"{twice} twice), {len(handled)} handled {info}")
 
 
 # ----------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def slow_producer(dir, name, producer, n, seed, conn, deadline_s, pause=(0.0, 0.
         conn.close()
 
 
-def big_writer(dir, name, size, n, conn, deadline_s):
+def big_writer(dir, name, size, n, conn, deadline_s, first_seq=0):
     """Send n records of `size` bytes (the seq in header "seq") to partition 0,
     back to back, so most of its time is spent copying a record into the log; report
     each send that returned."""
@@ -144,7 +144,7 @@ def big_writer(dir, name, size, n, conn, deadline_s):
         t = _open_topic(dir, name)
         filler = os.urandom(1 << 16) * (size >> 16)
         _send(conn, "ready", "writer", os.getpid())
-        for seq in range(n):
+        for seq in range(first_seq, first_seq + n):
             if time.monotonic() > end:
                 break
             md = t.send(filler, partition=0, headers={"seq": b"%d" % seq})   # no per-record copy here
@@ -368,10 +368,12 @@ def holder(dir, name, group, who, kw, conn, n, deadline_s, get_timeout=10.0, for
         conn.close()
 
 
-def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers=()):
+def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers=(), work=0.0, seed=0):
     """c.run(handler, stop=stop): the handler reports each call with its start time, then
-    raises RuntimeError("boom <delivery_count>") for records of `fail_producers`; reports
-    run()'s return value in "done"."""
+    raises RuntimeError("boom <delivery_count>") for records of `fail_producers`, or
+    sleeps up to `work` s and reports ("a", ...) just before returning (run() acks after
+    that); reports run()'s return value in "done"."""
+    rng = random.Random(seed)
     t = c = None
     handled = None
     pid = os.getpid()
@@ -391,6 +393,8 @@ def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers
             conn.send(("d", who, pid, m.partition, m.offset, m.delivery_count, d[0], d[1], now))
             if d[0] in fail_producers:
                 raise RuntimeError(f"boom {m.delivery_count}")
+            if work:
+                time.sleep(rng.uniform(0, work))
             conn.send(("a", who, pid, m.partition, m.offset, d[0], d[1], now, time.monotonic()))
 
         handled = c.run(handler, stop=Stop())
