@@ -473,6 +473,24 @@ static int roll(qm_log_t *lg, uint32_t gen12) {
     return rc;
 }
 
+/* The append word's generation lags active_gen: a roller published the next
+ * segment and has not moved the append word yet, or died before it could.
+ * Finish that roll (roll() waits for a live roller's lock, then moves the
+ * word only if nobody did).  QM_ECORRUPT if the generations disagree in a
+ * way no roll leaves them. */
+static int finish_roll(qm_log_t *lg) {
+    qm_log_ctl_t *c = lg->ctl;
+    for (int tries = 0; tries < 3; tries++) {
+        uint64_t a = atomic_load_explicit(&c->append.pos, memory_order_acquire);   /* [L0] */
+        uint64_t gen = atomic_load_explicit(&c->active_gen, memory_order_acquire); /* [L1] */
+        uint32_t ahead = ((uint32_t)gen - QM_APPEND_GEN(a)) & 0xfff;
+        if (ahead == 0) return QM_OK;   /* finished meanwhile */
+        if (ahead == 1) return roll(lg, QM_APPEND_GEN(a));
+        /* two rolls between our two loads, or damage: look again */
+    }
+    return qm__fail(QM_ECORRUPT, "append generation and active segment generation disagree");
+}
+
 /* Map the active segment for append word `a`.  QM_EAGAIN while a roll is
  * between publishing the segment and moving the append word. */
 static int active_segment(qm_log_t *lg, uint64_t a, uint64_t *base, uint8_t **seg) {
@@ -481,6 +499,13 @@ static int active_segment(qm_log_t *lg, uint64_t a, uint64_t *base, uint8_t **se
     if ((gen & 0xfff) != QM_APPEND_GEN(a)) return QM_EAGAIN;
     *base = atomic_load_explicit(&lg->ctl->active_base, memory_order_relaxed);
     int rc = seg_load(lg, *base, seg, true);
+    if ((rc == QM_ENOTFOUND || rc == QM_ENOTREADY) &&
+        (QM_APPEND_COUNT(a) || QM_APPEND_POS(a) != QM_SEGMENT_HEADER))
+        /* a roll publishes a segment complete before it names it active:
+         * one that holds records cannot be missing or unpublished */
+        return qm__fail(QM_ECORRUPT, "active segment %llu is missing or truncated, but the "
+                        "log says it holds %u records", (unsigned long long)*base,
+                        QM_APPEND_COUNT(a));
     if (rc == QM_ENOTFOUND || rc == QM_ENOTREADY) {
         /* creator of the log died before its first segment: make it */
         rc = roll_lock(lg);
@@ -605,7 +630,8 @@ int qm__log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) 
         uint64_t pos = QM_APPEND_POS(a), base;
         uint8_t *seg;
         rc = active_segment(lg, a, &base, &seg);
-        if (rc == QM_EAGAIN) {
+        if (rc == QM_EAGAIN) {   /* mid-roll: let the roller finish, or finish for it */
+            if (round % 1024 == 1023 && (rc = finish_roll(lg))) return rc;
             qm__cpu_relax();
             continue;
         }
@@ -1164,10 +1190,12 @@ int qm__log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size
 int qm__log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
     if (!lg) return QM_ECLOSED;
     *start = atomic_load_explicit(&lg->ctl->start_offset, memory_order_acquire);   /* [L22] */
-    for (;;) {
+    for (int round = 0; round < 16 * 1024; round++) {
         uint64_t a = atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire);
         uint64_t gen = atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire);
         if ((gen & 0xfff) != QM_APPEND_GEN(a)) {   /* mid-roll */
+            int rc = round % 1024 == 1023 ? finish_roll(lg) : QM_OK;
+            if (rc) return rc;
             qm__cpu_relax();
             continue;
         }
@@ -1175,6 +1203,7 @@ int qm__log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
                QM_APPEND_COUNT(a);
         return QM_OK;
     }
+    return qm__fail(QM_ECORRUPT, "append word and active segment never agree");
 }
 
 int qm__log_stats(qm_log_t *lg, qm_log_stats_t *st) {

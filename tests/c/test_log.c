@@ -195,6 +195,65 @@ static void dead_writer_leaves_a_gap_and_never_blocks_readers(void) {
     qm_log_close(lg);
 }
 
+/* A roller that published the next segment (active_gen moved) and died
+ * before moving the append word leaves the two a generation apart: bounds
+ * and appends finish the roll instead of spinning forever. */
+static void a_roll_whose_roller_died_midway_is_finished_by_the_next_caller(void) {
+    const char *dir = logdir("halfroll");
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    qm_log_ctl_t *c = (qm_log_ctl_t *)map_file(dir, "control", QM_DATA_OFFSET);
+    CHECK(c != NULL);
+    static char v[3000];
+    memset(v, 'r', sizeof v - 1);
+    uint64_t off = 0, before = 0, rolls = 0;
+    for (int i = 0; i < 100 && rolls == 0; i++) {
+        before = atomic_load(&c->append.pos);
+        CHECK_RC(append_str(lg, NULL, v, &off), 0);
+        rolls = atomic_load(&c->rolls);
+    }
+    CHECK(rolls == 1 && off > 0);   /* `off` is the first record of the new segment */
+    atomic_store(&c->append.pos, before);   /* as if the roller died between [L3] and [L4] */
+    uint64_t start, end;
+    CHECK_RC(qm_log_bounds(lg, &start, &end), 0);   /* finishes the roll, does not hang */
+    CHECK(end == off || end == off + 1);
+    uint64_t next;
+    CHECK_RC(append_str(lg, NULL, "after", &next), 0);
+    CHECK(next == off + 1);
+    qm_log_cursor_t cur = {0};
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    for (uint64_t i = 0; i <= next; i++) {
+        CHECK_RC(qm_log_read(lg, &cur, &rec, QM_NOWAIT), 0);
+        CHECK(rec.offset == i && rec.value_len == (i == next ? 5 : sizeof v - 1));
+    }
+    /* generations that no roll leaves apart are corruption, not a hang */
+    uint64_t a = atomic_load(&c->append.pos);
+    atomic_store(&c->append.pos, QM_APPEND((QM_APPEND_GEN(a) + 7) & 0xfff, 0, QM_SEGMENT_HEADER));
+    CHECK_RC(qm_log_bounds(lg, &start, &end), QM_ECORRUPT);
+    CHECK_RC(append_str(lg, NULL, "x", &next), QM_ECORRUPT);
+    atomic_store(&c->append.pos, a);
+    CHECK_RC(append_str(lg, NULL, "fine again", &next), 0);
+    munmap(c, QM_DATA_OFFSET);
+    qm_log_close(lg);
+}
+
+/* The active segment of a log that holds records cannot silently become a
+ * new empty one: a lone opener that finds it cut refuses. */
+static void a_cut_active_segment_holding_records_is_corrupt_not_recreated(void) {
+    const char *dir = logdir("cutactive");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    CHECK_RC(append_str(lg, NULL, "precious", &off), 0);
+    qm_log_close(lg);
+    char path[600];
+    snprintf(path, sizeof path, "%s/00000000000000000000.log", dir);
+    CHECK(truncate(path, 4) == 0);
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, NULL, &lg), QM_ECORRUPT);
+    CHECK(strstr(qm_last_error(), "holds 1 records") != NULL);
+}
+
 static void flipped_bit_is_a_crc_error_and_bad_length_is_corrupt(void) {
     const char *dir = logdir("bitflip");
     qm_log_t *lg;
@@ -829,6 +888,8 @@ int main(void) {
     RUN(full_segments_roll_and_readers_follow_across_them);
     RUN(records_survive_close_and_reopen);
     RUN(dead_writer_leaves_a_gap_and_never_blocks_readers);
+    RUN(a_roll_whose_roller_died_midway_is_finished_by_the_next_caller);
+    RUN(a_cut_active_segment_holding_records_is_corrupt_not_recreated);
     RUN(flipped_bit_is_a_crc_error_and_bad_length_is_corrupt);
     RUN(header_validators_reject_every_bad_field);
     RUN(folder_that_is_a_symlink_or_shared_is_refused);
