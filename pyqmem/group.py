@@ -195,6 +195,12 @@ class GroupConsumer(_core.GroupReader):
                     return _core.Group.open(self._folder, self._name, _core.OPEN_ONLY)
                 except NotFound:
                     pass
+                except (OSError, QmemError) as exc:
+                    # half made: by a live creator (OPEN_OR_CREATE then waits
+                    # with the rest of this loop) or by one that was killed
+                    # (OPEN_OR_CREATE re-creates it)
+                    if not _being_created(exc):
+                        raise
                 if starts is None:
                     starts = self._start_offsets(start)
                 return _core.Group.open(self._folder, self._name, _core.OPEN_OR_CREATE,

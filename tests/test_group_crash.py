@@ -640,11 +640,6 @@ def test_ordered_partitions_keep_order_and_one_live_owner_across_member_kills(
 # a group whose creator was killed
 # ----------------------------------------------------------------------------
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason=(
-    "implementation bug (found by this test): GroupConsumer._open_group retries OPEN_ONLY "
-    "on the unpublished file a killed creator left (EINVAL) for 10 s and raises, instead of "
-    "letting OPEN_OR_CREATE re-create it; the group can never be opened; remove this mark "
-    "when fixed"))
 def test_group_whose_creator_was_killed_midway_opens_and_works(topic_dir, tname, tracked, reaper):
     ctx = gw.group_ctx()
     rng = random.Random(SEED + 3)
