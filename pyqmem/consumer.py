@@ -136,6 +136,20 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
     return chosen
 
 
+
+def iterate(consumer):
+    """``get()`` forever: the iteration of a consumer (independent or group
+    member); ends when the consumer is closed meanwhile."""
+    if consumer._closed:
+        raise Closed(f"consumer of topic {consumer._topic!r} is closed")
+    while True:
+        try:
+            yield consumer.get()
+        except Closed:
+            if consumer._closed:
+                return
+            raise
+
 class Consumer(_core.TopicReader):
     """Reads a topic's partitions; made by ``Topic.consumer()``.
 
@@ -200,15 +214,7 @@ class Consumer(_core.TopicReader):
         """Messages as they come, blocking for more.  Iteration ends when the
         consumer is closed while iterating (from another thread); iterating a
         closed consumer raises Closed."""
-        if self._closed:
-            raise Closed(f"consumer of topic {self._topic!r} is closed")
-        while True:
-            try:
-                yield self.get()
-            except Closed:
-                if self._closed:
-                    return
-                raise
+        return iterate(self)
 
     def seek(self, partition, offset):
         """Continue `partition` at `offset` (its start if `offset` is before

@@ -51,7 +51,7 @@ from collections.abc import Mapping
 
 from . import _core
 from . import deadletter as _deadletter
-from .consumer import _OFFSET_MAX, _timestamp_ns
+from .consumer import _OFFSET_MAX, _timestamp_ns, iterate
 from .errors import AlreadyExists, Closed, Empty, NotFound, QmemError, StaleAck
 from .queue import _check_int
 from .retry import RetryPolicy
@@ -293,15 +293,7 @@ class GroupConsumer(_core.GroupReader):
         """Messages as they come, blocking for more.  Iteration ends when the
         consumer is closed while iterating (from another thread); iterating a
         closed consumer raises Closed."""
-        if self._closed:
-            raise Closed(f"consumer of topic {self._topic!r} is closed")
-        while True:
-            try:
-                yield self.get()
-            except Closed:
-                if self._closed:
-                    return
-                raise
+        return iterate(self)
 
     def run(self, handler, *, stop=None):
         """Call ``handler(msg)`` for each record until ``stop.is_set()``
