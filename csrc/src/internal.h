@@ -270,6 +270,33 @@ int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
 int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
                       uint64_t segment_bytes);
 
+/* Test entry (fuzzing, corpus replay): run the reader's record walk (with
+ * and without CRCs), the retention scan for the newest timestamp, an index
+ * seek to `seek_offset` and a time seek to `seek_ts`, the lone opener's
+ * recovery (twice), a re-read and one append over the segment image
+ * `seg` of `segment_bytes` bytes in caller memory, as the active segment of
+ * a log whose append word is `append`.  `idx` (NULL: none) has
+ * segment_bytes / QM_INDEX_INTERVAL entries.  Writes into seg and idx as
+ * recovery and append do.  Returns the segment check's status, or
+ * -ENOMEM. */
+typedef struct qm_log_image_result {
+    int check;                     /* qm__segment_check() */
+    int read_rc, read_rc_nocrc;    /* how the reads from the start stopped */
+    uint64_t read_records, read_records_nocrc;
+    int64_t newest_ts;
+    int seek_rc, seek_time_rc;
+    uint64_t seek_next;            /* the seek's cursor: next offset */
+    int recover_rc, recover2_rc;
+    bool recover_changed;          /* the second recovery changed the segment */
+    int reread_rc;
+    uint64_t reread_records;
+    int append_rc, append_read_rc;
+    bool append_read_match;        /* the appended record read back intact */
+} qm_log_image_result_t;
+int qm__log_image_run(uint8_t *seg, uint64_t segment_bytes, qm_index_entry_t *idx,
+                      uint64_t append, uint64_t seek_offset, int64_t seek_ts,
+                      qm_log_image_result_t *res);
+
 /* ----- consumer groups (group.c, group_file.c) ---------------------------- */
 struct qm_group {
     qm_object_t obj;

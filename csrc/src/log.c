@@ -643,6 +643,9 @@ int qm__log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) 
         uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
         if (w != 0) {   /* claimed: help the append word past it, or roll */
             if (QM_REC_STATE(w) == QM_REC_END) {
+                if (count == 0)   /* rolling would name this segment again */
+                    return qm__fail(QM_ECORRUPT, "segment %llu closed before its first record",
+                                    (unsigned long long)base);
                 rc = roll(lg, QM_APPEND_GEN(a));
                 if (rc) return rc;
                 continue;
@@ -772,6 +775,9 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
         uint32_t st = QM_REC_STATE(w), len = QM_REC_LEN(w);
         if (st == QM_REC_EMPTY) return QM_EAGAIN;
         if (st == QM_REC_END) {   /* the next segment starts at our next offset */
+            if (cur->next_offset == cur->base)   /* ... which is this one: never ends */
+                return qm__fail(QM_ECORRUPT, "segment %llu closed before its first record",
+                                (unsigned long long)cur->base);
             cur->base = cur->next_offset;
             cur->pos = QM_SEGMENT_HEADER;
             continue;
@@ -896,6 +902,9 @@ static int walk(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t offset, int64_t tim
         uint32_t st = QM_REC_STATE(w);
         if (st == QM_REC_EMPTY || st == QM_REC_WRITING) return QM_OK;   /* the end, for now */
         if (st == QM_REC_END) {
+            if (cur->next_offset == cur->base)   /* the next segment would be this one */
+                return qm__fail(QM_ECORRUPT, "segment %llu closed before its first record",
+                                (unsigned long long)cur->base);
             cur->base = cur->next_offset;
             cur->pos = QM_SEGMENT_HEADER;
             continue;
@@ -1025,6 +1034,26 @@ static int list_all(qm_log_t *lg, uint64_t **out, size_t *n) {
     return rc;
 }
 
+/* Newest timestamp of the committed records in the segment image `mem`;
+ * INT64_MIN if none. */
+static int64_t newest_in(const qm_log_t *lg, const uint8_t *mem) {
+    int64_t newest = INT64_MIN;
+    for (uint64_t pos = QM_SEGMENT_HEADER; pos + END_ROOM <= lg->segment_bytes;) {
+        /* [L7] */
+        uint64_t w = atomic_load_explicit(word_at((uint8_t *)mem, pos), memory_order_acquire);
+        uint32_t st8 = QM_REC_STATE(w);
+        if (st8 == QM_REC_EMPTY || st8 == QM_REC_END || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
+            break;
+        if (st8 == QM_REC_COMMITTED) {
+            int64_t ts;
+            memcpy(&ts, mem + pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
+            if (ts > newest) newest = ts;
+        }
+        pos += QM_REC_LEN(w);
+    }
+    return newest;
+}
+
 /* Newest timestamp of the committed records of segment `base`, read through
  * a temporary mapping (it may be about to be deleted); INT64_MIN if none. */
 static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
@@ -1040,20 +1069,8 @@ static int64_t newest_timestamp(qm_log_t *lg, uint64_t base) {
     close(fd);
     if (rc || !mem) return INT64_MIN;
     int64_t newest = INT64_MIN;
-    if (qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes) == QM_OK) {
-        for (uint64_t pos = QM_SEGMENT_HEADER; pos + END_ROOM <= lg->segment_bytes;) {
-            uint64_t w = atomic_load_explicit(word_at(mem, pos), memory_order_acquire);   /* [L7] */
-            uint32_t st8 = QM_REC_STATE(w);
-            if (st8 == QM_REC_EMPTY || st8 == QM_REC_END || bad_len(pos, QM_REC_LEN(w), lg->segment_bytes))
-                break;
-            if (st8 == QM_REC_COMMITTED) {
-                int64_t ts;
-                memcpy(&ts, mem + pos + offsetof(qm_record_header_t, timestamp_ns), sizeof ts);
-                if (ts > newest) newest = ts;
-            }
-            pos += QM_REC_LEN(w);
-        }
-    }
+    if (qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes) == QM_OK)
+        newest = newest_in(lg, mem);
     qm__unmap(mem, lg->segment_bytes);
     return newest;
 }
@@ -1095,6 +1112,24 @@ int qm__log_retain(qm_log_t *lg, uint64_t *deleted) {
     return QM_OK;
 }
 
+/* `cur` stands at the start of segment m (NULL: not mapped): move it to the
+ * first record with a timestamp >= timestamp_ns, or the end written. */
+static int seek_time_in(qm_log_t *lg, qm_log_cursor_t *cur, const seg_map_t *m,
+                        int64_t timestamp_ns) {
+    if (m && m->idx) {
+        int64_t first = -1;
+        for (int64_t k = 0; k < (int64_t)idx_entries(lg); k++)
+            if (atomic_load_explicit(&m->idx[k].where, memory_order_acquire) &&   /* [L10] */
+                atomic_load_explicit(&m->idx[k].timestamp_ns, memory_order_relaxed) >=
+                    timestamp_ns) {
+                first = k;
+                break;
+            }
+        if (first > 0) seek_entry(lg, cur, m, idx_written_at_or_before(m->idx, first - 1, 0));
+    }
+    return walk(lg, cur, UINT64_MAX, timestamp_ns);   /* the last stretch */
+}
+
 int qm__log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) {
     if (!lg) return QM_ECLOSED;
     seg_trim(lg);
@@ -1124,18 +1159,7 @@ int qm__log_seek_time(qm_log_t *lg, qm_log_cursor_t *cur, int64_t timestamp_ns) 
     }
     seg_map_t *m = seg_cached(lg, bases[i]);
     free(bases);
-    if (m && m->idx) {
-        int64_t first = -1;
-        for (int64_t k = 0; k < (int64_t)idx_entries(lg); k++)
-            if (atomic_load_explicit(&m->idx[k].where, memory_order_acquire) &&   /* [L10] */
-                atomic_load_explicit(&m->idx[k].timestamp_ns, memory_order_relaxed) >=
-                    timestamp_ns) {
-                first = k;
-                break;
-            }
-        if (first > 0) seek_entry(lg, cur, m, idx_written_at_or_before(m->idx, first - 1, 0));
-    }
-    return walk(lg, cur, UINT64_MAX, timestamp_ns);   /* the last stretch */
+    return seek_time_in(lg, cur, m, timestamp_ns);
 }
 
 /* 1: something to do at the cursor (a record, a skip, a segment change);
@@ -1277,7 +1301,9 @@ static int recover(qm_log_t *lg) {
             cut = pos < QM_APPEND_POS(a);
             break;
         }
-        if (st == QM_REC_END) return QM_OK;   /* closed: the next append rolls */
+        /* closed: the next append rolls (a segment is never closed empty:
+         * an END at its first record is damage, and is cut) */
+        if (st == QM_REC_END && count > 0) return QM_OK;
         if (bad_len(pos, len, lg->segment_bytes) ||
             (st != QM_REC_WRITING && st != QM_REC_COMMITTED && st != QM_REC_ABANDONED)) {
             cut = true;
@@ -1302,12 +1328,22 @@ static int recover(qm_log_t *lg) {
         count++;
     }
     if (cut) {
-        /* zero what follows up to where anything was ever claimed */
-        uint64_t end = QM_APPEND_POS(a) > pos ? QM_APPEND_POS(a) : pos;
+        /* zero what follows up to where anything was ever claimed.  The
+         * append word is shared bytes: trust its position only inside the
+         * segment (a scribbled one would zero past the mapping's end). */
+        uint64_t ap = QM_APPEND_POS(a);
+        bool ap_valid = !(ap & 7) && ap + END_ROOM <= lg->segment_bytes;
+        uint64_t end = ap_valid && ap > pos ? ap : pos;
         for (uint64_t p = end; p + END_ROOM <= lg->segment_bytes &&
                                atomic_load_explicit(word_at(seg, p), memory_order_relaxed);) {
             uint32_t len = QM_REC_LEN(atomic_load_explicit(word_at(seg, p), memory_order_relaxed));
-            if (bad_len(p, len, lg->segment_bytes)) break;
+            if (bad_len(p, len, lg->segment_bytes)) {
+                /* a word no writer leaves (damage): its extent is unknown,
+                 * and it may be the very word at pos, so zero the rest of
+                 * the segment - nothing past the cut is reachable */
+                end = lg->segment_bytes;
+                break;
+            }
             p += len;
             end = p;
         }
@@ -1323,7 +1359,9 @@ static int recover(qm_log_t *lg) {
             if (rc) return rc;
         }
     }
-    if (cut || QM_APPEND_POS(a) != pos)   /* also: a writer died before moving the word */
+    /* also: a writer died before moving the word, or the word's count
+     * disagrees with the records (damage: appends would take wrong offsets) */
+    if (cut || QM_APPEND_POS(a) != pos || QM_APPEND_COUNT(a) != count)
         atomic_store_explicit(&c->append.pos,
                               QM_APPEND(QM_APPEND_GEN(a), (uint32_t)count, pos),
                               memory_order_release);   /* [L25] */
@@ -1417,5 +1455,103 @@ fail_registered:
 fail:
     lg->ctl = NULL;
     qm_log_close(lg);
+    return rc;
+}
+
+/* ----- test entry: the record walks over an image in caller memory ---------------- */
+static void image_read(qm_log_t *lg, uint64_t base, uint64_t flags, uint64_t *n, int *rc_out,
+                       qm_log_cursor_t *cur) {
+    *cur = (qm_log_cursor_t){.base = base, .pos = QM_SEGMENT_HEADER, .next_offset = base,
+                             .flags = flags};
+    qm_log_record_t rec;
+    uint32_t blocked = 0;
+    int rc;
+    *n = 0;
+    while ((rc = try_read(lg, cur, &rec, &blocked)) == QM_OK && *n < (UINT64_C(1) << 20)) {
+        /* touch every byte handed out: out of bounds shows under ASan */
+        uint32_t crc = qm_crc32c(0, rec.key, rec.key_len);
+        crc = qm_crc32c(crc, rec.headers, rec.headers_len);
+        (void)qm_crc32c(crc, rec.value, rec.value_len);
+        ++*n;
+    }
+    *rc_out = rc;
+}
+
+int qm__log_image_run(uint8_t *seg, uint64_t segment_bytes, qm_index_entry_t *idx,
+                      uint64_t append, uint64_t seek_offset, int64_t seek_ts,
+                      qm_log_image_result_t *res) {
+    memset(res, 0, sizeof *res);
+    uint64_t base = 0;
+    if (segment_bytes >= sizeof(qm_segment_header_t))
+        memcpy(&base, seg + offsetof(qm_segment_header_t, base_offset), sizeof base);
+    res->check = qm__segment_check(seg, segment_bytes, base, segment_bytes);
+    if (res->check) return res->check;   /* seg_load() maps nothing else */
+    qm_log_t *lg = calloc(1, sizeof *lg);
+    uint8_t *ctl = aligned_alloc(4096, QM_DATA_OFFSET);
+    if (!lg || !ctl) {
+        free(lg);
+        free(ctl);
+        return -ENOMEM;
+    }
+    /* a log with no folder (dirfd -1: every other segment is absent) and
+     * no lock file (every member counts alive) */
+    lg->dirfd = lg->obj.fd = lg->mb.fd = -1;
+    lg->cfg = (qm_log_config_t){segment_bytes, 0, 0, 0};
+    ctl_format(ctl, QM_DATA_OFFSET, &lg->cfg);
+    lg->segment_bytes = segment_bytes;
+    lg->ctl = (qm_log_ctl_t *)ctl;
+    atomic_store_explicit(&lg->ctl->append.pos, append, memory_order_relaxed);
+    atomic_store_explicit(&lg->ctl->active_base, base, memory_order_relaxed);
+    atomic_store_explicit(&lg->ctl->active_gen, QM_APPEND_GEN(append), memory_order_relaxed);
+    atomic_store_explicit(&lg->ctl->header.magic, QM_MAGIC_LOG_CTL, memory_order_relaxed);
+    lg->mb.members = (qm_member_t *)(ctl + QM_MEMBERS_OFFSET);
+    lg->mb.hwm = &lg->ctl->members_hwm;
+    int rc = seg_remember(lg, base, seg, idx);
+    if (rc) goto out;
+    seg_map_t *m = lg->segs[0];
+    qm_log_cursor_t cur;
+    image_read(lg, base, 0, &res->read_records, &res->read_rc, &cur);
+    image_read(lg, base, QM_CURSOR_NO_CRC, &res->read_records_nocrc, &res->read_rc_nocrc, &cur);
+    res->newest_ts = newest_in(lg, seg);
+    /* qm_log_seek() within the segment: index entry, then walk */
+    cur = (qm_log_cursor_t){.base = base, .pos = QM_SEGMENT_HEADER, .next_offset = base};
+    if (seek_offset > base && m->idx) seek_entry(lg, &cur, m, idx_find_offset(lg, m, seek_offset));
+    res->seek_rc = walk(lg, &cur, seek_offset, INT64_MAX);
+    res->seek_next = cur.next_offset;
+    cur = (qm_log_cursor_t){.base = base, .pos = QM_SEGMENT_HEADER, .next_offset = base};
+    res->seek_time_rc = seek_time_in(lg, &cur, m, seek_ts);
+    /* the lone opener's recovery, twice: the second must change nothing */
+    res->recover_rc = recover(lg);
+    uint8_t *copy = malloc(segment_bytes);
+    if (copy) {
+        memcpy(copy, seg, segment_bytes);
+        uint64_t a = atomic_load_explicit(&lg->ctl->append.pos, memory_order_relaxed);
+        res->recover2_rc = recover(lg);
+        res->recover_changed =
+            memcmp(copy, seg, segment_bytes) != 0 ||
+            a != atomic_load_explicit(&lg->ctl->append.pos, memory_order_relaxed);
+        free(copy);
+    }
+    image_read(lg, base, 0, &res->reread_records, &res->reread_rc, &cur);
+    /* an append after recovery, read back where the reader stopped */
+    static const uint8_t value[] = "fuzz";
+    qm_iovec_t v = {value, sizeof value};
+    qm_log_entry_t e = {.value = &v, .value_cnt = 1, .timestamp_ns = 1};
+    uint64_t off = 0;
+    res->append_rc = qm__log_append(lg, &e, &off);
+    if (res->append_rc == QM_OK) {
+        qm_log_record_t rec;
+        uint32_t blocked = 0;
+        res->append_read_rc = try_read(lg, &cur, &rec, &blocked);
+        res->append_read_match = res->append_read_rc == QM_OK && rec.offset == off &&
+                                 rec.value_len == sizeof value &&
+                                 memcmp(rec.value, value, sizeof value) == 0;
+    }
+    qm__member_leave(&lg->mb);
+out:
+    for (size_t i = 0; i < lg->nsegs; i++) free(lg->segs[i]);   /* caller's memory: not unmapped */
+    free(lg->segs);
+    free(ctl);
+    free(lg);
     return rc;
 }
