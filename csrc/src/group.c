@@ -140,6 +140,7 @@ static void advance(const qm_group_t *g, uint32_t p) {
             k++;
         }
         if (k == m) return;
+        QM_KILLPOINT("group.commit_before_cas");
         /* [G9'] acq_rel: the DONEs we walked before the new committed; pairs with [G8] */
         if (atomic_compare_exchange_strong_explicit(&pt->committed.pos, &mw, QM_GPOS(gen, k),
                                                     memory_order_acq_rel, memory_order_relaxed))
@@ -177,11 +178,16 @@ static uint64_t release_slot(qm_group_t *g, uint32_t p, uint32_t slot, bool chec
     if (read_pos(g, pt, &ps)) return 0;
     uint64_t n = ps.cursor - ps.committed + 1, released = 0;
     if (n > g->window) n = g->window;
-    for (uint64_t i = 0; i < n; i++) {
+    /* Past the cursor too: a claimer that died between its entry CASes and
+     * the cursor push left a run of LEASING entries from the cursor on. */
+    for (uint64_t i = 0; i < g->window; i++) {
         qm_group_entry_t *e = entry_at(g, p, ps.committed + i);
         uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);   /* [G1] */
         uint32_t st = QM_GE_STATE(w);
-        if (QM_GE_OWNER(w) != slot || (st != QM_GE_LEASING && st != QM_GE_LEASED)) continue;
+        if (QM_GE_OWNER(w) != slot || (st != QM_GE_LEASING && st != QM_GE_LEASED)) {
+            if (i >= n) break;
+            continue;
+        }
         if (check_gen &&
             atomic_load_explicit(&g->mb.members[slot].generation, memory_order_relaxed) != gen)
             break;
@@ -190,6 +196,7 @@ static uint64_t release_slot(qm_group_t *g, uint32_t p, uint32_t slot, bool chec
         if (!atomic_compare_exchange_strong_explicit(&e->word, &w, mine, memory_order_acq_rel,
                                                      memory_order_relaxed))
             continue;
+        QM_KILLPOINT("group.release_after_lock");
         publish(e, QM_GE_WORD(QM_GE_DELAYED, 0, QM_GE_COUNT(w), QM_GE_TAG(w)), 0);
         released++;
     }
@@ -213,6 +220,7 @@ void qm__group_settle(void *object, uint32_t slot, uint64_t inflight) {
     for (uint32_t p = 0; p < g->partitions; p++) {
         release_slot(g, p, slot, false, 0);
         disown(g, p, slot);
+        advance(g, p);   /* it may have died between an ack's DONE and advance() */
     }
 }
 
@@ -233,7 +241,9 @@ static uint64_t sweep(qm_group_t *g) {
         for (uint32_t p = 0; p < g->partitions; p++) {
             released += release_slot(g, p, k, true, gen);
             disown(g, p, k);
+            advance(g, p);   /* it may have died between an ack's DONE and advance() */
         }
+        QM_KILLPOINT("group.sweep_before_settled");
         /* [G12'] release: everything of generation `gen` is released */
         atomic_store_explicit(&g->settled[k], gen, memory_order_release);
         atomic_fetch_add_explicit(&g->ctl->sweeps, 1, memory_order_relaxed);
@@ -397,10 +407,11 @@ static int claim_new(qm_group_t *g, uint32_t p, uint64_t end, int64_t deadline, 
         if (n > ps.committed + limit - c) n = ps.committed + limit - c;
         uint64_t k = 0;
         claimable_t why = TAKE;
+        uint64_t w = 0;
         for (; k < n; k++) {
             uint64_t tag = tag_of(g, ps.gen, c + k);
             qm_group_entry_t *e = entry_at(g, p, c + k);
-            uint64_t w = atomic_load_explicit(&e->word, memory_order_acquire);   /* [G1] */
+            w = atomic_load_explicit(&e->word, memory_order_acquire);   /* [G1] */
             if ((why = claimable(g, w, tag)) != TAKE) break;
             if (!older_than(pt, w, ps.gen, c + k)) {
                 why = RETRY;   /* our position is stale: c + k is claimed */
@@ -418,14 +429,25 @@ static int claim_new(qm_group_t *g, uint32_t p, uint64_t end, int64_t deadline, 
                 why = RETRY;
                 break;
             }
+            QM_KILLPOINT("group.claim_after_entry");
         }
         if (k == 0) {
             if (why == BLOCKED) return QM_EAGAIN;
             /* only a word tagged for c proves c claimed: help, then retry */
-            if (why == CLAIMED) push_cursor(pt, ps.gen, c + 1);
+            if (why == CLAIMED) {
+                push_cursor(pt, ps.gen, c + 1);
+                /* released (by a sweep or settle) before anyone moved the
+                 * cursor past it: now below the cursor, so the redelivery
+                 * scan must know it is due */
+                uint32_t st = QM_GE_STATE(w);
+                if (st == QM_GE_DELAYED || st == QM_GE_LEASED)
+                    lower_due(pt, atomic_load_explicit(&entry_at(g, p, c)->deadline_ns,
+                                                       memory_order_relaxed));
+            }
             continue;
         }
         push_cursor(pt, ps.gen, c + k);
+        QM_KILLPOINT("group.claim_before_publish");
         for (uint64_t i = 0; i < k; i++) {
             uint64_t tag = tag_of(g, ps.gen, c + i);
             uint64_t word = complete ? QM_GE_WORD(QM_GE_DONE, 0, 1, tag)
@@ -521,6 +543,7 @@ static int ack_one(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch) {
 
 int qm__group_ack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch) {
     int rc = ack_one(g, p, off, epoch);
+    if (rc == QM_OK) QM_KILLPOINT("group.ack_before_advance");
     if (rc == QM_OK) advance(g, p);
     return rc;
 }
@@ -558,6 +581,7 @@ int qm__group_nack(qm_group_t *g, uint32_t p, uint64_t off, uint64_t epoch, int6
     if (!g) return QM_ECLOSED;
     int rc = member_ready(g);
     if (rc || (rc = relock(g, p, off, epoch, g->mb.slot))) return rc;
+    QM_KILLPOINT("group.nack_after_relock");
     publish(entry_at(g, p, off), QM_GE_WORD(QM_GE_DELAYED, 0, QM_GE_COUNT(epoch), QM_GE_TAG(epoch)),
             not_before);
     lower_due(&g->parts[p], not_before);

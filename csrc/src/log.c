@@ -195,6 +195,7 @@ static void idx_note(qm_index_entry_t *idx, uint64_t base, uint64_t offset, uint
     for (uint64_t k = (pos + QM_INDEX_INTERVAL - 1) / QM_INDEX_INTERVAL;
          k * QM_INDEX_INTERVAL < pos + len; k++) {
         atomic_store_explicit(&idx[k].timestamp_ns, ts, memory_order_relaxed);
+        QM_KILLPOINT("log.index_write");
         /* [L9] release: the timestamp before the entry; pairs with [L10] */
         atomic_store_explicit(&idx[k].where, where, memory_order_release);
     }
@@ -1440,11 +1441,17 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
     /* make sure the active segment exists (its creator may have died) */
     uint64_t base;
     uint8_t *seg;
-    do {
+    for (int round = 0;; round++) {
         /* [L0] */
         rc = active_segment(lg, atomic_load_explicit(&lg->ctl->append.pos, memory_order_acquire),
                             &base, &seg);
-    } while (rc == QM_EAGAIN && !atomic_load_explicit(&lg->fault, memory_order_relaxed));
+        if (rc != QM_EAGAIN || atomic_load_explicit(&lg->fault, memory_order_relaxed)) break;
+        /* mid-roll: let the roller finish, or finish for it (it may have
+         * died between publishing the segment and moving the append word,
+         * while others keep the log open, so recover() did not run) */
+        if (round % 1024 == 1023 && (rc = finish_roll(lg))) break;
+        qm__cpu_relax();
+    }
     rc = qm__fault_check(&lg->fault, "partition log", rc);   /* truncated while we opened it */
     if (rc) goto fail_registered;
     *out = lg;

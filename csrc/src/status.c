@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static _Thread_local char last_error[256];
 
@@ -50,19 +51,45 @@ int qm__fail(int status, const char *fmt, ...) {
 }
 
 #ifdef QM_KILLPOINTS
-/* PYQMEM_KILLPOINT=name[:probability] makes the process SIGKILL itself
- * when it reaches the named point (with that probability, default 1).
- * Each hit is first appended to $PYQMEM_KILLPOINT_LOG if set, so a test
- * can report which points fired. */
+/* PYQMEM_KILLPOINT=name[:probability[:skip]] makes the process SIGKILL
+ * itself at the named point: each time the point is reached after the
+ * first `skip` (default 0), with `probability` (default 1).  The random
+ * draws are per process (reseeded after fork), so forked children of one
+ * parent do not all die at the same hit.  Each kill is first appended to
+ * $PYQMEM_KILLPOINT_LOG if set, so a test can report which point fired.
+ * `skip` counts the process's passes over the named point. */
+static unsigned long kp_hits;
+static unsigned long long kp_state;
+static pid_t kp_pid;
+
+static double kp_random(void) {
+    pid_t pid = getpid();
+    if (kp_pid != pid) {
+        kp_pid = pid;
+        kp_state = ((unsigned long long)pid << 32) ^ (unsigned long long)qm_now_ns() ^
+                   0x9e3779b97f4a7c15ull;
+    }
+    kp_state ^= kp_state >> 12;   /* xorshift64* */
+    kp_state ^= kp_state << 25;
+    kp_state ^= kp_state >> 27;
+    return (double)((kp_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
+}
+
 void qm__killpoint(const char *name) {
     const char *spec = getenv("PYQMEM_KILLPOINT");
     if (!spec) return;
     size_t n = strlen(name);
     if (strncmp(spec, name, n) != 0 || (spec[n] != '\0' && spec[n] != ':')) return;
+    double p = 1.0;
+    unsigned long skip = 0;
     if (spec[n] == ':') {
-        double p = strtod(spec + n + 1, NULL);
-        if ((double)random() / (double)RAND_MAX >= p) return;
+        char *end;
+        double v = strtod(spec + n + 1, &end);
+        if (end != spec + n + 1) p = v;
+        if (*end == ':') skip = strtoul(end + 1, NULL, 10);
     }
+    if (kp_hits++ < skip) return;
+    if (p < 1.0 && kp_random() >= p) return;
     const char *log = getenv("PYQMEM_KILLPOINT_LOG");
     if (log) {
         FILE *f = fopen(log, "a");
