@@ -364,6 +364,9 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 /* ----- kill points (test builds only) -------------------------------------- */
 #ifdef QM_KILLPOINTS
 void qm__killpoint(const char *name);
+/* Test builds: called at every kill point before the environment is
+ * consulted, so a test can act at an exact instant (tests/c/test_ring_aba.c). */
+extern void (*qm__killpoint_hook)(const char *name);
 #define QM_KILLPOINT(name) qm__killpoint(name)
 #else
 #define QM_KILLPOINT(name) ((void)0)

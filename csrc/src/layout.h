@@ -197,9 +197,11 @@ _Static_assert(QM_DATA_OFFSET % 4096 == 0, "data is page aligned");
  *
  * Every granule-aligned word of free space holds FREE(lap) for the lap in
  * which it will next be used, or the dead FREED word of the previous lap.
- * A producer claims position p by CAS from exactly those values, so a
- * producer holding a stale position (ABA) cannot claim live bytes: the
- * 32-bit lap tag would have to wrap while it stalls.
+ * A producer claims position p by CAS from exactly those values.  A
+ * producer holding a position a lap or more stale (ABA) can still match
+ * them only if p now lies inside a later record whose payload holds that
+ * exact word; its tail CAS then fails with the tail more than a lap past p,
+ * and it puts the bytes back (ring.c, [P5]; docs/design/ring-format.md).
  * ------------------------------------------------------------------- */
 #define QM_REC_GRANULE_LOG2 6u
 #define QM_REC_GRANULE (1u << QM_REC_GRANULE_LOG2)

@@ -277,16 +277,32 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
             atomic_store_explicit(&r->mb.me->inflight, t | QM_INFLIGHT_VALID, memory_order_relaxed);
         /* Narrow the stale-position window: if tail moved on, t is old. */
         if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
+        QM_KILLPOINT("ring.before_claim");
         /* [P4] acq_rel: the claim; exactly one producer wins position t. */
         if (!atomic_compare_exchange_strong_explicit(wp, &w, claim, memory_order_acq_rel,
                                                      memory_order_relaxed))
             continue;
         QM_KILLPOINT("ring.after_claim");
         /* [P5] release: pairs with [P1] in helpers. Failure means a helper
-         * already moved the tail past our record. */
+         * already moved the tail past our record - or that t was stale. */
         uint64_t expect_t = t;
-        atomic_compare_exchange_strong_explicit(&c->tail.pos, &expect_t, need_end,
-                                                memory_order_acq_rel, memory_order_relaxed);
+        if (!atomic_compare_exchange_strong_explicit(&c->tail.pos, &expect_t, need_end,
+                                                     memory_order_acq_rel,
+                                                     memory_order_relaxed) &&
+            expect_t - t > r->cap) {
+            /* Stale position (ABA): we stalled between the tail check and the
+             * claim for more than a lap, and the word at t - now inside a
+             * later lap's record - held payload bytes equal to the free word
+             * we expected.  A real claim keeps head <= t until it is freed,
+             * so the tail cannot be a lap past it.  Put the bytes back (the
+             * CAS fails if the record has moved on, and then there is
+             * nothing of ours left) and never write there. */
+            uint64_t mine = claim;
+            atomic_compare_exchange_strong_explicit(wp, &mine, w, memory_order_relaxed,
+                                                    memory_order_relaxed);
+            atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
+            continue;
+        }
         if (pad) continue;
         QM_KILLPOINT("ring.after_reserve");
         atomic_store_explicit(len_at(r, t), len, memory_order_relaxed);

@@ -75,7 +75,10 @@ static double kp_random(void) {
     return (double)((kp_state * 2685821657736338717ull) >> 11) / 9007199254740992.0;
 }
 
+void (*qm__killpoint_hook)(const char *name);
+
 void qm__killpoint(const char *name) {
+    if (qm__killpoint_hook) qm__killpoint_hook(name);
     const char *spec = getenv("PYQMEM_KILLPOINT");
     if (!spec) return;
     size_t n = strlen(name);

@@ -50,6 +50,7 @@ typedef struct point {
 
 /* Every kill point of the core (grep -rn QM_KILLPOINT csrc/). */
 static const point_t points[] = {
+    {"ring.before_claim", K_RING_PUT, 16},
     {"ring.after_claim", K_RING_PUT, 16},
     {"ring.after_reserve", K_RING_PUT, 16},
     {"ring.mid_copy", K_RING_PUT, 16},
