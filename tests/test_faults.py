@@ -127,6 +127,22 @@ def test_topic_control_file_truncated_raises_corrupt_on_send(tmp_path):
     """))
 
 
+@pytest.mark.parametrize("size", [0, 4, 100])
+def test_reopening_a_topic_whose_active_segment_was_cut_is_corrupt_and_recreates_nothing(
+        tmp_path, size):
+    import pyqmem
+
+    with pyqmem.Topic("events", partitions=1, dir=str(tmp_path), segment_bytes=65536) as t:
+        for i in range(10):
+            t.send(b"v%d" % i)
+        seg = os.path.join(t.path, "p0", "00000000000000000000.log")
+    os.truncate(seg, size)
+    with pytest.raises(pyqmem.CorruptError, match="segment 0 "):
+        pyqmem.Topic("events", dir=str(tmp_path))
+    # not taken for an unfinished roll: the damaged file is left as it was
+    assert os.path.getsize(seg) == size
+
+
 def test_faulthandler_enabled_later_is_chained_once_pyqmem_maps_again(qname):
     # faulthandler.enable() after pyqmem's handler puts its own first; the
     # next mapping (here: opening a queue) puts pyqmem's back in front.
