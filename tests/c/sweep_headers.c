@@ -433,6 +433,152 @@ static void group_headers_survive_every_byte_value(void) {
     CHECK(t.failed == 0);
 }
 
+/* ----- C4: counters that contradict each other ----------------------------------- */
+typedef struct patch {
+    size_t at;
+    uint64_t value;
+} patch_t;
+
+typedef struct counters_case {
+    const char *name;
+    patch_t p[3];
+    int n;
+} counters_case_t;
+
+static int poke64(const sw_snap_t *s, int file, size_t at, uint64_t v) {
+    int fd = open(s->path[file], O_WRONLY | O_NOFOLLOW);
+    if (fd < 0) return -1;
+    int rc = pwrite(fd, &v, 8, (off_t)at) == 8 ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+static uint64_t u64_at(const sw_snap_t *s, int file, size_t at) {
+    uint64_t v;
+    memcpy(&v, s->image[file] + at, 8);
+    return v;
+}
+
+/* The ring's blocking calls on the same damage: bounded by their deadline. */
+static int ring_op_blocking(void) {
+    qm_ring_t *q = NULL;
+    int rc = qm_ring_open(ring_name, QM_OPEN_ONLY, 0, 0, &q);
+    if (rc) return sw_classify(rc);
+    for (int k = 0; k < 4 * RING_MSGS && rc == 0; k++) {
+        qm_record_t r;
+        rc = qm_ring_get_begin(q, &r, qm_now_ns() + 20 * INT64_C(1000000));
+        if (rc) break;
+        if (ring_which(&r) < RING_TAKEN) {
+            qm_ring_close(q);
+            return SW_WRONG;
+        }
+        rc = qm_ring_get_end(q, &r);
+    }
+    uint8_t buf[64] = {0};
+    qm_iovec_t v = {buf, sizeof buf};
+    if (rc == QM_ETIMEDOUT || rc == QM_EAGAIN) rc = 0;
+    for (int k = 0; k < 200 && rc == 0; k++)   /* until full: a timeout */
+        rc = qm_ring_put(q, &v, 1, qm_now_ns() + 20 * INT64_C(1000000));
+    qm_ring_close(q);
+    return rc == QM_ETIMEDOUT || rc == QM_EAGAIN || rc == 0 ? SW_OK : sw_classify(rc);
+}
+
+static void run_counter_cases(const char *object, const sw_snap_t *snap, int file,
+                              const counters_case_t *cases, int n, int (*op)(void),
+                              int (*op2)(void)) {
+    sw_tally_t t = {.object = object};
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < (op2 ? 2 : 1); k++) {
+            if (sw_restore(snap)) { t.failed++; break; }
+            for (int j = 0; j < cases[i].n; j++)
+                if (poke64(snap, file, cases[i].p[j].at, cases[i].p[j].value)) t.failed++;
+            long before = t.corrupt, ok = t.ok + t.shortened;
+            sw_run_child(&t, k ? op2 : op, WATCHDOG_S, cases[i].name);
+            fprintf(stderr, "  %-44s %s: %s\n", cases[i].name, k ? "blocking" : "nowait  ",
+                    t.corrupt > before ? "corrupt-error" : t.ok + t.shortened > ok ? "ok" : "other");
+        }
+    sw_restore(snap);
+    sw_print_tally(&t);
+    check_failures += t.failed != 0;
+}
+
+static void contradictory_counters_give_typed_errors_or_results_never_hangs(void) {
+    /* ring: tail 256, read 384, head 512 (layout.h) */
+    char path[512];
+    CHECK(qm_ring_path(ring_name, path, sizeof path) > 0);
+    CHECK(sw_restore(&(sw_snap_t){0}) == 0);
+    unlink(path);
+    CHECK(ring_make() == 0);
+    sw_snap_t snap = {0};
+    CHECK(sw_snap_add(&snap, path) == 0);
+    uint64_t tail = u64_at(&snap, 0, 256), read = u64_at(&snap, 0, 384), head = u64_at(&snap, 0, 512);
+    const uint64_t cap = 4096, M = UINT64_MAX;
+    counters_case_t rc[] = {
+        {"ring tail < head", {{256, head - 64}}, 1},
+        {"ring tail = 0", {{256, 0}}, 1},
+        {"ring tail - head = 2 capacities", {{256, head + 2 * cap}}, 1},
+        {"ring tail - head = capacity + 64", {{256, head + cap + 64}}, 1},
+        {"ring tail = 2^64 - 64", {{256, M - 63}}, 1},
+        {"ring read > tail", {{384, tail + 128}}, 1},
+        {"ring read < head", {{384, head - 128}}, 1},
+        {"ring read one lap back", {{384, read - cap}}, 1},
+        {"ring head > read", {{512, read + 64}}, 1},
+        {"ring head > tail", {{512, tail + 64}}, 1},
+        {"ring head one lap ahead", {{512, head + cap}}, 1},
+        {"ring head unaligned", {{512, head + 3}}, 1},
+        {"ring all at 2^64 - 64", {{256, M - 63}, {384, M - 63}, {512, M - 63}}, 3},
+        {"ring all at 2^63", {{256, 1ull << 63}, {384, 1ull << 63}, {512, 1ull << 63}}, 3},
+        {"ring tail<read<head reversed", {{256, head}, {384, read}, {512, tail}}, 3},
+        {"ring all one lap ahead", {{256, tail + cap}, {384, read + cap}, {512, head + cap}}, 3},
+    };
+    run_counter_cases("ring counters", &snap, 0, rc, (int)(sizeof rc / sizeof rc[0]), ring_op,
+                      ring_op_blocking);
+    sw_free_snap(&snap);
+
+    /* log: append word 256, active_base 384, active_gen 392, start_offset 416 */
+    CHECK(sw_snap_dir(&snap, log_dir) == 0);
+    int ctl = sw_snap_find(&snap, "/control");
+    CHECK(ctl >= 0);
+    uint64_t a = u64_at(&snap, ctl, 256);
+    counters_case_t lc[] = {
+        {"log append pos past segment", {{256, QM_APPEND(QM_APPEND_GEN(a), QM_APPEND_COUNT(a), 1u << 20)}}, 1},
+        {"log append pos before header", {{256, QM_APPEND(QM_APPEND_GEN(a), QM_APPEND_COUNT(a), 8)}}, 1},
+        {"log append pos unaligned", {{256, a + 3}}, 1},
+        {"log append pos behind records", {{256, QM_APPEND(QM_APPEND_GEN(a), 2, 200)}}, 1},
+        {"log append count max", {{256, QM_APPEND(QM_APPEND_GEN(a), 0xfffff, QM_APPEND_POS(a))}}, 1},
+        {"log append count 0", {{256, QM_APPEND(QM_APPEND_GEN(a), 0, QM_APPEND_POS(a))}}, 1},
+        {"log append gen off by one", {{256, QM_APPEND(QM_APPEND_GEN(a) + 1, QM_APPEND_COUNT(a), QM_APPEND_POS(a))}}, 1},
+        {"log append word all ones", {{256, M}}, 1},
+        {"log active_base ahead", {{384, 1000}}, 1},
+        {"log active_gen ahead", {{392, 7}}, 1},
+        {"log start_offset > end", {{416, 1000}}, 1},
+        {"log start_offset 2^64-1", {{416, M}}, 1},
+    };
+    run_counter_cases("log counters", &snap, ctl, lc, (int)(sizeof lc / sizeof lc[0]), log_op, NULL);
+    sw_free_snap(&snap);
+
+    /* group partition 0: cursor +0, committed +128 ([gen:16][offset:48]) */
+    char gdir[600];
+    snprintf(gdir, sizeof gdir, "%s/groups", topic_dir);
+    CHECK(sw_snap_dir(&snap, gdir) == 0);
+    int grp = sw_snap_find(&snap, "/workers.grp");
+    CHECK(grp >= 0);
+    const size_t cu = QM_GROUP_PARTS_OFFSET, co = QM_GROUP_PARTS_OFFSET + 128;
+    uint64_t gcur = u64_at(&snap, grp, cu), gcom = u64_at(&snap, grp, co);
+    counters_case_t gc[] = {
+        {"group committed > cursor", {{co, gcur + 5}}, 1},
+        {"group cursor < committed", {{cu, gcom - 1}}, 1},
+        {"group cursor - committed > window", {{cu, gcom + 100}}, 1},
+        {"group cursor at 2^48 - 1", {{cu, QM_GPOS(QM_GPOS_GEN(gcur), QM_GPOS_MAX_OFFSET)}}, 1},
+        {"group both at 2^48 - 1", {{cu, QM_GPOS_MAX_OFFSET}, {co, QM_GPOS_MAX_OFFSET}}, 2},
+        {"group gens differ", {{cu, QM_GPOS(7, QM_GPOS_OFF(gcur))}}, 1},
+        {"group words all ones", {{cu, M}, {co, M}}, 2},
+        {"group committed one window ahead", {{co, gcom + 16}, {cu, gcur + 16}}, 2},
+    };
+    run_counter_cases("group counters", &snap, grp, gc, (int)(sizeof gc / sizeof gc[0]), group_op, NULL);
+    sw_free_snap(&snap);
+}
+
 int main(void) {
     check_use_private_shm_dir("sweep");
     sw_seed_from_env();
@@ -444,6 +590,7 @@ int main(void) {
     RUN(ring_headers_survive_every_byte_value);
     RUN(log_headers_survive_every_byte_value);
     RUN(group_headers_survive_every_byte_value);
+    RUN(contradictory_counters_give_typed_errors_or_results_never_hangs);
     fprintf(stderr, "values per byte %ld (PYQMEM_SWEEP_VALUES=3 for all three), %.1f s\n",
             values_per_byte, (double)(qm_now_ns() - t0) / 1e9);
     CHECK_EXIT();
