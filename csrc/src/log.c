@@ -774,7 +774,26 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
         /* [L7] acquire: pairs with [L6]; the record's bytes are complete */
         uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
         uint32_t st = QM_REC_STATE(w), len = QM_REC_LEN(w);
-        if (st == QM_REC_EMPTY) return QM_EAGAIN;
+        if (st == QM_REC_EMPTY && w != 0)   /* free space is zero; claims are never empty */
+            return qm__fail(QM_ECORRUPT, "record word %#llx at %llu has no state",
+                            (unsigned long long)w, (unsigned long long)pos);
+        if (st == QM_REC_EMPTY) {
+            /* The end, for now - unless the segment is closed.  Every word
+             * before a segment's END was claimed before the END was, and the
+             * END before the next segment's generation was published, so an
+             * empty word in an older segment is damage (a record length
+             * that leads into free space), not a record still to come:
+             * waiting for it would stall the reader for good. */
+            uint64_t seg_gen;
+            memcpy(&seg_gen, seg + offsetof(qm_segment_header_t, generation), sizeof seg_gen);
+            /* [L1] acquire: pairs with [L3]; a later generation comes after our END */
+            if (atomic_load_explicit(&lg->ctl->active_gen, memory_order_acquire) > seg_gen &&
+                atomic_load_explicit(wp, memory_order_acquire) == 0)   /* [L7] */
+                return qm__fail(QM_ECORRUPT, "segment %llu is closed, but its record at %llu "
+                                "is empty (a damaged record length before it?)",
+                                (unsigned long long)cur->base, (unsigned long long)pos);
+            return QM_EAGAIN;
+        }
         if (st == QM_REC_END) {   /* the next segment starts at our next offset */
             if (cur->next_offset == cur->base)   /* ... which is this one: never ends */
                 return qm__fail(QM_ECORRUPT, "segment %llu closed before its first record",
@@ -787,6 +806,12 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
             return qm__fail(QM_ECORRUPT, "record at %llu has bad length %u",
                             (unsigned long long)pos, len);
         if (st == QM_REC_WRITING) {   /* in order: wait for it (recover checks its writer) */
+            /* this handle is reading, so it writes nothing: a record being
+             * written in its name is damage, and waiting would never end
+             * (its liveness lock is ours, held) */
+            if (QM_REC_OWNER(w) == lg->mb.slot)
+                return qm__fail(QM_ECORRUPT, "record at %llu is being written by this very "
+                                "handle (damaged record word or length)", (unsigned long long)pos);
             *blocked = QM_REC_OWNER(w);
             return QM_EAGAIN;
         }
@@ -801,8 +826,10 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
         qm_record_header_t h;
         memcpy(&h, seg + pos, sizeof h);   /* every field read once */
         uint64_t body = (uint64_t)h.key_len + h.headers_len + h.value_len;
-        if (QM_RECORD_HEADER + body > len)
-            return qm__fail(QM_ECORRUPT, "record %llu: lengths exceed the record",
+        /* exactly as append sized it: the word's length is outside the CRC,
+         * and a wrong one would move the cursor into another record's bytes */
+        if (align8(QM_RECORD_HEADER + body) != len)
+            return qm__fail(QM_ECORRUPT, "record %llu: lengths do not add up to the record",
                             (unsigned long long)cur->next_offset);
         if (h.offset != cur->next_offset)
             return qm__fail(QM_ECORRUPT, "record at %llu has offset %llu, expected %llu",
@@ -1318,7 +1345,7 @@ static int recover(qm_log_t *lg) {
             qm_record_header_t h;
             memcpy(&h, seg + pos, sizeof h);
             uint64_t body = (uint64_t)h.key_len + h.headers_len + h.value_len;
-            if (QM_RECORD_HEADER + body > len || h.offset != base + count ||
+            if (align8(QM_RECORD_HEADER + body) != len || h.offset != base + count ||
                 h.crc != qm_crc32c(qm_crc32c(0, (uint8_t *)&h + 12, QM_RECORD_HEADER - 12),
                                    seg + pos + QM_RECORD_HEADER, body)) {
                 cut = true;
