@@ -29,14 +29,14 @@
 
 enum { SW_OK = 10, SW_CORRUPT = 11, SW_OTHER = 12, SW_WRONG = 13, SW_SHORT = 14 };
 
-static int sw_classify(int rc) {
+__attribute__((unused)) static int sw_classify(int rc) {
     if (rc == QM_ECORRUPT || rc == QM_EINCOMPAT || rc == QM_EGONE) return SW_CORRUPT;
     return SW_OTHER;
 }
 
 /* xorshift64*: the same cases on every run unless PYQMEM_SWEEP_SEED says otherwise */
-static uint64_t sw_rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t sw_rand(void) {
+__attribute__((unused)) static uint64_t sw_rng_state = 0x9e3779b97f4a7c15ull;
+__attribute__((unused)) static uint64_t sw_rand(void) {
     uint64_t x = sw_rng_state;
     x ^= x >> 12;
     x ^= x << 25;
@@ -44,13 +44,13 @@ static uint64_t sw_rand(void) {
     sw_rng_state = x;
     return x * 0x2545f4914f6cdd1dull;
 }
-static void sw_seed_from_env(void) {
+__attribute__((unused)) static void sw_seed_from_env(void) {
     const char *s = getenv("PYQMEM_SWEEP_SEED");
     if (s && *s) sw_rng_state = strtoull(s, NULL, 0) | 1;
     fprintf(stderr, "seed %#llx (PYQMEM_SWEEP_SEED)\n", (unsigned long long)sw_rng_state);
 }
 
-static long sw_env_long(const char *name, long dflt) {
+__attribute__((unused)) static long sw_env_long(const char *name, long dflt) {
     const char *s = getenv(name);
     return s && *s ? strtol(s, NULL, 0) : dflt;
 }
@@ -59,13 +59,13 @@ static long sw_env_long(const char *name, long dflt) {
 #define SW_MAX_FILES 8
 typedef struct sw_snap {
     int n;
-    char dir[400];                 /* files of a folder; others there are removed */
+    char dir[512];                 /* files of a folder; others there are removed */
     char path[SW_MAX_FILES][512];
     uint8_t *image[SW_MAX_FILES];
     size_t len[SW_MAX_FILES];
 } sw_snap_t;
 
-static int sw_read_file(const char *path, uint8_t **out, size_t *len) {
+__attribute__((unused)) static int sw_read_file(const char *path, uint8_t **out, size_t *len) {
     int fd = open(path, O_RDONLY);
     if (fd < 0) return -errno;
     struct stat st;
@@ -83,7 +83,7 @@ static int sw_read_file(const char *path, uint8_t **out, size_t *len) {
     return 0;
 }
 
-static int sw_snap_add(sw_snap_t *s, const char *path) {
+__attribute__((unused)) static int sw_snap_add(sw_snap_t *s, const char *path) {
     if (s->n == SW_MAX_FILES) return -1;
     snprintf(s->path[s->n], sizeof s->path[s->n], "%s", path);
     if (sw_read_file(path, &s->image[s->n], &s->len[s->n])) return -1;
@@ -91,7 +91,7 @@ static int sw_snap_add(sw_snap_t *s, const char *path) {
 }
 
 /* Every regular file of `dir` (no subfolders) */
-static int sw_snap_dir(sw_snap_t *s, const char *dir) {
+__attribute__((unused)) static int sw_snap_dir(sw_snap_t *s, const char *dir) {
     snprintf(s->dir, sizeof s->dir, "%s", dir);
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -107,7 +107,7 @@ static int sw_snap_dir(sw_snap_t *s, const char *dir) {
     return rc;
 }
 
-static int sw_snap_find(const sw_snap_t *s, const char *suffix) {
+__attribute__((unused)) static int sw_snap_find(const sw_snap_t *s, const char *suffix) {
     size_t sl = strlen(suffix);
     for (int i = 0; i < s->n; i++) {
         size_t pl = strlen(s->path[i]);
@@ -116,13 +116,13 @@ static int sw_snap_find(const sw_snap_t *s, const char *suffix) {
     return -1;
 }
 
-static void sw_free_snap(sw_snap_t *s) {
+__attribute__((unused)) static void sw_free_snap(sw_snap_t *s) {
     for (int i = 0; i < s->n; i++) free(s->image[i]);
     s->n = 0;
 }
 
 /* Put every file back as it was (and remove files the last case created). */
-static int sw_restore(const sw_snap_t *s) {
+__attribute__((unused)) static int sw_restore(const sw_snap_t *s) {
     if (s->dir[0]) {
         DIR *d = opendir(s->dir);
         if (!d) return -1;
@@ -152,7 +152,7 @@ static int sw_restore(const sw_snap_t *s) {
     return 0;
 }
 
-static int sw_poke(const sw_snap_t *s, int file, size_t at, uint8_t v) {
+__attribute__((unused)) static int sw_poke(const sw_snap_t *s, int file, size_t at, uint8_t v) {
     int fd = open(s->path[file], O_WRONLY | O_NOFOLLOW);
     if (fd < 0) return -1;
     int rc = pwrite(fd, &v, 1, (off_t)at) == 1 ? 0 : -1;
@@ -168,7 +168,7 @@ typedef struct sw_tally {
 
 /* Run op() in a forked child under an alarm() watchdog; tally the outcome.
  * Returns 0, or -1 on a failure (printed with `what`). */
-static int sw_run_child(sw_tally_t *t, int (*op)(void), unsigned watchdog_s, const char *what) {
+__attribute__((unused)) static int sw_run_child(sw_tally_t *t, int (*op)(void), unsigned watchdog_s, const char *what) {
     fflush(stderr);
     pid_t pid = fork();
     if (pid < 0) { t->failed++; return -1; }
@@ -208,7 +208,7 @@ static int sw_run_child(sw_tally_t *t, int (*op)(void), unsigned watchdog_s, con
     return -1;
 }
 
-static void sw_print_tally(const sw_tally_t *t) {
+__attribute__((unused)) static void sw_print_tally(const sw_tally_t *t) {
     fprintf(stderr,
             "%-24s cases %6ld  ok %6ld (of which fewer %5ld)  corrupt-error %6ld  "
             "other-error %5ld  unchanged %5ld  FAILED %ld\n",
