@@ -1131,7 +1131,7 @@ cdef tuple _decode_header_block(const unsigned char *data, Py_ssize_t size):
                 raise ValueError
             if name == "qm.correlation_id":
                 correlation_id = PyUnicode_DecodeUTF8(<const char *>data + pos, value_len, NULL)
-            else:
+            elif not name.startswith("qm."):   # other reserved names: skipped
                 headers[name] = PyBytes_FromStringAndSize(<const char *>data + pos, value_len)
             pos += value_len
         if pos != size:
@@ -1253,7 +1253,9 @@ cdef class Message:
     cdef object _serializer      # None: the raw serializer (value is bytes)
     cdef object _data            # the memoryview, once made
     cdef object _key_obj
-    cdef object _headers         # dict, or None until first used (no header block)
+    cdef const unsigned char *_hdr_ptr   # the header block in the mapping
+    cdef Py_ssize_t _hdr_len     # 0: none, or decoded already (into _headers)
+    cdef object _headers         # dict, or None until first used
     cdef object _correlation_id
     cdef object _value
     cdef bint _have_value
@@ -1303,16 +1305,32 @@ cdef class Message:
             self._key_obj = PyBytes_FromStringAndSize(self._key, self._key_len)
         return self._key_obj
 
+    cdef int _decode_headers(self) except -1:
+        # decoded on first use; a malformed block is that access's
+        # CorruptError (every time), never the get's: the record is
+        # delivered, and a group member can still ack or dead-letter it
+        if self._hdr_len:
+            self._headers, self._correlation_id = _decode_header_block(
+                self._hdr_ptr, self._hdr_len)
+            self._hdr_len = 0
+        elif self._headers is None:
+            self._headers = {}
+        return 0
+
     @property
     def headers(self):
-        """The record's headers: dict str -> bytes."""
+        """The record's headers: dict str -> bytes.  CorruptError if the
+        record's header block is malformed."""
         if self._headers is None:
-            self._headers = {}
+            self._decode_headers()
         return self._headers
 
     @property
     def correlation_id(self):
-        """``send(correlation_id=...)`` of the record, or None."""
+        """``send(correlation_id=...)`` of the record, or None.  CorruptError
+        if the record's header block is malformed."""
+        if self._headers is None:
+            self._decode_headers()
         return self._correlation_id
 
     @property
@@ -1383,9 +1401,8 @@ cdef Message _message(Log log, qm_log_record_t *rec, Py_ssize_t partition, objec
     m.offset = rec.offset
     m._timestamp_ns = rec.timestamp_ns
     m._serializer = serializer
-    if rec.headers_len:   # decoded now: a malformed block is the get's CorruptError
-        m._headers, m._correlation_id = _decode_header_block(
-            <const unsigned char *>rec.headers, <Py_ssize_t>rec.headers_len)
+    m._hdr_ptr = <const unsigned char *>rec.headers   # decoded on first use
+    m._hdr_len = <Py_ssize_t>rec.headers_len
     return m
 
 

@@ -52,7 +52,7 @@ from collections.abc import Mapping
 from . import _core
 from . import deadletter as _deadletter
 from .consumer import _OFFSET_MAX, _timestamp_ns, iterate
-from .errors import AlreadyExists, Closed, Empty, NotFound, QmemError, StaleAck
+from .errors import AlreadyExists, Closed, CorruptError, Empty, NotFound, QmemError, StaleAck
 from .queue import _check_int
 from .retry import RetryPolicy
 from .serializers import RawSerializer
@@ -275,12 +275,18 @@ class GroupConsumer(_core.GroupReader):
             key = (m.partition, m.offset)
             if self._dlq_name is not None:
                 dlq = self._dead_letter_topic()
+                error = self._errors.get(key)
+                try:
+                    user_headers, correlation_id = m.headers, m.correlation_id
+                except CorruptError as exc:   # a malformed header block: drop it, say so
+                    user_headers, correlation_id = {}, None
+                    error = error or exc
                 headers = _deadletter.dead_letter_headers(
-                    m.headers, topic=self._topic, group=self._name, partition=m.partition,
+                    user_headers, topic=self._topic, group=self._name, partition=m.partition,
                     offset=m.offset, delivery_count=max(1, m.delivery_count - 1),
-                    error=self._errors.get(key))
+                    error=error)
                 dlq.send(bytes(m.data), key=m.key, headers=headers,
-                         partition=m.partition % dlq.partitions, correlation_id=m.correlation_id)
+                         partition=m.partition % dlq.partitions, correlation_id=correlation_id)
             try:
                 m.ack()
             except StaleAck:   # another member settled it meanwhile

@@ -9,7 +9,10 @@ A record with no header at all is stored as zero bytes (not as a count of 0);
 both decode to ``{}``.  Names starting with ``"qm."`` are reserved for pyqmem:
 ``"qm.correlation_id"`` carries ``send(correlation_id=...)`` and is exposed
 as ``Message.correlation_id``, not in ``Message.headers``.  Users may not
-set reserved names.  Header names are unique (a dict); order is kept.
+set reserved names; other reserved names in a record (a later version's, or
+a peer's) are skipped when decoding, so whatever decodes encodes again.
+Header names are unique (a dict; a name given twice keeps its last value);
+order is kept.
 """
 
 import struct
@@ -105,7 +108,7 @@ def decode(data):
                 correlation_id = value.decode("utf-8")
             except UnicodeDecodeError:
                 raise CorruptError("record correlation id is not UTF-8") from None
-        else:
+        elif not name.startswith(_RESERVED):
             headers[name] = value
     if pos != size:
         raise CorruptError(f"record headers have {size - pos} bytes after the last header")
