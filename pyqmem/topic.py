@@ -235,8 +235,18 @@ def _read_meta(folder):
     return config
 
 
+def _fsync_dir(path):
+    dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
 def _write_meta(folder, config):
-    """Replace topic.json atomically and durably."""
+    """Replace topic.json atomically and durably (the topic folder's own
+    entry in its parent too: a topic whose records were fsynced must not
+    lose its folder on power loss)."""
     tmp = os.path.join(folder, _META_TMP)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -244,11 +254,8 @@ def _write_meta(folder, config):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(folder, _META))
-    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    _fsync_dir(folder)
+    _fsync_dir(os.path.dirname(os.path.abspath(folder)))
 
 
 class _MetaLock:

@@ -6,7 +6,9 @@ that make it safe, with ``strace``: a child sends records to a topic whose segme
 roll every few records and prints each acknowledged offset; for every segment file the
 trace must show, before the first acknowledgement of a record in it, an fdatasync of
 the file and an fdatasync of its directory (so the file's name is on disk), both after
-the file was created.
+the file was created, and an fdatasync of the partition's control file (which names the
+active segment: recovery after power loss starts from it). The topic folder's own entry
+in its parent is synced once at creation.
 """
 from __future__ import annotations
 
@@ -42,6 +44,8 @@ def test_every_segment_and_its_directory_entry_are_synced_before_a_record_in_it_
     created = {}        # segment base -> event index of its O_CREAT open
     synced_file = {}    # segment base -> event index of its first fdatasync after creation
     synced_dir = {}     # segment base -> first fdatasync of the partition dir after creation
+    synced_ctl = {}     # segment base -> first fdatasync of the control file after creation
+    parent_synced = None
     first_ack = {}      # segment base -> event index of the first ack of a record in it
     events = trace.read_text().splitlines()
     acked = []
@@ -62,6 +66,12 @@ def test_every_segment_and_its_directory_entry_are_synced_before_a_record_in_it_
                 for b, at in created.items():
                     if at < i:
                         synced_dir.setdefault(b, i)
+            elif path.endswith("/p0/control"):
+                for b, at in created.items():
+                    if at < i:
+                        synced_ctl.setdefault(b, i)
+            elif path.rstrip("/") == str(folder):
+                parent_synced = i
             continue
         m = re.search(r'write\(1<[^>]*>, "ACK (\d+)\\n"', line)
         if m:
@@ -77,5 +87,9 @@ def test_every_segment_and_its_directory_entry_are_synced_before_a_record_in_it_
             f"segment {base}: a record was acked before the segment was fdatasynced"
         assert base in synced_dir and synced_dir[base] < ack_at, \
             f"segment {base}: a record was acked before its directory entry was synced"
+        assert base in synced_ctl and synced_ctl[base] < ack_at, \
+            f"segment {base}: a record was acked before the control file naming it was synced"
+    assert parent_synced is not None and parent_synced < min(first_ack.values()), \
+        "the topic folder's entry in its parent was not synced before the first ack"
     print(f"B7: {len(first_ack)} segments, {len(acked)} acks, every segment and its name "
           f"synced before its first ack")

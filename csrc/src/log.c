@@ -440,6 +440,20 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     return QM_OK;
 }
 
+/* fsync mode: the control file names the active segment.  Synced when a
+ * log gets its first segment and before a roll lets anyone append to the
+ * next one, so after power loss it never names a segment older than one
+ * holding an acknowledged record (recovery rebuilds the append position
+ * from the segment itself). */
+static int sync_control(qm_log_t *lg) {
+    if (!(lg->cfg.flags & QM_LOG_FSYNC)) return QM_OK;
+    int rc = qm__os_datasync(lg->obj.fd);
+    if (!rc) return QM_OK;
+    /* like a failed segment sync: read-only from now on ([L17] release) */
+    atomic_store_explicit(&lg->ctl->sync_error, -rc, memory_order_release);
+    return qm__fail(rc, "fsync of the partition's control file failed");
+}
+
 static int roll_lock(qm_log_t *lg) {
     for (int i = 0; i < 20000; i++) {   /* the holder only creates one file */
         int rc = qm__os_lock_byte(lg->mb.fd, LOG_ROLL_LOCK);
@@ -472,6 +486,8 @@ static int roll(qm_log_t *lg, uint32_t gen12) {
                 atomic_store_explicit(&c->active_gen, next_gen, memory_order_release);
             }
         }
+        /* also when finishing a dead roller's roll: it may have died before */
+        if (!rc) rc = sync_control(lg);
         if (!rc) {
             QM_KILLPOINT("log.roll_before_append");
             /* [L4] release: pairs with [L0]; a writer that sees the new gen
@@ -527,6 +543,7 @@ static int active_segment(qm_log_t *lg, uint64_t a, uint64_t *base, uint8_t **se
         rc = roll_lock(lg);
         if (rc) return rc;
         rc = seg_create(lg, *base, gen);
+        if (!rc) rc = sync_control(lg);
         qm__os_unlock_byte(lg->mb.fd, LOG_ROLL_LOCK);
         if (!rc) rc = seg_get(lg, *base, seg);
     }
