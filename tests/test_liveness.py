@@ -103,7 +103,7 @@ def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_noth
     extra_seq = 0
     try:
         assert rep.wait_for(lambda l: l[0] == "ready", 10), "producer did not start"
-        for trial in range(trials(6)):
+        for trial in range(trials(4)):
             attempts = _stop_inside_reservation(pid, queue_path(qname), rng, drain)
             if attempts is None:
                 break                                   # producer finished: enough
@@ -274,3 +274,119 @@ def test_leases_of_a_killed_member_come_back_even_when_its_pid_is_reused(topic_d
         c.close()
     print("\nA7 group: (forks threads method to reuse the pid, seconds, redelivery after reuse s): "
           + ", ".join(f"({f}, {a:.2f}, {r:.3f})" for f, a, r in figures) + f" {INFO}")
+
+
+# ----------------------------------------------------------------------------
+# A6: creation killed midway, then attachers racing
+# ----------------------------------------------------------------------------
+ATTACHERS = 3
+WEDGE_S = 10.0   # an attacher silent this long is wedged (the row asks for <= ~1.1 s: recorded)
+
+
+def _one_creation_race(kind, name, topic_dir, group, delay):
+    """Kill a creator `delay` s after it started creating, then race ATTACHERS
+    attachers.  Returns (state, [(outcome, secs, detail)])."""
+    rep = lw.Reports()
+    go_r, go_w = os.pipe()
+    pids = []
+    try:
+        c = lw.fork_child(lw.creator, kind, name, topic_dir, group, rep.writer())
+        pids.append(c)
+        assert rep.wait_for(lambda l: l[0] == "ready", 10), "creator did not start"
+        time.sleep(delay)
+        os.kill(c, signal.SIGKILL)
+        assert lw.reap(c, 10) is not None
+        rep.pump(0)
+        state = "created" if any(l[0] == "created" for l in rep.lines) else "killed"
+        for who in range(ATTACHERS):
+            pids.append(lw.fork_child(lw.attacher, kind, name, topic_dir, group, rep.writer(), go_r, who))
+        os.write(go_w, b"x" * ATTACHERS)
+        end = time.monotonic() + WEDGE_S
+        while time.monotonic() < end and sum(l[0] in ("ok", "err") for l in rep.lines) < ATTACHERS:
+            rep.pump(0.05)
+        results = [(l[0], float(l[2] if l[0] == "err" else l[1]), " ".join(l[1:2] + l[3:]))
+                   for l in rep.lines if l[0] in ("ok", "err")]
+        for p in pids[1:]:
+            status = lw.reap(p, 5)
+            assert status is not None and os.waitstatus_to_exitcode(status) == 0, (
+                f"{kind} attacher exited {status} (untyped error or wedge) after a creator "
+                f"killed at {delay * 1e3:.2f} ms ({state}) {INFO}")
+        assert len(results) == ATTACHERS, (
+            f"{kind}: {ATTACHERS - len(results)} attachers wedged > {WEDGE_S} s after a creator "
+            f"killed at {delay * 1e3:.2f} ms ({state}): {rep.lines} {INFO}")
+        return state, results
+    finally:
+        for p in pids:
+            lw.kill_and_reap(p)
+        for fd in (go_r, go_w):
+            os.close(fd)
+        rep.close()
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["queue", "topic", "group"])
+def test_creation_killed_at_a_random_moment_never_leaves_an_object_that_attachers_cannot_use(
+    kind, qname, topic_dir, tname
+):
+    rng = random.Random(SEED + hash(kind) % 1000)
+    name = qname if kind == "queue" else tname
+    # how long an unhindered creation takes (separate names; the warm one counts): the
+    # kills land inside it
+    create_s = 1.0
+    for k in range(2):
+        probe = f"{name}-probe{k}"
+        t0 = time.monotonic()
+        hs = lw.open_object(kind, name if kind == "group" else probe, topic_dir, probe)
+        create_s = min(create_s, time.monotonic() - t0)
+        for h in hs:
+            h.close()
+        if kind == "queue":
+            os.unlink(queue_path(probe))
+    if kind == "group":                       # the topic exists; groups are what gets created
+        with pyqmem.Topic(name, dir=topic_dir) as t:
+            for i in range(5):
+                t.send(b"r%d" % i, partition=0)
+    outcomes: dict = {}
+    worst = 0.0
+    errors = []
+    n = trials(6)
+    for i in range(n):
+        group = f"g{i}" if kind == "group" else None
+        this = name if kind == "group" else f"{name}-{i}"
+        delay = rng.uniform(0, create_s * 1.5)
+        state, results = _one_creation_race(kind, this, topic_dir, group, delay)
+        outcomes[state] = outcomes.get(state, 0) + 1
+        for outcome, secs, detail in results:
+            worst = max(worst, secs)
+            if outcome == "err":
+                errors.append(detail)
+        # whatever happened, the object works now
+        hs = lw.open_object(kind, this, topic_dir, group)
+        try:
+            h = hs[0]
+            if kind == "queue":
+                h.put(b"check")
+                assert h.get(timeout=5) == b"check" and h.qsize() == 0
+            elif kind == "topic":
+                md = h.send(b"check", partition=0)
+                with h.consumer(start={0: md.offset}, partitions=[0]) as c:
+                    assert bytes(c.get(timeout=5).data) == b"check"
+            else:
+                offsets = []
+                while True:
+                    try:
+                        m = h.get(timeout=0.2)
+                    except pyqmem.Empty:
+                        break
+                    offsets.append((m.offset, m.delivery_count))
+                    m.ack()
+                    del m
+                assert offsets == [(k, 1) for k in range(5)], f"{group} ({state}): {offsets} {INFO}"
+        finally:
+            for h in hs:
+                h.close()
+    print(f"\nA6 {kind}: {n} creators killed within {create_s * 1e3:.1f} ms x 1.5 "
+          f"({outcomes}); {ATTACHERS} racing attachers each: slowest attach+use {worst:.3f} s; "
+          f"typed errors {len(errors)}: {errors[:3]} {INFO}")
+    # Every attach worked: an error here would be an "exists but unusable" object
+    assert errors == [], errors

@@ -268,3 +268,58 @@ def main(argv):   # pragma: no cover - children started as python -m helpers.liv
 
 if __name__ == "__main__":   # pragma: no cover
     main(sys.argv[1:])
+
+
+# ----------------------------------------------------------------------------
+# creation killed midway, attachers racing (A6)
+# ----------------------------------------------------------------------------
+def open_object(kind: str, name: str, topic_dir: str | None, group: str | None):
+    """Create-or-attach the object of `kind`; returns the handles to close (outermost last)."""
+    import pyqmem
+
+    if kind == "queue":
+        return [pyqmem.Queue(name, capacity=16 << 20, serializer=None)]
+    t = pyqmem.Topic(name, dir=topic_dir, partitions=8, segment_bytes=1 << 20)
+    if kind == "topic":
+        return [t]
+    try:
+        return [t.consumer(group=group, start="earliest"), t]
+    except BaseException:
+        t.close()
+        raise
+
+
+def creator(kind: str, name: str, topic_dir: str | None, group: str | None, fd: int) -> None:
+    say(fd, "ready")
+    t0 = time.monotonic()
+    hs = open_object(kind, name, topic_dir, group)
+    say(fd, "created", "%.6f" % (time.monotonic() - t0))
+    for h in hs:
+        h.close()
+
+
+def attacher(kind: str, name: str, topic_dir: str | None, group: str | None, fd: int, go_fd: int,
+             who: int) -> None:
+    """Wait for the go (a byte on go_fd), then open the object and use it once; report
+    "ok secs" or "err ErrorType secs message"."""
+    import pyqmem
+
+    select.select([go_fd], [], [], 10)
+    t0 = time.monotonic()
+    try:
+        hs = open_object(kind, name, topic_dir, group)
+        h = hs[0]
+        if kind == "queue":
+            h.put(b"a%d" % who, timeout=5)
+            h.get(timeout=5)
+        elif kind == "topic":
+            md = h.send(b"a%d" % who, partition=who % 8)
+            with h.consumer(start={md.partition: md.offset}, partitions=[md.partition]) as c:
+                m = c.get(timeout=5)
+                assert bytes(m.data) == b"a%d" % who, bytes(m.data)
+                del m
+        for x in hs:
+            x.close()
+        say(fd, "ok", "%.6f" % (time.monotonic() - t0))
+    except pyqmem.QmemError as e:
+        say(fd, "err", type(e).__name__, "%.6f" % (time.monotonic() - t0), str(e).replace("\n", " ")[:200])
