@@ -323,3 +323,67 @@ def attacher(kind: str, name: str, topic_dir: str | None, group: str | None, fd:
         say(fd, "ok", "%.6f" % (time.monotonic() - t0))
     except pyqmem.QmemError as e:
         say(fd, "err", type(e).__name__, "%.6f" % (time.monotonic() - t0), str(e).replace("\n", " ")[:200])
+
+
+# ----------------------------------------------------------------------------
+# restart loop (A9, A12): roles that run until SIGKILLed (bounded by a deadline)
+# ----------------------------------------------------------------------------
+def r_qprod(qname: str, it: int, fd: int, deadline_s: float) -> None:
+    import pyqmem
+
+    q = pyqmem.Queue(qname, serializer=None, create=False)
+    end = time.monotonic() + deadline_s
+    seq = 0
+    while time.monotonic() < end:
+        q.put(b"%d:%d:" % (it, seq) + b"p" * (seq % 300), timeout=max(0.0, end - time.monotonic()))
+        say(fd, "qa", it, seq)
+        seq += 1
+        if seq % 8 == 0:
+            time.sleep(0.0005)   # a few hundred per run: the restarts are the point
+
+
+def r_qcons(qname: str, it: int, fd: int, deadline_s: float) -> None:
+    import pyqmem
+
+    q = pyqmem.Queue(qname, serializer=None, create=False)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            m = q.get(timeout=0.05)
+        except pyqmem.Empty:
+            continue
+        p, s, pad = m.split(b":")
+        say(fd, "qd", it, int(p), int(s), int(len(pad) == int(s) % 300 and pad == b"p" * len(pad)))
+
+
+def r_tsend(topic_dir: str, tname: str, it: int, fd: int, deadline_s: float) -> None:
+    import pyqmem
+
+    t = pyqmem.Topic(tname, dir=topic_dir, create=False)
+    end = time.monotonic() + deadline_s
+    seq = 0
+    while time.monotonic() < end:
+        md = t.send(b"%d:%d" % (it, seq))
+        say(fd, "ta", it, seq, md.partition, md.offset)
+        seq += 1
+        if seq % 8 == 0:
+            time.sleep(0.0005)
+
+
+def r_member(topic_dir: str, tname: str, group: str, it: int, fd: int, deadline_s: float) -> None:
+    import pyqmem
+
+    t = pyqmem.Topic(tname, dir=topic_dir, create=False)
+    c = t.consumer(group=group, visibility_timeout=30)
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            m = c.get(timeout=0.05)
+        except pyqmem.Empty:
+            continue
+        p, s = bytes(m.data).split(b":")
+        if p != b"restart":
+            say(fd, "gd", it, int(p), int(s), m.partition, m.offset)
+        m.ack()
+        say(fd, "gk", it, m.partition, m.offset)
+        del m
