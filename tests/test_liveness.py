@@ -24,6 +24,7 @@ PYQMEM_LIVE_SEED.
 """
 from __future__ import annotations
 
+import mmap
 import os
 import random
 import shutil
@@ -49,22 +50,30 @@ def trials(n: int) -> int:
     return max(1, round(n * SCALE))
 
 
-def _stop_inside_reservation(pid: int, path: str, rng: random.Random, drain, attempts: int = 200):
-    """SIGSTOP `pid` (a big_producer) at random moments until it is frozen inside a
-    reservation: the word at the ring's read position is WRITING.  `drain()` takes
-    everything committed so far (so read reaches the frozen record).  Returns the
-    number of attempts it took, or None (the producer is then running)."""
-    for attempt in range(1, attempts + 1):
-        drain()                      # room: the producer is copying its next message
-        time.sleep(rng.uniform(0.0, 0.0005))
-        os.kill(pid, signal.SIGSTOP)
-        time.sleep(0.005)            # the stop has landed
-        drain()
-        state, _owner = lw.ring_state_at_read(path)
-        if state == lw.ST_WRITING:
-            return attempt
-        os.kill(pid, signal.SIGCONT)
-    return None
+def _stop_inside_reservation(pid: int, path: str, rng: random.Random, drain, attempts: int = 300):
+    """SIGSTOP `pid` (a big_producer) until it is frozen inside a reservation: the word
+    at the ring's read position is WRITING.  `drain()` takes what is committed (so read
+    reaches the record being written).  Watches the word and stops the producer when it
+    sees WRITING (the stop may still land after the commit: then it tries again).
+    Returns the number of stops it took, or None (the producer is then running)."""
+    peek = lw.RingPeek(path)
+    try:
+        stops = 0
+        for _ in range(attempts):
+            drain()                      # room: the producer copies its next message
+            end = time.monotonic() + 0.05
+            while peek.state_at_read()[0] != lw.ST_WRITING and time.monotonic() < end:
+                pass
+            os.kill(pid, signal.SIGSTOP)
+            stops += 1
+            time.sleep(0.005)            # the stop has landed
+            drain()
+            if peek.state_at_read()[0] == lw.ST_WRITING:
+                return stops
+            os.kill(pid, signal.SIGCONT)
+        return None
+    finally:
+        peek.close()
 
 
 # ----------------------------------------------------------------------------
@@ -76,12 +85,11 @@ def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_noth
 ):
     rng = random.Random(SEED)
     size = 1 << 20
-    q = make_queue(capacity=8 << 20, serializer=None)
+    q = make_queue(capacity=16 << 20, serializer=None)
     other = make_queue(serializer=None)                 # a second producer (this process)
     rep = lw.Reports()
-    stop_r, stop_w = os.pipe()
-    pid = lw.fork_child(lw.big_producer, qname, size, 100_000, rep.writer(), 60.0, stop_r)
-    os.close(stop_r)
+    stop = mmap.mmap(-1, 1)
+    pid = lw.fork_child(lw.big_producer, qname, size, 100_000, rep.writer(), 60.0, stop)
     got: list[int] = []
     extra_got: list[int] = []
 
@@ -92,8 +100,8 @@ def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_noth
         else:
             extra_got.append(int(item))
 
-    def drain():
-        while True:
+    def drain():   # what the ring holds (at most 16), not a running producer's stream
+        for _ in range(20):
             try:
                 take(q.get_nowait())
             except pyqmem.Empty:
@@ -103,7 +111,7 @@ def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_noth
     extra_seq = 0
     try:
         assert rep.wait_for(lambda l: l[0] == "ready", 10), "producer did not start"
-        for trial in range(trials(4)):
+        for trial in range(trials(3)):
             attempts = _stop_inside_reservation(pid, queue_path(qname), rng, drain)
             if attempts is None:
                 break                                   # producer finished: enough
@@ -123,22 +131,25 @@ def test_producer_frozen_inside_put_holds_consumers_back_until_resumed_then_noth
             # ... and a resumed producer completes its record
             os.kill(pid, signal.SIGCONT)
         os.kill(pid, signal.SIGCONT)
-        os.write(stop_w, b"x")                           # stop after the current put
+        stop[0] = 1                                      # stop after the current put
         end = time.monotonic() + 60
-        while time.monotonic() < end and not (rep.lines and rep.lines[-1] == ["done"]):
+        while time.monotonic() < end and not (rep.lines and rep.lines[-1][0] == "done"):
             rep.pump(0)
             try:
                 take(q.get(timeout=0.05))
             except pyqmem.Empty:
                 pass
-        drain()
+        while True:
+            try:
+                take(q.get_nowait())
+            except pyqmem.Empty:
+                break
         status = lw.reap(pid, 10)
         assert status is not None and os.waitstatus_to_exitcode(status) == 0, status
-        n = sum(1 for line in rep.lines if line[0] == "put")
+        n = int(rep.lines[-1][1])
     finally:
         lw.kill_and_reap(pid)
         rep.close()
-        os.close(stop_w)
     assert attempts_used, f"never caught the producer inside a reservation {INFO}"
     assert got == list(range(n)), f"lost/duplicated/reordered: {len(got)} of {n} {INFO}"
     assert sorted(extra_got) == list(range(extra_seq)) and extra_got == sorted(extra_got)
@@ -190,7 +201,7 @@ def test_producer_killed_inside_its_reservation_is_skipped_even_when_its_pid_is_
 ):
     rng = random.Random(SEED + 1)
     size = 1 << 20
-    q = make_queue(capacity=8 << 20, serializer=None)
+    q = make_queue(capacity=16 << 20, serializer=None)
     figures = []
     for trial in range(trials(3)):
         rep = lw.Reports()
@@ -200,7 +211,7 @@ def test_producer_killed_inside_its_reservation_is_skipped_even_when_its_pid_is_
             assert rep.wait_for(lambda l: l[0] == "ready", 10), "producer did not start"
 
             def drain():
-                while True:
+                for _ in range(20):
                     try:
                         q.get_nowait()
                     except pyqmem.Empty:

@@ -144,26 +144,33 @@ RING_CAP_LOG2 = 92
 ST_WRITING = 1
 
 
-def ring_state_at_read(path: str) -> tuple[int, int]:
-    """(state, owner slot) of the record word at the ring's read position."""
-    with open(path, "rb") as f:
-        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
-        try:
-            (cap_log2,) = struct.unpack_from("<I", m, RING_CAP_LOG2)
-            (rd,) = struct.unpack_from("<Q", m, RING_READ_POS)
-            (w,) = struct.unpack_from("<Q", m, RING_DATA_OFFSET + (rd & ((1 << cap_log2) - 1)))
-        finally:
-            m.close()
-    return (w >> 29) & 7, (w >> 19) & 1023
+class RingPeek:
+    """Reads the record word at a ring's read position, from outside (a read-only map)."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            self.m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        (cap_log2,) = struct.unpack_from("<I", self.m, RING_CAP_LOG2)
+        self.mask = (1 << cap_log2) - 1
+
+    def state_at_read(self) -> tuple[int, int]:
+        """(state, owner slot) of the record word at the read position."""
+        (rd,) = struct.unpack_from("<Q", self.m, RING_READ_POS)
+        (w,) = struct.unpack_from("<Q", self.m, RING_DATA_OFFSET + (rd & self.mask))
+        return (w >> 29) & 7, (w >> 19) & 1023
+
+    def close(self):
+        self.m.close()
 
 
 # ----------------------------------------------------------------------------
 # queue children
 # ----------------------------------------------------------------------------
-def big_producer(name: str, size: int, n: int, fd: int, deadline_s: float, stop_fd: int = -1) -> None:
-    """Put n messages of `size` bytes (first 8 bytes: the sequence number), reporting
-    "put seq" after each returned, until n, the deadline, or `stop_fd` (a pipe's read
-    end) becomes readable.  Big messages: most of the time is the copy into the ring,
+def big_producer(name: str, size: int, n: int, fd: int, deadline_s: float, stop=None) -> None:
+    """Put n messages of `size` bytes (first 8 bytes: the sequence number) until n, the
+    deadline, or `stop` (an anonymous shared mmap made before the fork) holds a
+    nonzero byte (no syscall per put: time outside the ring copy is kept small); then
+    report "done count".  Big messages: most of the time is the copy into the ring,
     so a stop at a random moment usually lands inside a reservation."""
     import pyqmem
 
@@ -171,15 +178,16 @@ def big_producer(name: str, size: int, n: int, fd: int, deadline_s: float, stop_
     buf = bytearray(size)
     end = time.monotonic() + deadline_s
     say(fd, "ready", os.getpid())
+    done = 0
     for seq in range(n):
         if time.monotonic() > end:
             break
-        if stop_fd >= 0 and select.select([stop_fd], [], [], 0)[0]:
+        if stop is not None and stop[0]:
             break
         struct.pack_into("<Q", buf, 0, seq)
         q.put(buf, timeout=max(0.0, end - time.monotonic()))
-        say(fd, "put", seq)
-    say(fd, "done")
+        done = seq + 1
+    say(fd, "done", done)
     q.close()
 
 
