@@ -401,3 +401,93 @@ def test_creation_killed_at_a_random_moment_never_leaves_an_object_that_attacher
           f"typed errors {len(errors)}: {errors[:3]} {INFO}")
     # Every attach worked: an error here would be an "exists but unusable" object
     assert errors == [], errors
+
+
+# ----------------------------------------------------------------------------
+# G4: lost wakeups
+# ----------------------------------------------------------------------------
+HANDOFFS = int(os.environ.get("PYQMEM_LIVE_HANDOFFS", "100000"))
+HANDOFF_S = float(os.environ.get("PYQMEM_LIVE_HANDOFF_SECONDS", "3"))
+WAIT_TIMEOUT = 5.0   # every blocking call's timeout; a wait that runs out = a stall
+
+
+def _wait_figures(label, ws_words):
+    n, mx, slow, total = int(ws_words[0]), float(ws_words[1]), int(ws_words[2]), float(ws_words[3])
+    return (f"{label}: {n} waits, max {mx * 1e3:.1f} ms, {slow} >= 50 ms ({ws_words[4]}), "
+            f"mean {total / max(n, 1) * 1e6:.0f} us")
+
+
+@pytest.mark.timeout(120)
+def test_blocking_put_and_get_on_a_one_message_queue_never_lose_a_wakeup(qname, make_queue):
+    q = make_queue(maxsize=1, capacity=4096)
+    rep = lw.Reports()
+    pid = lw.fork_child(lw.handoff_producer, qname, HANDOFFS, WAIT_TIMEOUT, rep.writer(), HANDOFF_S)
+    mine = lw.WaitStats()
+    got = 0
+    now = time.monotonic
+    t_start = now()
+    try:
+        while True:
+            t0 = now()
+            try:
+                item = q.get(timeout=WAIT_TIMEOUT)
+            except pyqmem.Empty:
+                rep.pump(0)
+                pytest.fail(f"get waited its whole {WAIT_TIMEOUT} s timeout after {got} handoffs "
+                            f"while the producer was putting (a lost wakeup): {rep.lines}")
+            mine.add(now() - t0)
+            if item is None:
+                break
+            assert item == got, f"handoff {got}: got {item}"
+            got += 1
+        status = lw.reap(pid, 10)
+    finally:
+        lw.kill_and_reap(pid)
+    elapsed = now() - t_start
+    rep.pump(0.5)
+    rep.close()
+    assert rep.lines and rep.lines[-1][0] == "done", f"producer: {rep.lines} (a put ran out of time: lost wakeup)"
+    assert os.waitstatus_to_exitcode(status) == 0
+    prod = rep.lines[-1][1:]
+    assert int(prod[0]) == got, (prod, got)
+    print(f"\nG4 queue (maxsize=1): {got} blocking handoffs in {elapsed:.1f} s; "
+          f"{_wait_figures('get', mine.words())}; {_wait_figures('put', prod)}")
+
+
+@pytest.mark.timeout(120)
+def test_topic_consumer_blocked_in_get_never_loses_a_wakeup(qname, make_queue, topic_dir, tname, tracked):
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    reply = make_queue(maxsize=1, capacity=4096)
+    rep = lw.Reports()
+    pid = lw.fork_child(lw.pingpong_reader, topic_dir, tname, qname, HANDOFFS, WAIT_TIMEOUT, rep.writer())
+    mine = lw.WaitStats()
+    now = time.monotonic
+    t_start = now()
+    rounds = 0
+    try:
+        for seq in range(HANDOFFS):
+            last = seq == HANDOFFS - 1 or now() - t_start > HANDOFF_S
+            t.send(b"end" if last else b"r", partition=0)
+            t0 = now()
+            try:
+                back = reply.get(timeout=WAIT_TIMEOUT)
+            except pyqmem.Empty:
+                rep.pump(0)
+                pytest.fail(f"no answer within {WAIT_TIMEOUT} s after {seq} rounds "
+                            f"(the reader blocked in get missed a wakeup?): {rep.lines}")
+            mine.add(now() - t0)
+            assert back == seq
+            rounds += 1
+            if last:
+                break
+        status = lw.reap(pid, 10)
+    finally:
+        lw.kill_and_reap(pid)
+    elapsed = now() - t_start
+    rep.pump(0.5)
+    rep.close()
+    assert rep.lines and rep.lines[-1][0] == "done", rep.lines
+    assert os.waitstatus_to_exitcode(status) == 0
+    print(f"\nG4 topic: {rounds} rounds (send, reader blocked in get wakes, answers on a "
+          f"maxsize=1 queue) in {elapsed:.1f} s; {_wait_figures('topic get', rep.lines[-1][1:])}; "
+          f"{_wait_figures('answer get', mine.words())}")

@@ -395,3 +395,85 @@ def r_member(topic_dir: str, tname: str, group: str, it: int, fd: int, deadline_
         m.ack()
         say(fd, "gk", it, m.partition, m.offset)
         del m
+
+
+# ----------------------------------------------------------------------------
+# lost wakeups (G4): both sides block
+# ----------------------------------------------------------------------------
+class WaitStats:
+    """Durations of blocking calls: count, max, how many took >= `slow` s."""
+
+    def __init__(self, slow: float = 0.05):
+        self.slow = slow
+        self.n = 0
+        self.max = 0.0
+        self.slow_count = 0
+        self.total = 0.0
+        self.slow_ones: list[float] = []
+
+    def add(self, d: float) -> None:
+        self.n += 1
+        self.total += d
+        if d > self.max:
+            self.max = d
+        if d >= self.slow:
+            self.slow_count += 1
+            if len(self.slow_ones) < 10:
+                self.slow_ones.append(d)
+
+    def words(self):
+        return [self.n, "%.6f" % self.max, self.slow_count, "%.6f" % self.total,
+                ",".join("%.4f" % d for d in self.slow_ones) or "-"]
+
+
+def handoff_producer(qname: str, n: int, timeout: float, fd: int, deadline_s: float) -> None:
+    """Put 0..n-1 into a maxsize=1 queue with put(timeout), one at a time (so it sleeps
+    whenever the consumer has not taken the last one); report "done" + WaitStats words
+    or "stalled seq secs" if a put ran out of time."""
+    import pyqmem
+
+    q = pyqmem.Queue(qname, create=False)
+    ws = WaitStats()
+    end = time.monotonic() + deadline_s
+    now = time.monotonic
+    for seq in range(n):
+        t0 = now()
+        try:
+            q.put(seq, timeout=timeout)
+        except pyqmem.Full:
+            say(fd, "stalled", seq, "%.6f" % (now() - t0))
+            return
+        ws.add(now() - t0)
+        if t0 > end:
+            break
+    q.put(None, timeout=timeout)
+    say(fd, "done", *ws.words())
+
+
+def pingpong_reader(topic_dir: str, tname: str, reply: str, n: int, timeout: float, fd: int) -> None:
+    """Read records 0..n-1 of a one-partition topic with get(timeout), answering each
+    on the queue `reply`; report "done" + WaitStats words, or "stalled seq secs"."""
+    import pyqmem
+
+    t = pyqmem.Topic(tname, dir=topic_dir, create=False)
+    q = pyqmem.Queue(reply, create=False)
+    ws = WaitStats()
+    now = time.monotonic
+    with t.consumer(start="earliest") as c:
+        for seq in range(n):
+            t0 = now()
+            try:
+                m = c.get(timeout=timeout)
+            except pyqmem.Empty:
+                say(fd, "stalled", seq, "%.6f" % (now() - t0))
+                return
+            ws.add(now() - t0)
+            if m.offset != seq:
+                say(fd, "wrong", seq, m.offset)
+                return
+            if bytes(m.data) == b"end":
+                q.put(seq)
+                break
+            del m
+            q.put(seq)
+    say(fd, "done", *ws.words())
