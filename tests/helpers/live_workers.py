@@ -477,3 +477,73 @@ def pingpong_reader(topic_dir: str, tname: str, reply: str, n: int, timeout: flo
             del m
             q.put(seq)
     say(fd, "done", *ws.words())
+
+
+# ----------------------------------------------------------------------------
+# SIGINT during blocking calls (I1)
+# ----------------------------------------------------------------------------
+def sigint_target(qget: str, qput: str, topic_dir: str, tname: str, group: str, modes: list,
+                  fd: int) -> None:
+    """For each mode of `modes` (a trial): say "ready i mode", then repeat that blocking
+    call (no timeout) until SIGINT raises KeyboardInterrupt; say "caught i mode t".
+    What each call returned is reported with SIGINT blocked (so a report is never cut
+    short): "qgot x", "qput seq" (after put returned), "qput_int seq" (a put that raised),
+    "tgot offset", "ggot offset" (after ack)."""
+    import pyqmem
+
+    block = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})      # noqa: E731
+    unblock = lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # noqa: E731
+    qg = pyqmem.Queue(qget, create=False)
+    qp = pyqmem.Queue(qput, create=False)
+    t = pyqmem.Topic(tname, dir=topic_dir, create=False)
+    tc = t.consumer(start="earliest")
+    gc = t.consumer(group=group, start="earliest", visibility_timeout=60)
+    seq = 0
+    for i, mode in enumerate(modes):
+        say(fd, "ready", i, mode)
+        got = None   # set by the assignment right after a call returned: CPython checks
+        try:         # for signals at calls and jumps, not between CALL and STORE
+            while True:
+                if mode == "qget":
+                    got = qg.get()
+                    block()
+                    say(fd, "qgot", got)
+                elif mode == "qput":
+                    try:
+                        qp.put(seq)
+                    except KeyboardInterrupt:
+                        block()
+                        say(fd, "qput_int", seq)
+                        seq += 1
+                        raise
+                    block()
+                    say(fd, "qput", seq)
+                    seq += 1
+                elif mode == "tget":
+                    got = tc.get()
+                    block()
+                    say(fd, "tgot", got.offset)
+                else:
+                    got = gc.get()
+                    block()
+                    got.ack()
+                    say(fd, "ggot", got.offset)
+                got = None
+                unblock()
+        except KeyboardInterrupt:
+            t_caught = time.monotonic()
+            block()
+            if got is not None:   # the call had returned: the signal came just after
+                if mode == "qget":
+                    say(fd, "qgot", got)
+                elif mode == "tget":
+                    say(fd, "tgot", got.offset)
+                else:
+                    say(fd, "gheld", got.offset)   # delivered, not acked: leased until close
+                got = None
+            say(fd, "caught", i, mode, "%.9f" % t_caught)
+            unblock()
+    gc.close()
+    tc.close()
+    t.close()
+    say(fd, "bye")
