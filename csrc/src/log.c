@@ -381,8 +381,30 @@ static int seg_get(qm_log_t *lg, uint64_t base, uint8_t **out) {
     return seg_load(lg, base, out, false);
 }
 
+/* ----- durability (QM_LOG_FSYNC) ----------------------------------------------- */
+/* A failed fdatasync turns the partition read-only for good: the kernel may
+ * have dropped the dirty pages it could not write and marked them clean, so
+ * a retry could report success for data that is gone (fsyncgate).  Returns
+ * the error every later append of any handle returns. */
+static int sync_broke(qm_log_t *lg, int rc) {
+    /* [L17] release: pairs with [L18]; every later append sees it */
+    atomic_store_explicit(&lg->ctl->sync_error, -rc, memory_order_release);
+    return qm__fail(-EIO, "fdatasync failed (%s): partition is now read-only",
+                    qm_status_str(rc));
+}
+
+/* fdatasync the file behind fd (and the folder, for a new name).  Only a
+ * failed sync is sticky; not getting to sync (a failed open) is not. */
+static int sync_fd(qm_log_t *lg, int fd, bool with_dir) {
+    int rc = qm__os_datasync(fd);
+    if (!rc && with_dir) rc = qm__os_datasync(lg->dirfd);
+    return rc ? sync_broke(lg, rc) : QM_OK;
+}
+
 /* Create segment `base` (roll lock held).  Idempotent: a file left by a
- * roller that died is completed or validated. */
+ * roller that died is completed or validated; with QM_LOG_FSYNC it is
+ * synced again, as its roller may have died (or failed to open it) before
+ * syncing it. */
 static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     char name[32];
     seg_name(base, name, sizeof name);
@@ -400,8 +422,9 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
                 atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
             qm__unmap(peek, (uint64_t)st.st_size);
             if (magic != 0) {
+                rc = (lg->cfg.flags & QM_LOG_FSYNC) ? sync_fd(lg, fd, true) : QM_OK;
                 close(fd);
-                return QM_OK;
+                return rc;
             }
         }
     }
@@ -412,8 +435,8 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
                               (unsigned long long)lg->segment_bytes);
     }
     if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &lg->fault, QM_FAULT_SEGMENT | base, &mem);
-    close(fd);
     if (rc) {
+        close(fd);
         unlinkat(lg->dirfd, name, 0);
         return rc;
     }
@@ -430,14 +453,10 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     /* [S1] release: header before magic; pairs with [S2] */
     atomic_store_explicit((_Atomic uint64_t *)mem, QM_MAGIC_SEGMENT, memory_order_release);
     qm__unmap(mem, lg->segment_bytes);
-    if (lg->cfg.flags & QM_LOG_FSYNC) {   /* the file and its name survive power loss */
-        int sfd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-        rc = sfd < 0 ? -errno : qm__os_datasync(sfd);
-        if (sfd >= 0) close(sfd);
-        if (!rc) rc = qm__os_datasync(lg->dirfd);
-        if (rc) return qm__fail(rc, "fsync of new segment %s failed", name);
-    }
-    return QM_OK;
+    /* the file and its name survive power loss */
+    rc = (lg->cfg.flags & QM_LOG_FSYNC) ? sync_fd(lg, fd, true) : QM_OK;
+    close(fd);
+    return rc;
 }
 
 /* fsync mode: the control file names the active segment.  Synced when a
@@ -555,15 +574,17 @@ static int bad_len(uint64_t pos, uint64_t len, uint64_t segment_bytes) {
            pos + len + END_ROOM > segment_bytes;
 }
 
-/* ----- durability (QM_LOG_FSYNC) --------------------------------------------------- */
+/* ----- group commit (QM_LOG_FSYNC) ------------------------------------------------ */
 static int list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t *out);
 
 static int sync_segment(qm_log_t *lg, uint64_t base) {
     char name[32];
     seg_name(base, name, sizeof name);
     int fd = openat(lg->dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? QM_OK : -errno;   /* deleted by retention */
-    int rc = qm__os_datasync(fd);
+    if (fd < 0)   /* not synced, nothing lost: this call fails, the next tries again */
+        return errno == ENOENT ? QM_OK   /* deleted by retention */
+                               : qm__fail(-errno, "cannot open segment %s to fdatasync it", name);
+    int rc = sync_fd(lg, fd, false);
     close(fd);
     return rc;
 }
@@ -603,9 +624,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
                     low = prev;
                     rc = sync_segment(lg, prev);
                 }
-                if (rc) {   /* never retried into a false success; [L17] release */
-                    atomic_store_explicit(&c->sync_error, -rc, memory_order_release);
-                } else {
+                if (!rc) {   /* a failed one is never retried into a false success */
                     atomic_store_explicit(&c->sync_low_base, low, memory_order_relaxed);
                     /* [L8] release: pairs with the acquire loads above */
                     atomic_store_explicit(&c->sync_done, n, memory_order_release);
@@ -614,6 +633,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
             }
             qm__os_unlock_byte(lg->mb.fd, LOG_SYNC_LOCK);
             qm__wake(&c->sync_wake);
+            if (rc) return rc;   /* read-only now (sync_broke), or could not open */
             continue;
         }
         if (rc != QM_EAGAIN) return rc;
@@ -626,10 +646,7 @@ static int wait_durable(qm_log_t *lg, uint64_t base) {
      * may be older if rolls overtook a slow append */
     if (base < atomic_load_explicit(&c->sync_low_base, memory_order_relaxed)) {
         int rc = sync_segment(lg, base);
-        if (rc) {
-            atomic_store_explicit(&c->sync_error, -rc, memory_order_release);   /* [L17] */
-            return qm__fail(-EIO, "fdatasync failed: partition is now read-only");
-        }
+        if (rc) return rc;
     }
     atomic_fetch_add_explicit(&c->synced_appends, 1, memory_order_relaxed);
     return QM_OK;
