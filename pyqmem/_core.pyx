@@ -134,6 +134,10 @@ cdef object _error(int status, object name, bint putting):
         return Full(f"{msg}: the group's pending window is full (the oldest pending "
                     "record must be acked first)")
     if status > -30000:
+        if putting:   # qm_log_append clears the detail first: any there is its own
+            detail = qm_last_error().decode("utf-8", "replace")
+            if detail:
+                text = f"{text} ({detail})"
         return OSError(-status, text, name)
     return QmemError(msg)
 

@@ -47,6 +47,9 @@ int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) { RING(qm__ring_stats(r, st
 
 /* ----- partition logs -------------------------------------------------------------- */
 int qm_log_append(qm_log_t *lg, const qm_log_entry_t *entry, uint64_t *offset) {
+    /* an -errno of an append ("... partition is read-only", "cannot reserve
+     * a segment") leaves its reason, and only this call's */
+    qm__clear_error();
     LOG(qm__log_append(lg, entry, offset));
 }
 

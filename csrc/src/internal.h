@@ -58,6 +58,7 @@ bool qm__crc32c_hardware(void);
 
 /* ----- errors (status.c) ------------------------------------------------- */
 int qm__fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void qm__clear_error(void);   /* qm_last_error() is "" until the next qm__fail */
 
 /* ----- waits (wait.c) ---------------------------------------------------- */
 /* Wake everyone sleeping on `line` if the sleepers flag is set.  Call

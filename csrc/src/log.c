@@ -183,7 +183,9 @@ static int idx_create(qm_log_t *lg, uint64_t base) {
     struct stat st;
     int rc = qm__check_file(fd, &st);
     if (!rc && fchmod(fd, 0600) < 0) rc = -errno;
-    if (!rc && (uint64_t)st.st_size != idx_bytes(lg)) rc = qm__os_reserve(fd, idx_bytes(lg));
+    if (!rc && (uint64_t)st.st_size != idx_bytes(lg) && (rc = qm__os_reserve(fd, idx_bytes(lg))))
+        rc = qm__fail(rc, "cannot reserve a %llu-byte segment index",
+                      (unsigned long long)idx_bytes(lg));
     close(fd);
     return rc;
 }

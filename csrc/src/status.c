@@ -42,6 +42,8 @@ const char *qm_status_str(int status) {
 
 const char *qm_last_error(void) { return last_error; }
 
+void qm__clear_error(void) { last_error[0] = 0; }
+
 int qm__fail(int status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
