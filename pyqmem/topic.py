@@ -19,7 +19,8 @@ Storage
     exactly when its topic.json does.  Creating a topic or changing its
     metadata happens under ``flock`` on ``<dir>/<name>/.lock`` (0600).  A
     creator that died before writing topic.json leaves partition folders
-    behind; the next creator removes them and starts afresh.  Opening reads
+    behind; the next creator removes them and starts afresh.  A creator that
+    fails (a full disk: OSError ENOSPC) removes them itself.  Opening reads
     and validates topic.json (bad JSON or fields: CorruptError; another
     format number: IncompatibleError).
 
@@ -391,10 +392,32 @@ class Topic(_core.TopicSender):
             else:   # grown to this size by another process meanwhile
                 fresh = range(0)
             self._config = config
-            logs = self._open_logs(range(config.partitions), created=fresh)
+            try:
+                logs = self._open_logs(range(config.partitions), created=fresh)
+            except BaseException:
+                self._undo_create(fresh)
+                raise
             if fresh:
-                _write_meta(self._folder, config)
+                try:
+                    _write_meta(self._folder, config)
+                except BaseException:
+                    for log in logs:
+                        log.close()
+                    self._undo_create(fresh)
+                    raise
         return config, logs
+
+    def _undo_create(self, fresh):
+        """A new topic failed to be created (a full disk, ...): give back the
+        space its partition folders took, unless topic.json made it visible."""
+        if len(fresh) != self._config.partitions or os.path.exists(
+                os.path.join(self._folder, _META)):
+            return
+        try:
+            self._remove_leftovers()
+            os.unlink(os.path.join(self._folder, _META_TMP))
+        except OSError:
+            pass
 
     def _remove_leftovers(self):
         """Partition folders of a creator that died before writing topic.json."""
