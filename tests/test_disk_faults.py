@@ -237,11 +237,16 @@ def traced_run(tmp_dir, durability, trace, inject=None):
         cmd = [strace, "-f", "-qq", "-o", str(log), "-e", f"trace={','.join(trace)}"]
         if inject:
             cmd += ["-e", f"inject={inject}"]
-        tracer = subprocess.Popen(cmd + ["-p", str(child.pid)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        with open(tmp_dir / "strace.err", "w") as errf:
+            tracer = subprocess.Popen(cmd + ["-p", str(child.pid)],
+                                      stdout=subprocess.DEVNULL, stderr=errf)
         deadline = time.monotonic() + 10
         while not _traced(child.pid):
-            assert tracer.poll() is None, f"strace exited {tracer.returncode}"
+            if tracer.poll() is not None:   # e.g. ptrace not permitted here
+                why = f"strace could not attach: {(tmp_dir / 'strace.err').read_text()}"
+                if IN_CI:
+                    pytest.fail(why)
+                pytest.skip(why)
             assert time.monotonic() < deadline, "strace did not attach in 10 s"
             time.sleep(0.005)
         child.stdin.write("go\n")

@@ -118,6 +118,11 @@ def main() -> int:
     with open(report, "r+b") as f:
         out = mmap.mmap(f.fileno(), REPORT_BYTES)
     run = Run(out)
+    try:   # let the parent's strace attach under Yama ptrace_scope=1 (not root)
+        import ctypes
+        ctypes.CDLL(None).prctl(0x59616D61, ctypes.c_ulong(-1), 0, 0, 0)   # PR_SET_PTRACER_ANY
+    except (OSError, AttributeError):
+        pass
     print("ready", flush=True)
     sys.stdin.readline()
     try:
