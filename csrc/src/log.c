@@ -468,11 +468,7 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
  * from the segment itself). */
 static int sync_control(qm_log_t *lg) {
     if (!(lg->cfg.flags & QM_LOG_FSYNC)) return QM_OK;
-    int rc = qm__os_datasync(lg->obj.fd);
-    if (!rc) return QM_OK;
-    /* like a failed segment sync: read-only from now on ([L17] release) */
-    atomic_store_explicit(&lg->ctl->sync_error, -rc, memory_order_release);
-    return qm__fail(rc, "fsync of the partition's control file failed");
+    return sync_fd(lg, lg->obj.fd, false);   /* like a failed segment sync: read-only */
 }
 
 static int roll_lock(qm_log_t *lg) {
