@@ -171,7 +171,7 @@ def test_topic_on_full_disk_raises_enospc_keeps_data_and_resumes_without_reopen(
                 assert md.offset == len(acked), (md.offset, len(acked))
                 acked.append(md.offset)
                 assert len(acked) < 10000
-            assert len(acked) > 100, len(acked)
+            assert len(acked) > 50, len(acked)   # ~42 a segment: rolls happened
             # still full: the error repeats, a new group cannot be created,
             # the existing group commits offsets (its file is preallocated)
             expect_enospc(lambda: t.send(b"again"))
