@@ -17,7 +17,10 @@ Storage
     It is written atomically (temp file 0600, fsync, rename, fsync of the
     folder) after the partition logs it names exist, so a topic exists
     exactly when its topic.json does.  Creating a topic or changing its
-    metadata happens under ``flock`` on ``<dir>/<name>/.lock`` (0600).  A
+    metadata happens under ``flock`` on ``<dir>/<name>/.lock`` (0600).
+    topic.json and .lock are opened as the C core opens its files: never
+    through a symlink, and refused (PermissionError, nothing read) unless a
+    regular file of ours, closed to group/others, with one link.  A
     creator that died before writing topic.json leaves partition folders
     behind; the next creator removes them and starts afresh.  A creator that
     fails (a full disk: OSError ENOSPC) removes them itself.  Opening reads
@@ -204,11 +207,38 @@ class _Config(NamedTuple):
                 _DURABILITY[self.durability])
 
 
+def _open_private(path, flags):
+    """os.open of a file of ours in a topic folder: a symlink, anything but a
+    regular file (a FIFO would block), a file of another user, open to
+    group/others or with other hard links is PermissionError, never read."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PermissionError(errno.EPERM, "object is not private to this user "
+                                  "(refusing to follow a symlink)", path) from None
+        raise
+    st = os.fstat(fd)
+    reason = None
+    if not stat.S_ISREG(st.st_mode):
+        reason = "not a regular file"
+    elif st.st_uid != os.geteuid():
+        reason = f"owned by uid {st.st_uid}, not {os.geteuid()}"
+    elif st.st_mode & 0o077:
+        reason = f"mode {st.st_mode & 0o777:03o} is open to group or others"
+    elif st.st_nlink != 1:
+        reason = f"file has {st.st_nlink} links"
+    if reason is not None:
+        os.close(fd)
+        raise PermissionError(errno.EPERM, f"object is not private to this user ({reason})", path)
+    return fd
+
+
 def _read_meta(folder):
     """The _Config stored in `folder`, or None if there is no topic.json."""
     path = os.path.join(folder, _META)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _open_private(path, os.O_RDONLY)
     except FileNotFoundError:
         return None
     with os.fdopen(fd, "rb") as f:
@@ -249,7 +279,11 @@ def _write_meta(folder, config):
     entry in its parent too: a topic whose records were fsynced must not
     lose its folder on power loss)."""
     tmp = os.path.join(folder, _META_TMP)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:   # a leftover of a writer that died (or a planted link): never write through it
+        os.unlink(tmp)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(json.dumps(config.meta(), indent=1).encode() + b"\n")
         f.flush()
@@ -266,7 +300,7 @@ class _MetaLock:
         self._path = os.path.join(folder, _LOCK)
 
     def __enter__(self):
-        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        self._fd = _open_private(self._path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
         except BaseException:
