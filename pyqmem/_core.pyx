@@ -124,8 +124,9 @@ cdef object _error(int status, object name, bint putting):
         return AlreadyExists(EEXIST, text, name)
     if status == QM_EINVAL:
         return ValueError(msg)
-    if status == QM_EPERM:
-        return PermissionError(EPERM, text, name)
+    if status == QM_EPERM:   # the reason (symlink, owner, mode, links) in the message
+        return PermissionError(EPERM, f"{text} ({qm_last_error().decode('utf-8', 'replace')})",
+                               name)
     if status == QM_ECLOSED:
         return Closed(msg)
     if status == QM_ESTALE:

@@ -179,7 +179,9 @@ static int idx_create(qm_log_t *lg, uint64_t base) {
     char name[32];
     idx_name(base, name, sizeof name);
     int fd = openat(lg->dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return errno == ELOOP ? QM_EPERM : -errno;
+    if (fd < 0)
+        return errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink: %s", name)
+                              : -errno;
     struct stat st;
     int rc = qm__check_file(fd, &st);
     if (!rc && fchmod(fd, 0600) < 0) rc = -errno;
@@ -345,7 +347,10 @@ static int seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append)
     char name[32];
     seg_name(base, name, sizeof name);
     int fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? QM_ENOTFOUND : errno == ELOOP ? QM_EPERM : -errno;
+    if (fd < 0)
+        return errno == ENOENT ? QM_ENOTFOUND
+               : errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink: %s", name)
+                                : -errno;
     struct stat st;
     uint8_t *mem = NULL;
     int rc = qm__check_file(fd, &st);
@@ -411,7 +416,9 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     char name[32];
     seg_name(base, name, sizeof name);
     int fd = openat(lg->dirfd, name, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) return errno == ELOOP ? QM_EPERM : -errno;
+    if (fd < 0)
+        return errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink: %s", name)
+                              : -errno;
     struct stat st;
     uint8_t *mem = NULL;
     int rc = qm__check_file(fd, &st);

@@ -51,8 +51,9 @@ int qm__dir_open(int at, const char *path, qm_open_mode_t mode, int *out) {
     int fd = openat(at, path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? QM_ENOTFOUND
-               : errno == ELOOP || errno == ENOTDIR ? qm__fail(QM_EPERM, "not a folder: %s", path)
-                                                    : -errno;
+               : errno == ELOOP || errno == ENOTDIR
+                   ? qm__fail(QM_EPERM, "not a folder (or a symlink): %s", path)
+                   : -errno;
     struct stat st;
     if (fstat(fd, &st) < 0 || st.st_uid != geteuid() || (st.st_mode & 077)) {
         close(fd);
