@@ -30,7 +30,7 @@ import pytest
 
 import pyqmem
 from helpers.paths import queue_path
-from helpers.security import NOBODY, OTHER, Canary, as_user, require_root, tree
+from helpers.security import NOBODY, Canary, as_user, require_root, tree
 
 SEG = 64 * 1024
 SEGMENT0 = "00000000000000000000.log"
@@ -190,3 +190,326 @@ def test_dead_lettering_into_a_symlinked_dlq_folder_is_refused_and_the_record_ke
                 c.get(timeout=2)
             assert c.stats()[0]["pending"] == 1, "the record must stay in the group, not vanish"
     assert canary.changes() == {}
+
+
+# ----------------------------------------------------------------------------
+# D3: names squatted by another uid, or open to group/others
+# ----------------------------------------------------------------------------
+def _foreign(path):
+    os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+
+
+def _open_mode(path):
+    os.chmod(path, 0o770 if os.path.isdir(path) else 0o660)
+
+
+def _world_mode(path):
+    os.chmod(path, 0o707 if os.path.isdir(path) else 0o606)
+
+
+SQUAT = {"owned by uid 65534": _foreign, "group bits": _open_mode, "other bits": _world_mode}
+TOPIC_SITES = ["ev", "ev/topic.json", "ev/p0", "ev/p0/control", f"ev/p0/{SEGMENT0}",
+               "ev/groups", "ev/groups/g.grp"]
+
+
+@pytest.mark.parametrize("how", sorted(SQUAT))
+def test_queue_file_of_another_uid_or_open_to_others_is_refused(names, how):
+    if how == "owned by uid 65534":
+        require_root()
+    name = names.new()
+    with pyqmem.Queue(name, capacity=4096) as q:
+        q.put("left by the owner")
+    SQUAT[how](queue_path(name))
+    before = os.stat(queue_path(name))
+    for create in (None, False):
+        with pytest.raises(PermissionError, match="owned by uid|open to group or others"):
+            pyqmem.Queue(name, create=create)
+    after = os.stat(queue_path(name))
+    assert (after.st_uid, after.st_mode, after.st_mtime_ns) == \
+        (before.st_uid, before.st_mode, before.st_mtime_ns), "the refused file was changed"
+
+
+@pytest.mark.parametrize("how", sorted(SQUAT))
+@pytest.mark.parametrize("site", TOPIC_SITES)
+def test_topic_paths_of_another_uid_or_open_to_others_are_refused(root, site, how):
+    if how == "owned by uid 65534":
+        require_root()
+    make_topic(root)
+    path = os.path.join(root, site)
+    SQUAT[how](path)
+    before = os.stat(path)
+    with pytest.raises(PermissionError, match="not private|owned by uid|open to group or others"):
+        open_topic_and_group(root)
+    after = os.stat(path)
+    assert (after.st_uid, after.st_mode) == (before.st_uid, before.st_mode)
+
+
+@pytest.fixture
+def sticky_dir(shared_base):
+    """A world-writable sticky folder (like /tmp or /dev/shm) inside `shared_base`."""
+    path = os.path.join(shared_base, "sticky")
+    os.mkdir(path)
+    os.chmod(path, 0o1777)
+    return path
+
+
+def test_topic_and_dlq_names_squatted_by_another_user_are_refused(sticky_dir):
+    """uid 65534 pre-creates (really, as that user) the folders of topic "ev" and of
+    the dead-letter topic "fine.dlq" in a shared folder; the victim is refused and
+    keeps its poison record pending instead of writing into the squatter's topic."""
+    require_root()
+
+    def squat():
+        for name in ("ev", "fine.dlq"):
+            with pyqmem.Topic(name, dir=sticky_dir, segment_bytes=SEG) as t:
+                t.send(b"from the squatter")
+        os.chmod(os.path.join(sticky_dir, "ev"), 0o777)
+        return sorted(os.listdir(sticky_dir))
+
+    assert as_user(NOBODY, squat) == ("ok", ["ev", "fine.dlq"])
+    squatted = tree(sticky_dir)
+    with pytest.raises(PermissionError, match="not private"):
+        pyqmem.Topic("ev", dir=sticky_dir)
+    with pyqmem.Topic("fine", dir=sticky_dir, segment_bytes=SEG) as t:
+        t.send(b"poison")
+        with t.consumer(group="g", max_deliveries=1, visibility_timeout=0.2) as c:
+            c.get(timeout=5).nack()
+            with pytest.raises(PermissionError, match="not private"):
+                c.get(timeout=2)
+            assert c.stats()[0]["pending"] == 1
+    now = tree(sticky_dir)
+    assert {k: v for k, v in now.items() if not k.startswith("fine/") and k != "fine"} == squatted
+
+
+# ----------------------------------------------------------------------------
+# D4: modes whatever the umask
+# ----------------------------------------------------------------------------
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_every_file_is_0600_and_every_folder_0700_whatever_the_umask(names, root, umask):
+    qname = names.new()
+    topic_root = os.path.join(root, "made-by-pyqmem")   # the root folder too
+    old = os.umask(umask)
+    try:
+        with pyqmem.Queue(qname, capacity=4096) as q:
+            q.put(b"x")
+        with pyqmem.Topic("ev", dir=topic_root, segment_bytes=SEG) as t:
+            for i in range(40):                           # rolls: more segments and indexes
+                t.send(os.urandom(4000))
+            with t.consumer(group="g") as c:
+                c.get(timeout=5).ack()
+        with pyqmem.Topic("dl", dir=topic_root, segment_bytes=SEG) as t:
+            t.send(b"poison")
+            with t.consumer(group="g", max_deliveries=1, visibility_timeout=0.2) as c:
+                c.get(timeout=5).nack()
+                with pytest.raises(pyqmem.Empty):         # dead-lettered meanwhile
+                    c.get(timeout=0.5)
+        with pyqmem.Topic("ev", dir=topic_root, partitions=2):   # grown: topic.json rewritten
+            pass
+    finally:
+        os.umask(old)
+    found = tree(topic_root)
+    assert {"ev/topic.json", "ev/.lock", "ev/p1/control", "ev/groups/g.grp",
+            "dl.dlq/p0/control", f"ev/p0/{INDEX0}"} <= set(found)
+    assert sum(1 for k in found if k.endswith(".log")) >= 3
+    found["."] = ("dir", stat.S_IMODE(os.stat(topic_root).st_mode), os.getuid())
+    found["queue"] = ("file", stat.S_IMODE(os.stat(queue_path(qname)).st_mode), os.getuid())
+    wrong = {k: f"{kind} {mode:04o}" for k, (kind, mode, uid) in found.items()
+             if mode != (0o700 if kind == "dir" else 0o600) or kind == "link"}
+    assert wrong == {}, f"umask {umask:03o}"
+
+
+# ----------------------------------------------------------------------------
+# D5: another user
+# ----------------------------------------------------------------------------
+def _outcome(result):
+    """("ok", value) / ("raised", exc) -> a comparable summary."""
+    kind, value = result
+    return (kind, type(value).__name__) if kind == "raised" else (kind, value)
+
+
+@pytest.fixture
+def victim(shared_base, monkeypatch):
+    """The victim (this process, root): a queue "jobs" and a topic "ev" with a consumer
+    group "g", below a folder other users can traverse (0711; the topic root 0755)."""
+    require_root()
+    shm = os.path.join(shared_base, "shm")
+    topics = os.path.join(shared_base, "topics")
+    os.mkdir(shm, 0o711)
+    os.mkdir(topics)
+    os.chmod(topics, 0o755)
+    monkeypatch.setenv("PYQMEM_SHM_DIR", shm)
+    with pyqmem.Queue("jobs", capacity=4096) as q:
+        q.put("for the victim")
+    make_topic(topics)
+    return shm, topics
+
+
+def test_another_user_gets_permission_error_on_a_victims_topic_and_leaves_no_file(victim):
+    shm, topics = victim
+    before = tree(topics)
+    ev = os.path.join(topics, "ev")
+
+    def attack():
+        results = {}
+        for create in (None, False, True):
+            try:
+                pyqmem.Topic("ev", dir=topics, create=create, partitions=2)
+                results[f"Topic create={create}"] = "opened"
+            except Exception as exc:
+                results[f"Topic create={create}"] = type(exc).__name__
+        for what, fn in {
+            "new topic in the victim's root": lambda: pyqmem.Topic("mine", dir=topics),
+            "redrive": lambda: pyqmem.redrive("ev", dir=topics),
+            "unpickled topic token": lambda: pickle.loads(token),
+            "read topic.json": lambda: open(os.path.join(ev, "topic.json"), "rb").read(),
+            "open control": lambda: os.open(os.path.join(ev, "p0", "control"), os.O_RDONLY),
+        }.items():
+            try:
+                fn()
+                results[what] = "opened"
+            except Exception as exc:
+                results[what] = type(exc).__name__
+        return results
+
+    with pyqmem.Topic("ev", dir=topics) as t:
+        token = pickle.dumps(t)   # a handle sent to the other user's process
+    kind, results = as_user(NOBODY, attack)
+    assert kind == "ok", results
+    assert results == dict.fromkeys(results, "PermissionError"), results
+    assert tree(topics) == before, "the other user left files behind"
+    open_topic_and_group(topics)   # and the victim still works
+
+
+def test_another_user_cannot_reach_a_victims_queue_and_leaves_no_file(victim):
+    """A queue's file name carries its owner's uid, so another user's Queue("jobs") is
+    another object: it cannot even name the victim's.  Opening the file directly or
+    creating beside it is PermissionError; nothing is left behind."""
+    shm, _ = victim
+    before = tree(shm)
+    path = queue_path("jobs")
+    with pyqmem.Queue("jobs") as q:
+        token = pickle.dumps(q)
+
+    def attack():
+        results = {}
+        for what, fn in {
+            "attach by name": lambda: pyqmem.Queue("jobs", create=False),
+            "create by name": lambda: pyqmem.Queue("jobs"),
+            "unpickled queue token": lambda: pickle.loads(token),
+            "open the file": lambda: os.open(path, os.O_RDWR),
+        }.items():
+            try:
+                fn()
+                results[what] = "opened"
+            except Exception as exc:
+                results[what] = type(exc).__name__
+        return results
+
+    kind, results = as_user(NOBODY, attack)
+    assert kind == "ok", results
+    assert results == {"attach by name": "NotFound", "create by name": "PermissionError",
+                       "unpickled queue token": "NotFound", "open the file": "PermissionError"}
+    assert tree(shm) == before
+    with pyqmem.Queue("jobs", create=False) as q:
+        assert q.get(timeout=1) == "for the victim"
+
+
+# ----------------------------------------------------------------------------
+# C7: pickle payloads
+# ----------------------------------------------------------------------------
+class _Exploit:
+    """Unpickling this calls open(marker, "x"): the marker file appears."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "x"))
+
+
+class _Json:
+    dumps = staticmethod(lambda obj: json.dumps(obj).encode())
+    loads = staticmethod(lambda buf: json.loads(bytes(buf)))
+
+
+@pytest.fixture
+def exploit(tmp_path):
+    """(payload bytes, marker path); the control at teardown proves the payload works."""
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(_Exploit(str(marker)))
+    yield payload, marker
+    control = tmp_path / "control"
+    pickle.loads(pickle.dumps(_Exploit(str(control)))).close()
+    assert control.exists(), "the exploit payload does not work: the test proves nothing"
+
+
+def test_topic_default_serializer_never_unpickles(root, exploit):
+    payload, marker = exploit
+    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG) as t:
+        t.send(payload)
+        t.send(payload, key="k", headers={"h": payload})
+        with t.consumer() as c:
+            got = [c.get(timeout=5) for _ in range(2)]
+        with t.consumer(group="g") as c:
+            got += [c.get(timeout=5) for _ in range(2)]
+    assert [m.value for m in got] == [payload] * 4
+    assert got[1].headers["h"] == payload
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("serializer", ["raw", None, _Json()], ids=["raw", "None", "json"])
+def test_queue_raw_and_json_consumers_never_execute_a_peers_pickle(names, exploit, serializer):
+    """A peer (same user) puts a pickle payload as raw bytes; a consumer that does not
+    use pickle gets bytes or a decode error, never the side effect."""
+    payload, marker = exploit
+    name = names.new()
+    with pyqmem.Queue(name, capacity=65536, serializer="raw") as peer, \
+            pyqmem.Queue(name, serializer=serializer) as q:
+        peer.put(payload)
+        if isinstance(serializer, _Json):
+            with pytest.raises(ValueError):
+                q.get(timeout=1)
+        else:
+            assert q.get(timeout=1) == payload
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("mode", [0o660, 0o606])
+def test_pickle_queue_opened_to_group_or_others_is_refused_before_any_get(names, exploit, mode):
+    """Queue's default serializer is pickle (the multiprocessing.Queue drop-in); what
+    keeps a pickle out is that only the owner can write a queue.  A queue left open
+    to group/others may hold anyone's pickle, so attaching to it is refused."""
+    payload, marker = exploit
+    name = names.new()
+    with pyqmem.Queue(name, capacity=65536, serializer="raw") as q:
+        q.put(payload)   # what a group member could have written
+    os.chmod(queue_path(name), mode)
+    with pytest.raises(PermissionError, match="open to group or others"):
+        pyqmem.Queue(name).get(timeout=1)
+    assert not marker.exists()
+
+
+def test_pickle_queue_planted_by_another_user_is_refused_before_any_get(shared_base, exploit,
+                                                                          monkeypatch):
+    """uid 65534 makes a queue holding the payload in a shared sticky folder (like
+    /dev/shm) and renames it to the victim's name; the victim's Queue is refused."""
+    require_root()
+    payload, marker = exploit
+    shm = os.path.join(shared_base, "shm")
+    os.mkdir(shm)
+    os.chmod(shm, 0o1777)
+    monkeypatch.setenv("PYQMEM_SHM_DIR", shm)
+    victims_path = queue_path("jobs")
+
+    def plant_queue():
+        with pyqmem.Queue("jobs", capacity=65536, serializer="raw") as q:
+            q.put(payload)
+        os.chmod(queue_path("jobs"), 0o644)
+        os.rename(queue_path("jobs"), victims_path)
+        return os.path.exists(victims_path)
+
+    assert as_user(NOBODY, plant_queue) == ("ok", True)
+    for create in (None, False):
+        with pytest.raises(PermissionError, match="owned by uid 65534"):
+            pyqmem.Queue("jobs", create=create).get(timeout=1)
+    assert not marker.exists()

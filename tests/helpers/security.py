@@ -23,7 +23,6 @@ import time
 import pytest
 
 NOBODY = 65534          # the attacker's uid/gid
-OTHER = 65533           # a second unprivileged uid, when the victim must not be root
 
 _OLD = 10 * 86400 * 10**9
 
