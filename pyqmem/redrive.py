@@ -19,6 +19,7 @@ itself is never modified; its retention removes old records.
 
 from . import deadletter as _deadletter
 from .errors import Empty
+from .naming import check_name
 
 __all__ = ["redrive"]
 
@@ -31,7 +32,9 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     `max_records`: stop after that many (default: all there are);
     `timeout`: seconds to wait for more once the dead-letter topic is
     drained (default 0: stop at once).  NotFound if either topic does not
-    exist; TypeError/ValueError for bad arguments."""
+    exist; TypeError/ValueError for bad arguments, checked before either
+    topic is opened (so is the progress group's name: a `source` of more than
+    120 characters has none and is ValueError)."""
     from .topic import Topic   # topic imports the consumers, which import this package
 
     if max_records is not None and (isinstance(max_records, bool)
@@ -41,7 +44,10 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
         raise ValueError(f"max_records must be >= 0, not {max_records}")
     if dead_letter is not None and not isinstance(dead_letter, str):
         raise TypeError(f"dead_letter must be a topic name, not {type(dead_letter).__name__}")
-    dlq_name = dead_letter or f"{source}.dlq"
+    check_name(source, "topic name")   # every name, before anything is opened
+    dlq_name = f"{source}.dlq" if dead_letter is None else dead_letter
+    check_name(dlq_name, "dead-letter topic name")
+    check_name(f"{source}.redrive", "redrive group name (source + '.redrive')")
     src = Topic(source, dir=dir, create=False)
     moved = 0
     try:
