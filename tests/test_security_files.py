@@ -161,6 +161,34 @@ def test_topic_never_uses_a_link_planted_at_an_index_file(root, kind):
     assert canary.changes() == {}
 
 
+def _next_segment_base(root):
+    """(records of 1000 bytes that fill segment 0, base offset of segment 1)."""
+    with pyqmem.Topic("scratch", dir=root, segment_bytes=SEG) as t:
+        n = 0
+        while t.stats()["partitions"][0]["segments"] < 2:
+            t.send(b"v" * 1000)
+            n += 1
+    shutil.rmtree(os.path.join(root, "scratch"))
+    return n - 1, n - 1   # segment 1 starts at the record that did not fit
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink"])
+@pytest.mark.parametrize("ext", ["log", "idx"])
+def test_a_link_planted_at_the_next_segment_or_index_is_refused_at_the_roll(root, kind, ext):
+    fill, base = _next_segment_base(root)
+    canary = Canary(os.path.join(root, "canary"))
+    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG) as t:
+        plant(kind, canary.path, os.path.join(root, "ev", "p0", f"{base:020d}.{ext}"))
+        canary.arm()
+        for _ in range(fill):
+            t.send(b"v" * 1000)
+        with pytest.raises(PermissionError, match="symlink|links"):
+            t.send(b"v" * 1000)   # needs segment `base`
+        with t.consumer() as c:   # what was acked is still there
+            assert [c.get(timeout=5).offset for _ in range(fill)] == list(range(fill))
+    assert canary.changes() == {}
+
+
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
 @pytest.mark.parametrize("site", [".lock", ".topic.json.tmp"])
 def test_growing_a_topic_never_writes_through_a_link_in_its_folder(root, kind, site):
@@ -279,6 +307,50 @@ def test_topic_and_dlq_names_squatted_by_another_user_are_refused(sticky_dir):
             assert c.stats()[0]["pending"] == 1
     now = tree(sticky_dir)
     assert {k: v for k, v in now.items() if not k.startswith("fine/") and k != "fine"} == squatted
+
+
+VICTIM = 65533   # an unprivileged victim, so that its default root is not root's
+
+
+@pytest.mark.parametrize("how", ["folder", "symlink"])
+def test_default_topic_root_squatted_by_another_user_is_refused(how):
+    """The default root /dev/shm/pyqmem-<uid> is a fixed name in a world-writable
+    folder: uid 65534 makes it first (a 0777 folder, or a symlink to its own folder)
+    and the victim, uid 65533, is refused instead of using it."""
+    require_root()
+    squat = f"/dev/shm/pyqmem-{VICTIM}"
+    if not os.access("/dev/shm", os.W_OK) or os.path.lexists(squat):
+        pytest.skip(f"needs /dev/shm and no {squat} yet")
+    mine = f"/dev/shm/pyqmem-sec-squatter-{os.getpid()}"
+
+    def make():
+        if how == "folder":
+            os.mkdir(squat)
+            os.chmod(squat, 0o777)
+        else:
+            os.mkdir(mine, 0o700)
+            os.symlink(mine, squat)
+
+    def victim():
+        os.environ.pop("PYQMEM_DIR", None)
+        try:
+            pyqmem.Topic("ev")
+        except PermissionError as exc:
+            return str(exc)
+        return "opened"
+
+    try:
+        assert as_user(NOBODY, make) == ("ok", None)
+        kind, text = as_user(VICTIM, victim)
+        assert kind == "ok" and "default topic folder" in text, text
+        assert "not private" in text or "symlink" in text, text
+        assert os.listdir(mine if how == "symlink" else squat) == []
+    finally:
+        for p in (squat, mine):
+            if os.path.islink(p):
+                os.unlink(p)
+            elif os.path.isdir(p):
+                shutil.rmtree(p)
 
 
 # ----------------------------------------------------------------------------
@@ -452,7 +524,17 @@ def test_topic_default_serializer_never_unpickles(root, exploit):
             got = [c.get(timeout=5) for _ in range(2)]
         with t.consumer(group="g") as c:
             got += [c.get(timeout=5) for _ in range(2)]
-    assert [m.value for m in got] == [payload] * 4
+        with t.consumer(group="poisoned", max_deliveries=1, retry=pyqmem.RetryPolicy(0, jitter=0)) as c:
+            c.get(timeout=5).nack()
+            c.get(timeout=5).nack()
+            with pytest.raises(pyqmem.Empty):   # both dead-lettered meanwhile
+                c.get(timeout=0.2)
+        with pyqmem.Topic("ev.dlq", dir=root, create=False) as dlq, dlq.consumer() as c:
+            got += [c.get(timeout=5) for _ in range(2)]
+        assert pyqmem.redrive("ev", dir=root) == 2
+        with t.consumer(start=2) as c:
+            got += [c.get(timeout=5) for _ in range(2)]
+    assert [m.value for m in got] == [payload] * 8
     assert got[1].headers["h"] == payload
     assert not marker.exists()
 
