@@ -53,6 +53,10 @@ def calls(root):
     c = NameCalls(root)
     yield c
     c.close()
+    paths = FIGURES.get("audit valid paths", set())
+    print(f"\nD1 audit hook: {FIGURES.get('audit invalid calls', 0)} calls with invalid names, "
+          f"0 file events; {FIGURES.get('audit valid names', 0)} valid names touched "
+          f"{len(paths)} distinct paths, all under the topic root")
 
 
 # ----------------------------------------------------------------------------
@@ -132,6 +136,7 @@ def test_valid_names_touch_only_pyqmems_own_paths(calls, root, name):
             outside = [(e, p) for e, p in touched if not _own_path(p, root, name)]
             assert outside == [], f"{label}({name!r}) touched {outside}"
             FIGURES.setdefault("audit valid paths", set()).update(p for _, p in touched)
+        FIGURES["audit valid names"] = FIGURES.get("audit valid names", 0) + 1
     finally:
         calls.cleanup(name)
 
