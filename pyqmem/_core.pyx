@@ -627,10 +627,14 @@ cdef class Log:
             if key is not None:
                 _buffer(key, &kview, "key")
                 have_key = True
+                if kview.len > 0xffffffff:   # would be cut by the 32-bit length
+                    raise MessageTooLarge(f"key of {kview.len} bytes does not fit a record")
                 e.key = kview.buf
                 e.key_len = <uint32_t>kview.len
             _buffer(headers, &hview, "headers")
             have_headers = True
+            if hview.len > 0xffffffff:
+                raise MessageTooLarge(f"headers of {hview.len} bytes do not fit a record")
             e.headers = hview.buf
             e.headers_len = <uint32_t>hview.len
             if type(value) is list or type(value) is tuple:
@@ -685,6 +689,8 @@ cdef class Log:
             if key is not None:
                 _buffer(key, &kview, "key")
                 have_key = True
+                if kview.len > 0xffffffff:   # would be cut by the 32-bit length
+                    raise MessageTooLarge(f"key of {kview.len} bytes does not fit a record")
                 e.key = kview.buf
                 e.key_len = <uint32_t>kview.len
             e.timestamp_ns = timestamp_ns
@@ -1048,24 +1054,26 @@ cdef inline void _put_u32(char *p, uint64_t v) noexcept:
     p[3] = <char>((v >> 24) & 0xff)
 
 
-cdef object _encode_headers(object headers, object correlation_id):
+cdef object _encode_headers(object headers, object correlation_id, Py_ssize_t limit):
     """pyqmem.headers.encode for the common case -- a dict of str names (not
     "qm.") to bytes and a str correlation id -- in C; anything else, and
-    every error, goes to pyqmem.headers.encode (same bytes, same errors)."""
+    every error (MessageTooLarge beyond `limit` bytes included, found before
+    anything is copied), goes to pyqmem.headers.encode (same bytes, same
+    errors)."""
     cdef list names = []
     cdef list values = []
     cdef Py_ssize_t size = 2, count, i
     cdef bytes raw_name, raw_value, out
     cdef char *p
     if headers is not None and type(headers) is not dict:
-        return _encode_headers_py(headers, correlation_id)
+        return _encode_headers_py(headers, correlation_id, limit)
     if correlation_id is not None and type(correlation_id) is not str:
-        return _encode_headers_py(headers, correlation_id)
+        return _encode_headers_py(headers, correlation_id, limit)
     try:
         if headers is not None:
             for name, value in (<dict>headers).items():
                 if type(name) is not str or type(value) is not bytes or (<str>name).startswith("qm."):
-                    return _encode_headers_py(headers, correlation_id)
+                    return _encode_headers_py(headers, correlation_id, limit)
                 names.append(name)
                 values.append(value)
         if correlation_id is not None:
@@ -1074,11 +1082,11 @@ cdef object _encode_headers(object headers, object correlation_id):
         if count == 0:
             return b""
         if count > 0xffff:
-            return _encode_headers_py(headers, correlation_id)
+            return _encode_headers_py(headers, correlation_id, limit)
         for i in range(len(names)):
             raw_name = PyUnicode_AsUTF8String(names[i])
             if len(raw_name) > 0xffff or len(<bytes>values[i]) > 0xffffffff:
-                return _encode_headers_py(headers, correlation_id)
+                return _encode_headers_py(headers, correlation_id, limit)
             names[i] = raw_name
             size += 6 + len(raw_name) + len(<bytes>values[i])
         if correlation_id is not None:
@@ -1086,7 +1094,9 @@ cdef object _encode_headers(object headers, object correlation_id):
             values.append(raw_value)
             size += 6 + len(_CID_NAME) + len(raw_value)
     except Exception:
-        return _encode_headers_py(headers, correlation_id)
+        return _encode_headers_py(headers, correlation_id, limit)
+    if size > limit:
+        return _encode_headers_py(headers, correlation_id, limit)
     out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
     _put_u16(p, <uint32_t>count)
@@ -1103,9 +1113,9 @@ cdef object _encode_headers(object headers, object correlation_id):
     return out
 
 
-cdef object _encode_headers_py(object headers, object correlation_id):
+cdef object _encode_headers_py(object headers, object correlation_id, Py_ssize_t limit):
     from pyqmem.headers import encode
-    return encode(headers, correlation_id)
+    return encode(headers, correlation_id, limit)
 
 
 cdef tuple _decode_header_block(const unsigned char *data, Py_ssize_t size):
@@ -1478,7 +1488,7 @@ cdef class TopicSender:
             else:
                 return self._send(value, key, headers, partition, correlation_id)
             key_len = PyBytes_GET_SIZE(raw_key)
-            if key_len > 0xffffffff:
+            if key_len > self._max_value // 2:   # the Python path raises MessageTooLarge
                 return self._send(value, key, headers, partition, correlation_id)
             key_ptr = PyBytes_AS_STRING(raw_key)
         if partition is not None:
@@ -1492,7 +1502,7 @@ cdef class TopicSender:
             p = <Py_ssize_t>(self._rr % <uint64_t>self._nparts)
             self._rr += 1
         if headers is not None or correlation_id is not None:
-            head = _encode_headers(headers, correlation_id)
+            head = _encode_headers(headers, correlation_id, self._max_value // 2 - key_len)
             head_len = PyBytes_GET_SIZE(head)
             if head_len > 0xffffffff:
                 raise MessageTooLarge(f"headers of {head_len} bytes do not fit a record")

@@ -18,7 +18,7 @@ order is kept.
 import struct
 from collections.abc import Mapping
 
-from .errors import CorruptError
+from .errors import CorruptError, MessageTooLarge
 
 __all__ = ["encode", "decode", "CORRELATION_ID"]
 
@@ -31,10 +31,11 @@ _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 
 
-def encode(headers, correlation_id):
+def encode(headers, correlation_id, limit=None):
     """The bytes of user `headers` (a mapping str -> bytes-like, or None)
     plus the reserved correlation id (a str, or None).  TypeError/ValueError
-    on bad names or values."""
+    on bad names or values; with `limit`, MessageTooLarge as soon as the
+    encoding would exceed `limit` bytes, before a value is copied."""
     if headers is None:
         if correlation_id is None:
             return b""   # the common case: no header block at all
@@ -57,18 +58,26 @@ def encode(headers, correlation_id):
     if len(items) > _U16_MAX:
         raise ValueError(f"{len(items)} headers: at most {_U16_MAX} per record")
     parts = [_COUNT.pack(len(items))]
+    size = _COUNT.size
     for name, value in items:
         raw_name = name.encode("utf-8")
         if len(raw_name) > _U16_MAX:
             raise ValueError(f"header name of {len(raw_name)} bytes: at most {_U16_MAX}")
         try:
-            raw_value = memoryview(value).tobytes()
+            view = memoryview(value)
         except TypeError:
             raise TypeError(
                 f"header {name!r}: values must be bytes-like, not {type(value).__name__}"
             ) from None
-        if len(raw_value) > _U32_MAX:
-            raise ValueError(f"header {name!r}: value of {len(raw_value)} bytes is too long")
+        with view:   # sizes checked before the value is copied
+            size += _NAME_LEN.size + len(raw_name) + _VALUE_LEN.size + view.nbytes
+            if limit is not None and size > limit:
+                raise MessageTooLarge(
+                    f"headers of at least {size} bytes are larger than the limit of {limit} "
+                    "bytes left for them (a topic's segment_bytes // 4 for key and headers)")
+            if view.nbytes > _U32_MAX:
+                raise ValueError(f"header {name!r}: value of {view.nbytes} bytes is too long")
+            raw_value = view.tobytes()
         parts += (_NAME_LEN.pack(len(raw_name)), raw_name, _VALUE_LEN.pack(len(raw_value)), raw_value)
     return b"".join(parts)
 

@@ -13,6 +13,8 @@ import itertools
 import random
 import struct
 
+from .errors import MessageTooLarge
+
 __all__ = ["murmur2", "key_bytes", "partition_for_key", "RoundRobin"]
 
 _M = 0x5BD1E995
@@ -45,16 +47,35 @@ def murmur2(data):
     return h - (1 << 32) if h & 0x80000000 else h
 
 
-def key_bytes(key):
-    """The bytes of a record key: ``str`` as UTF-8, bytes-like as is."""
+def key_bytes(key, limit=None):
+    """The bytes of a record key: ``str`` as UTF-8, bytes-like as is.
+
+    With `limit`, a key longer than `limit` bytes is MessageTooLarge, found
+    before the key is encoded or copied (a bytes-like key may claim far more
+    memory than there is, e.g. a sparse mapping)."""
     if isinstance(key, str):
-        return key.encode("utf-8")
-    if isinstance(key, bytes):
-        return key
-    try:
-        return memoryview(key).tobytes()
-    except TypeError:
-        raise TypeError(f"key must be str, bytes-like or None, not {type(key).__name__}") from None
+        if limit is not None and len(key) > limit:   # UTF-8 has at least one byte per character
+            raise _key_too_large(len(key), limit)
+        raw = key.encode("utf-8")
+    elif isinstance(key, bytes):
+        raw = key
+    else:
+        try:
+            view = memoryview(key)
+        except TypeError:
+            raise TypeError(f"key must be str, bytes-like or None, not {type(key).__name__}") from None
+        with view:
+            if limit is not None and view.nbytes > limit:
+                raise _key_too_large(view.nbytes, limit)
+            raw = view.tobytes()
+    if limit is not None and len(raw) > limit:
+        raise _key_too_large(len(raw), limit)
+    return raw
+
+
+def _key_too_large(size, limit):
+    return MessageTooLarge(f"key of {size} bytes is larger than the limit of {limit} bytes "
+                           "for key and headers together (a topic's segment_bytes // 4)")
 
 
 def partition_for_key(key, partitions):

@@ -574,16 +574,17 @@ class Topic(_core.TopicSender):
     # and hand every other call to _send / _send_many.
     def _send(self, value, key, headers, partition, correlation_id):
         """send() in general."""
-        raw_key = None if key is None else key_bytes(key)
+        limit = self._max_value // 2   # key and headers: segment_bytes // 4
+        raw_key = None if key is None else key_bytes(key, limit)
         p = self._partition(partition, raw_key)
-        head = _headers.encode(headers, correlation_id)
+        head = _headers.encode(headers, correlation_id, limit - len(raw_key or b""))
         if self._raw and type(value) is bytes and len(value) <= self._max_value:
             return self._append(p, raw_key, head, value)   # nothing to encode or check
         return self._append(p, raw_key, head, self._encode(value))
 
     def _send_many(self, values, key):
         """send_many() in general (`values` is a list)."""
-        raw_key = None if key is None else key_bytes(key)
+        raw_key = None if key is None else key_bytes(key, self._max_value // 2)
         limit = self._max_value
         if self._raw and all(type(v) is bytes and len(v) <= limit for v in values):
             records = values   # nothing to encode or check

@@ -1,0 +1,73 @@
+"""Resource bounds and denial of service (reliability.md rows E1, E3, E5, E6, E7, I2, I4).
+
+No test here asserts on time: durations are measured and printed (run with ``-s`` to
+see them, they also go to the test report via ``record_property``).  Memory is
+asserted with bounds (tracemalloc, RSS).  ``PYQMEM_LEAK_N`` scales the leak tests
+(default 2 * 10**5 single put/get; 10**6 is the reliability.md figure),
+``PYQMEM_CYCLES`` the open/close test (default 10**3; reliability.md asks 10**4).
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import subprocess
+import sys
+
+import pytest
+
+import pyqmem
+from helpers.topic_fixtures import make_topic, topic_dir, tname, tracked  # noqa: F401 (fixtures)
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _report(record_property, name, value):
+    """A measured figure: printed (pytest -s) and kept in the test report."""
+    record_property(name, value)
+    print(f"\n[figure] {name} = {value}")
+
+
+@pytest.fixture
+def sparse_2_40(tmp_path):
+    """A read-only mapping of a sparse 2**40-byte file: a bytes-like object that claims
+    a terabyte and occupies nothing."""
+    path = tmp_path / "sparse"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, 2**40)
+        m = mmap.mmap(fd, 2**40, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    yield m
+    m.close()
+
+
+# ----------------------------------------------------------------------------
+# E1: a message that can never fit is refused before anything is allocated
+# ----------------------------------------------------------------------------
+def test_topic_key_and_headers_over_the_limit_are_refused_before_being_copied(make_topic, sparse_2_40):
+    """Regression: a bytes-like key or header value was copied (memoryview.tobytes)
+    before its size was checked, so a 2**40-byte one raised MemoryError (or, with
+    overcommit, made the OOM killer act)."""
+    t = make_topic(segment_bytes=2**20)
+    limit = t.max_message // 2   # key and headers together: segment_bytes // 4
+    with pytest.raises(pyqmem.MessageTooLarge):
+        t.send(b"v", key=sparse_2_40)
+    with pytest.raises(pyqmem.MessageTooLarge):
+        t.send_many([b"v"], key=sparse_2_40)
+    with pytest.raises(pyqmem.MessageTooLarge):
+        t.send(b"v", headers={"h": sparse_2_40})
+    # the exact bounds: key + encoded headers <= segment_bytes // 4
+    with pytest.raises(pyqmem.MessageTooLarge):
+        t.send(b"v", key=b"k" * (limit + 1))
+    with pytest.raises(pyqmem.MessageTooLarge):
+        t.send(b"v", key="k" * (limit + 1))
+    with pytest.raises(pyqmem.MessageTooLarge):   # the C fast path (bytes values, dict)
+        t.send(b"v", key=b"k" * 100, headers={"h": b"x" * (limit - 100 - 8)})
+    md = t.send(b"v", key=b"k" * 100, headers={"h": b"x" * (limit - 100 - 9)})
+    with t.consumer() as c:
+        m = c.get(timeout=5)
+    assert (m.offset, m.key, len(m.headers["h"])) == (md.offset, b"k" * 100, limit - 109)
+    assert t.stats()["partitions"][0]["end_offset"] == 1
