@@ -59,6 +59,29 @@ def _record(data, limit, what):
     return data if view.c_contiguous else view.tobytes()
 
 
+# Types seen not to export a buffer (bounded: types can be made at run time).
+_NO_BUFFER = {int, float, str, tuple, list, dict, set, frozenset, bool, type(None), complex}
+_NO_BUFFER_MAX = 1024
+
+
+def _check_buffer_size(obj, kind, limit):
+    """MessageTooLarge, before pickling, for an object exporting a buffer of
+    more than `limit` bytes.  Pickle copies a buffer it cannot pass out of
+    band (a non-contiguous numpy array: ``np.broadcast_to`` claims any size
+    while holding one element), so the size must be known first."""
+    try:
+        view = memoryview(obj)
+    except TypeError:
+        if len(_NO_BUFFER) < _NO_BUFFER_MAX:
+            _NO_BUFFER.add(kind)
+        return
+    except BufferError:   # exports no buffer now (e.g. a released one): pickle decides
+        return
+    with view:
+        if view.nbytes > limit:
+            raise _too_large(view.nbytes, limit)
+
+
 class PickleSerializer:
     """Any picklable object; large buffers are copied only into and out of the ring."""
 
@@ -75,6 +98,8 @@ class PickleSerializer:
             nbytes = memoryview(obj).nbytes
             if nbytes > limit:
                 raise _too_large(nbytes, limit)
+        elif kind not in _NO_BUFFER:
+            _check_buffer_size(obj, kind, limit)
         buffers = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:

@@ -71,3 +71,21 @@ def test_topic_key_and_headers_over_the_limit_are_refused_before_being_copied(ma
         m = c.get(timeout=5)
     assert (m.offset, m.key, len(m.headers["h"])) == (md.offset, b"k" * 100, limit - 109)
     assert t.stats()["partitions"][0]["end_offset"] == 1
+
+
+def test_pickled_object_with_a_huge_non_contiguous_buffer_is_refused_before_pickling(make_queue,
+                                                                                      make_topic):
+    """Regression: pickle copies a buffer it cannot pass out of band (a non-contiguous
+    numpy array), so np.broadcast_to(x, (2**40,)) -- one element, claiming a terabyte --
+    raised MemoryError/OverflowError after trying to allocate it."""
+    np = pytest.importorskip("numpy")
+    huge = np.broadcast_to(np.zeros(1, dtype=np.uint8), (2**40,))
+    q = make_queue(capacity=2**20)
+    t = make_topic(segment_bytes=2**20, serializer="pickle")
+    for call in (lambda: q.put(huge), lambda: q.put_many([1, huge]), lambda: t.send(huge)):
+        with pytest.raises(pyqmem.MessageTooLarge):
+            call()
+    assert q.qsize() == 0 and t.stats()["partitions"][0]["end_offset"] == 0
+    small = np.broadcast_to(np.arange(3, dtype=np.int64), (4, 3))   # still pickles fine
+    q.put(small)
+    assert np.array_equal(q.get(timeout=1), small)
