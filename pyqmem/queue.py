@@ -16,7 +16,7 @@ import threading
 import weakref
 
 from . import _core
-from .errors import Closed, Full
+from .errors import Closed, Full, QmemError
 from .naming import check_name
 from .serializers import RawSerializer, resolve
 
@@ -160,8 +160,11 @@ class Queue:
             try:   # bytes-like objects go straight to the ring (it checks every size first)
                 ring.put_many(records, deadline)
                 return
-            except BufferError:   # a non-contiguous buffer: let encode() copy it
-                pass
+            except (BufferError, ValueError) as exc:
+                # a non-contiguous buffer (BufferError, or numpy's ValueError) was
+                # refused before anything was put: let encode() check and copy it
+                if isinstance(exc, QmemError):
+                    raise
         encode = self._serializer.encode
         records = [encode(obj, self._max_message) for obj in objs]
         done = start = 0

@@ -89,3 +89,18 @@ def test_pickled_object_with_a_huge_non_contiguous_buffer_is_refused_before_pick
     small = np.broadcast_to(np.arange(3, dtype=np.int64), (4, 3))   # still pickles fine
     q.put(small)
     assert np.array_equal(q.get(timeout=1), small)
+
+
+def test_raw_put_many_copies_a_non_contiguous_array_like_put_does(make_queue):
+    """Regression: Queue(serializer=None).put_many fell back to copying only on
+    BufferError, but numpy refuses a contiguous view with ValueError, so put_many of a
+    strided array failed where put of the same array worked."""
+    np = pytest.importorskip("numpy")
+    q = make_queue(capacity=2**20, serializer=None)
+    strided = np.arange(20, dtype=np.uint8)[::2]
+    q.put_many([b"a", strided])
+    q.put(strided)
+    assert q.get_many(3, timeout=1) == [b"a", strided.tobytes(), strided.tobytes()]
+    with pytest.raises(pyqmem.MessageTooLarge):
+        q.put_many([b"a", np.broadcast_to(np.zeros(1, dtype=np.uint8), (2**40,))])
+    assert q.qsize() == 0
