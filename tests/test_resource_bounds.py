@@ -47,6 +47,33 @@ def sparse_2_40(tmp_path):
 # ----------------------------------------------------------------------------
 # E1: a message that can never fit is refused before anything is allocated
 # ----------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+def test_messages_claiming_2_40_to_2_63_bytes_are_refused_before_any_allocation(names, topic_dir,
+                                                                                   record_property):
+    """Every producing path of Queue and Topic (values, keys, headers, batches, each
+    serializer) refuses objects whose buffer claims 2**40 .. 2**63 - 1 bytes with
+    MessageTooLarge, allocating < 1 MiB, leaving the queue/topic unchanged.  Run in a
+    child: a wrong implementation would try to copy a terabyte."""
+    pytest.importorskip("numpy")
+    name = names.new()
+    scratch = os.path.join(topic_dir, "sparse-e1")
+    r = subprocess.run([sys.executable, "-m", "helpers.res_workers", "e1", name, scratch],
+                       capture_output=True, text=True, timeout=100, cwd=TESTS_DIR)
+    assert r.returncode == 0, f"child died ({r.returncode}): {r.stderr[-3000:]}"
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert len(results) >= 80
+    wrong = [x for x in results if x["outcome"] != "MessageTooLarge" or not x["unchanged"]]
+    assert wrong == [], "\n".join(map(str, wrong[:10]))
+    heavy = [x for x in results if x["tracemalloc_peak"] >= 2**20 or x["rss_growth_kib"] >= 1024]
+    assert heavy == [], "\n".join(map(str, heavy[:10]))
+    seconds = sorted(x["seconds"] for x in results)
+    _report(record_property, "e1_refusals", len(results))
+    _report(record_property, "e1_refuse_seconds_median", seconds[len(seconds) // 2])
+    _report(record_property, "e1_refuse_seconds_max", seconds[-1])
+    _report(record_property, "e1_tracemalloc_peak_max_bytes", max(x["tracemalloc_peak"] for x in results))
+    _report(record_property, "e1_rss_growth_max_kib", max(x["rss_growth_kib"] for x in results))
+
+
 def test_topic_key_and_headers_over_the_limit_are_refused_before_being_copied(make_topic, sparse_2_40):
     """Regression: a bytes-like key or header value was copied (memoryview.tobytes)
     before its size was checked, so a 2**40-byte one raised MemoryError (or, with

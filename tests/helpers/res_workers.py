@@ -1,0 +1,145 @@
+"""Child-process programs of tests/test_resource_bounds.py.
+
+Run as ``python -m helpers.res_workers <program> <args...>``; each prints one JSON
+line (its last line of output) for the test to check.  Kept out of the test
+process because a wrong implementation of what they probe (copying a 2**40-byte
+message, hanging at exit) must not hurt the test runner.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import sys
+import threading
+import time
+import tracemalloc
+
+
+def rss_kib() -> int:
+    """This process's resident set (VmRSS of /proc/self/status), KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+# ----------------------------------------------------------------------------
+# E1: messages that claim 2**40 bytes (or up to 2**63 - 1) without occupying them
+# ----------------------------------------------------------------------------
+def _huge_objects(scratch: str) -> dict:
+    """Bytes-like objects whose buffer claims far more memory than the machine has."""
+    import numpy as np
+
+    fd = os.open(scratch, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, 2**40)   # sparse: no block is ever allocated
+        sparse = mmap.mmap(fd, 2**40, prot=mmap.PROT_READ)
+    finally:
+        os.close(fd)
+        os.unlink(scratch)
+    one = np.zeros(1, dtype=np.uint8)
+    objs = {
+        "sparse-mmap-2**40": (sparse, 2**40),
+        "numpy-2**40": (np.broadcast_to(one, (2**40,)), 2**40),
+        "numpy-2**62": (np.broadcast_to(one, (2**62,)), 2**62),
+        "numpy-2**63-1": (np.broadcast_to(one, (2**63 - 1,)), 2**63 - 1),
+    }
+    for name, (obj, size) in objs.items():
+        assert memoryview(obj).nbytes == size, name
+    return {name: obj for name, (obj, _size) in objs.items()}
+
+
+class _ReturnsHuge:
+    """A custom serializer whose dumps returns the huge object it is given."""
+
+    @staticmethod
+    def dumps(obj):
+        return obj
+
+    @staticmethod
+    def loads(buf):
+        return bytes(buf)
+
+
+def _e1_cases(name: str, objs: dict):
+    """(case, call, state) triples: `call(obj)` must raise MessageTooLarge,
+    `state()` must read the same before and after."""
+    import pickle
+
+    import pyqmem
+
+    cases = []
+    qraw = pyqmem.Queue(name + "-raw", capacity=2**20, serializer=None)
+    qpkl = pyqmem.Queue(name + "-pickle", capacity=2**20)
+    qcus = pyqmem.Queue(name + "-custom", capacity=2**20, serializer=_ReturnsHuge())
+    traw = pyqmem.Topic(name + "-traw", segment_bytes=2**20)
+    tpkl = pyqmem.Topic(name + "-tpickle", segment_bytes=2**20, serializer="pickle")
+    handles = [qraw, qpkl, qcus, traw, tpkl]
+
+    def qstate(q):
+        return lambda: (q.qsize(), q.stats()["put"])
+
+    def tstate(t):
+        return lambda: [(p["start_offset"], p["end_offset"]) for p in t.stats()["partitions"].values()]
+
+    for q, label in ((qraw, "queue-raw"), (qpkl, "queue-pickle"), (qcus, "queue-custom")):
+        cases += [
+            (f"{label}.put", lambda o, q=q: q.put(o, timeout=1), qstate(q)),
+            (f"{label}.put_nowait", lambda o, q=q: q.put_nowait(o), qstate(q)),
+            (f"{label}.put_many", lambda o, q=q: q.put_many([b"ok", o], timeout=1), qstate(q)),
+        ]
+    cases.append(("queue-pickle.put(PickleBuffer)", lambda o: qpkl.put(pickle.PickleBuffer(o), timeout=1),
+                  qstate(qpkl)))
+    for t, label in ((traw, "topic-raw"), (tpkl, "topic-pickle")):
+        cases += [
+            (f"{label}.send", lambda o, t=t: t.send(o), tstate(t)),
+            (f"{label}.send(partition=0)", lambda o, t=t: t.send(o, partition=0), tstate(t)),
+            (f"{label}.send_many", lambda o, t=t: t.send_many([b"ok", o]), tstate(t)),
+            (f"{label}.send(key=huge)", lambda o, t=t: t.send(b"v", key=o), tstate(t)),
+            (f"{label}.send_many(key=huge)", lambda o, t=t: t.send_many([b"v"], key=o), tstate(t)),
+            (f"{label}.send(headers=huge)", lambda o, t=t: t.send(b"v", headers={"h": o}), tstate(t)),
+            (f"{label}.send(headers=huge, key=str)",
+             lambda o, t=t: t.send(b"v", key="k", headers={"a": b"1", "h": o}), tstate(t)),
+        ]
+    return cases, handles
+
+
+def e1(name: str, scratch: str) -> None:
+    import pyqmem
+
+    objs = _huge_objects(scratch)
+    cases, handles = _e1_cases(name, objs)
+    results = []
+    for case, call, state in cases:
+        call(b"warm-up" if "key" not in case and "headers" not in case else b"k")  # same path, accepted
+        for label, obj in objs.items():
+            before = state()
+            rss0 = rss_kib()
+            tracemalloc.start()
+            t0 = time.perf_counter()
+            try:
+                call(obj)
+                outcome = "accepted"
+            except pyqmem.MessageTooLarge as exc:
+                outcome = "MessageTooLarge"
+                detail = str(exc)[:160]
+            except BaseException as exc:   # noqa: BLE001 - reported to the test
+                outcome = f"{type(exc).__name__}"
+                detail = str(exc)[:160]
+            seconds = time.perf_counter() - t0
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+            results.append({"case": case, "object": label, "outcome": outcome,
+                            "detail": detail if outcome != "accepted" else "",
+                            "seconds": seconds, "tracemalloc_peak": peak,
+                            "rss_growth_kib": rss_kib() - rss0, "unchanged": state() == before})
+    for h in handles:
+        h.close()
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    program, *args = sys.argv[1:]
+    {"e1": e1}[program](*args)
