@@ -14,6 +14,12 @@ headers (UTF-8 text values, so any tool can read them)::
                         ERROR_MAX bytes; empty if the record was never nacked
                         with an error, e.g. its consumers kept dying)
     dlq.timestamp       when it was dead-lettered, ns since the epoch (decimal)
+    dlq.omitted         only when the record did not fit the dead-letter topic
+                        (MessageTooLarge): what was left out and why.  Such a
+                        record has no key, an empty value, no user headers and
+                        no correlation id; the original is still in the source
+                        topic at dlq.partition / dlq.offset until retention
+                        removes it.  Redrive passes over it.
 
 A record dead-lettered again after a redrive gets fresh values.  Redrive
 (:func:`original_headers`) removes them before sending the record back.
@@ -22,10 +28,11 @@ A record dead-lettered again after a redrive gets fresh values.  Redrive
 import time
 from typing import NamedTuple
 
-__all__ = ["ERROR_MAX", "PREFIX", "DeadLetterInfo", "dead_letter_headers", "info",
-           "original_headers", "error_text"]
+__all__ = ["ERROR_MAX", "PREFIX", "OMITTED", "DeadLetterInfo", "dead_letter_headers", "info",
+           "omitted_headers", "original_headers", "error_text"]
 
 PREFIX = "dlq."
+OMITTED = PREFIX + "omitted"
 ERROR_MAX = 4096
 _INT_FIELDS = ("partition", "offset", "delivery_count", "timestamp")
 
@@ -73,6 +80,20 @@ def dead_letter_headers(headers, *, topic, group, partition, offset, delivery_co
     }
     for name, value in fields.items():
         out[PREFIX + name] = str(value).encode("utf-8")
+    return out
+
+
+def omitted_headers(headers, msg, user_headers, error):
+    """The headers of the stand-in for `msg` (a Message with `user_headers`)
+    when its dead-letter copy with `headers` (from dead_letter_headers) raised
+    `error`: only the ``dlq.*`` ones, plus ``dlq.omitted`` naming what is left
+    out."""
+    out = {k: v for k, v in headers.items() if k.startswith(PREFIX)}
+    user = sum(len(k) + len(v) for k, v in user_headers.items())
+    text = (f"value of {len(msg.data)} bytes, key of {len(msg.key or b'')} bytes, "
+            f"{len(user_headers)} user headers ({user} bytes) and the correlation id "
+            f"did not fit the dead-letter topic: {error_text(error)}")
+    out[OMITTED] = text.encode("utf-8")[:ERROR_MAX]
     return out
 
 

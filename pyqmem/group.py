@@ -32,7 +32,11 @@ Dead letters
     named one; ``dead_letter=False`` drops it) with the ``dlq.*`` headers
     of pyqmem.deadletter, then acked and counted.  ``dlq.delivery_count``
     is the deliveries it had (max_deliveries, unless members died holding
-    it).  delivery_count saturates at 4095 in the C core, so a
+    it).  The dead-letter topic is created with segments at least as large as
+    the source's; a record that still does not fit it (an existing topic with
+    smaller segments, or key and headers near the limit) is dead-lettered
+    without key, value and user headers, with a ``dlq.omitted`` header
+    saying why (see pyqmem.deadletter): the group never stalls on it.  delivery_count saturates at 4095 in the C core, so a
     max_deliveries of 4095 or more never dead-letters.
 
 Threads
@@ -52,7 +56,8 @@ from collections.abc import Mapping
 from . import _core
 from . import deadletter as _deadletter
 from .consumer import _OFFSET_MAX, _timestamp_ns, iterate
-from .errors import AlreadyExists, Closed, CorruptError, Empty, NotFound, QmemError, StaleAck
+from .errors import (AlreadyExists, Closed, CorruptError, Empty, MessageTooLarge, NotFound,
+                     QmemError, StaleAck)
 from .queue import _check_int
 from .retry import RetryPolicy
 from .serializers import RawSerializer
@@ -60,6 +65,7 @@ from .serializers import RawSerializer
 __all__ = ["GroupConsumer", "group_stats", "topic_group_stats"]
 
 _ERRORS_MAX = 65536   # last errors remembered per consumer (oldest dropped)
+_DLQ_SEGMENT_BYTES = 64 * 2**20   # Topic's default
 _GROUPS_DIR = "groups"
 _SUFFIX = ".grp"
 
@@ -261,9 +267,11 @@ class GroupConsumer(_core.GroupReader):
     def _dead_letter_topic(self):
         if self._dlq is None:
             from .topic import Topic
+            # segments at least the source's, so every value that fit the source fits
+            segment_bytes = max(self._log_args[0], _DLQ_SEGMENT_BYTES)
             try:
                 self._dlq = Topic(self._dlq_name, dir=self._root, partitions=self._nparts,
-                                  create=True)
+                                  segment_bytes=segment_bytes, create=True)
             except AlreadyExists:
                 self._dlq = Topic(self._dlq_name, dir=self._root, create=False)
         return self._dlq
@@ -285,8 +293,17 @@ class GroupConsumer(_core.GroupReader):
                     user_headers, topic=self._topic, group=self._name, partition=m.partition,
                     offset=m.offset, delivery_count=max(1, m.delivery_count - 1),
                     error=error)
-                dlq.send(bytes(m.data), key=m.key, headers=headers,
-                         partition=m.partition % dlq.partitions, correlation_id=correlation_id)
+                partition = m.partition % dlq.partitions
+                try:
+                    dlq.send(m.data, key=m.key, headers=headers, partition=partition,
+                             correlation_id=correlation_id)
+                except MessageTooLarge as exc:
+                    # it does not fit the dead-letter topic (made by someone with
+                    # smaller segments, or the dlq.* headers tipped key + headers
+                    # over): raising here would fail every get of the group
+                    # forever, so the record goes there without its payload
+                    dlq.send(b"", partition=partition,
+                             headers=_deadletter.omitted_headers(headers, m, user_headers, exc))
             try:
                 m.ack()
             except StaleAck:   # another member settled it meanwhile

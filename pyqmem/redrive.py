@@ -13,7 +13,8 @@ a record is acked there only after it was sent back, so a redrive killed
 midway resumes where it stopped and loses nothing; a kill between the send
 and the ack sends that one record twice (at-least-once).  Records of other
 sources (a dead-letter topic shared by several) are passed over in this
-source's group and stay in the dead-letter topic.  The dead-letter topic
+source's group and stay in the dead-letter topic, and so are stand-ins of
+records that did not fit it (``dlq.omitted``: they carry no payload).  The dead-letter topic
 itself is never modified; its retention removes old records.
 """
 
@@ -64,6 +65,9 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
                     info = _deadletter.info(msg.headers)
                     if info is not None and info.topic != source:
                         msg.ack()          # another source's record: not ours to move
+                        continue
+                    if _deadletter.OMITTED in msg.headers:
+                        msg.ack()          # a stand-in without its payload: nothing to move
                         continue
                     partition = None
                     if info is not None and info.partition < src.partitions:

@@ -131,3 +131,58 @@ def test_raw_put_many_copies_a_non_contiguous_array_like_put_does(make_queue):
     with pytest.raises(pyqmem.MessageTooLarge):
         q.put_many([b"a", np.broadcast_to(np.zeros(1, dtype=np.uint8), (2**40,))])
     assert q.qsize() == 0
+
+
+def _dead_letter_one(t, *, value, key=None, headers=None):
+    """Send one record, then a small one; a group with max_deliveries=1 nacks the first,
+    so its next claim dead-letters it.  Returns the small record as delivered."""
+    t.send(value, key=key, headers=headers, partition=0)
+    t.send(b"after", partition=0)
+    with t.consumer(group="g", max_deliveries=1) as c:
+        first = c.get(timeout=5)
+        assert first.offset == 0
+        first.nack(delay=0, error=RuntimeError("handler failed"))
+        nxt = c.get(timeout=5)   # dead-letters offset 0 on the way
+        nxt.ack()
+        stats = c.stats()[0]
+    assert (stats["committed"], stats["dead_lettered"], stats["pending"]) == (2, 1, 0)
+    return nxt
+
+
+def test_a_record_too_large_for_an_existing_dead_letter_topic_does_not_stall_the_group(
+        make_topic, tname, topic_dir):
+    """Regression: when the dead-letter append raised MessageTooLarge (a "<topic>.dlq"
+    made with smaller segments), every get of the group raised it again, forever, and
+    the records after it were never delivered.  Now a stand-in without the payload goes
+    to the dead-letter topic, saying what was left out, and redrive passes over it."""
+    t = make_topic(segment_bytes=2**20)
+    dlq = make_topic(f"{tname}.dlq", segment_bytes=64 * 1024)   # values up to 32 KiB
+    nxt = _dead_letter_one(t, value=b"v" * 40_000, key=b"the-key", headers={"trace": b"abc"})
+    assert bytes(nxt.data) == b"after"
+    with dlq.consumer() as c:
+        stand_in = c.get(timeout=5)
+    from pyqmem import deadletter
+    info = deadletter.info(stand_in.headers)
+    assert (info.topic, info.partition, info.offset, info.delivery_count) == (tname, 0, 0, 1)
+    assert "RuntimeError: handler failed" in info.error
+    omitted = bytes(stand_in.headers[deadletter.OMITTED]).decode()
+    assert "value of 40000 bytes" in omitted and "MessageTooLarge" in omitted
+    assert bytes(stand_in.data) == b"" and stand_in.key is None and "trace" not in stand_in.headers
+    assert pyqmem.redrive(tname, dir=topic_dir) == 0
+    assert t.stats()["partitions"][0]["end_offset"] == 2
+
+
+@pytest.mark.timeout(120)
+def test_the_dead_letter_topic_takes_every_value_its_source_takes(tmp_path, tname, tracked):
+    """Regression: "<topic>.dlq" was created with the default 64 MiB segments, so a
+    value over 32 MiB from a topic with larger segments could never be dead-lettered
+    (and stalled the group as above).  It is now created with the source's segment size
+    (on disk here: tmpfs would reserve the segments in memory)."""
+    t = tracked(pyqmem.Topic(tname, dir=tmp_path, segment_bytes=68 * 2**20))
+    value = b"\xab" * (33 * 2**20)
+    _dead_letter_one(t, value=value)
+    dlq = tracked(pyqmem.Topic(f"{tname}.dlq", dir=tmp_path, create=False))
+    assert dlq.segment_bytes == 68 * 2**20
+    with dlq.consumer() as c:
+        m = c.get(timeout=5)
+        assert m.data == value
