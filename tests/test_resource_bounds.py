@@ -506,3 +506,138 @@ def test_exception_half_way_through_a_send_leaves_the_topic_byte_identical(case,
         serializer.calls = 0
     md = t.send(b"next" if kind == "raw" else "next", partition=0)
     assert md.offset == 1
+
+
+# ----------------------------------------------------------------------------
+# I4: the interpreter exits promptly with open handles, blocked threads and leases
+# ----------------------------------------------------------------------------
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("how", ["return", "sys.exit", "os._exit"])
+def test_exit_with_open_handles_blocked_threads_and_leases_is_prompt_and_frees_the_leases(
+        how, qname, make_topic, tname, record_property):
+    """I4: a process that holds a queue, a topic, group leases (visibility_timeout=120)
+    and daemon threads blocked in get/put of each kind exits with code 0 without
+    closing anything; another member then gets the leased records at once (their
+    deliveries counted), not after the visibility timeout, and the queue counts no
+    member of the dead process."""
+    t = make_topic()
+    t.send_many([b"a", b"b", b"c"])
+    child = subprocess.Popen([sys.executable, "-m", "helpers.res_workers", "exit_holding",
+                              qname, tname, how], cwd=TESTS_DIR, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        ready = time.monotonic()
+        assert line, f"child gave no report: {child.stderr.read()[-3000:]}"
+        report = json.loads(line)
+        assert report == {"leased": [0, 1, 2], "blocked": 5}, report
+        code = child.wait(timeout=30)
+        exit_seconds = time.monotonic() - ready
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+        stderr = child.stderr.read()
+        child.stderr.close()
+    assert code == 0, f"exit code {code}: {stderr[-3000:]}"
+    t0 = time.monotonic()
+    with t.consumer(group="g", visibility_timeout=120) as c:
+        got = []
+        while len(got) < 3 and time.monotonic() - t0 < 10:
+            try:
+                got += c.get_many(3, timeout=0.5)
+            except pyqmem.Empty:
+                pass
+        redelivery_seconds = time.monotonic() - t0
+        assert sorted((m.offset, m.delivery_count) for m in got) == [(0, 2), (1, 2), (2, 2)]
+        c.ack_many(got)
+    with pyqmem.Queue(qname) as q:
+        stats = q.stats()
+        assert (stats["members"], q.get(timeout=1)) == (1, "occupant")
+    _report(record_property, f"i4_{how}_exit_seconds", round(exit_seconds, 3))
+    _report(record_property, f"i4_{how}_redelivery_seconds", round(redelivery_seconds, 3))
+
+
+# ----------------------------------------------------------------------------
+# E5: a full member table is a typed error; dead members' slots are reclaimed
+# ----------------------------------------------------------------------------
+MEMBER_SLOTS = 1023   # live handles per queue, partition log or group file (qmem.h)
+
+
+def _holder(kind, name, count):
+    p = subprocess.Popen([sys.executable, "-m", "helpers.res_workers", "hold_members", kind, name,
+                          str(count)], cwd=TESTS_DIR, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    assert line, p.stderr.read()[-3000:]
+    return p, json.loads(line)
+
+
+def _assert_members_full(exc_info):
+    exc = exc_info.value
+    assert type(exc) is pyqmem.QmemError, type(exc)
+    assert "member table full" in str(exc) and "1023" in str(exc), str(exc)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("kind", ["queue", "group"])
+def test_full_member_table_is_a_typed_error_and_dead_members_slots_are_reclaimed(
+        kind, qname, make_topic, tname, reaper, record_property):
+    """E5: three processes take every member slot (1023); the next handle is refused
+    with QmemError "member table full"; after one of them is SIGKILLed, all of its
+    slots can be taken again at once (each taker settles the dead member's slot), and
+    the one after that is refused again."""
+    from helpers.res_workers import open_member
+
+    topic = None
+    if kind == "group":
+        topic = make_topic()   # its handle is one of the partition log's members
+        topic.send(b"r")
+        name = tname
+    else:
+        pyqmem.Queue(qname, capacity=4096).close()
+        name = qname
+    procs, counts = [], []
+    t0 = time.perf_counter()
+    try:
+        for count in (400, 400, "fill"):
+            p, report = _holder(kind, name, count)
+            procs.append(reaper.add(p))
+            counts.append(report["opened"])
+        fill_seconds = time.perf_counter() - t0
+        assert report["error"] is not None and "member table full" in report["error"][1], report
+        # a group member is a member of the group file and of the partition log, where
+        # each Topic object (the test's and the holders') takes one more slot
+        assert counts[:2] == [400, 400] and sum(counts) == MEMBER_SLOTS - 4 * (kind == "group")
+        with pytest.raises(pyqmem.QmemError) as ei:
+            open_member(kind, name, topic)
+        _assert_members_full(ei)
+        procs[0].kill()
+        procs[0].wait()
+        mine = []
+        t0 = time.perf_counter()
+        try:
+            for _ in range(counts[0] + (kind == "group")):   # + the holder's Topic slot
+                mine.append(open_member(kind, name, topic))
+            reclaim_seconds = time.perf_counter() - t0
+            with pytest.raises(pyqmem.QmemError) as ei:
+                open_member(kind, name, topic)
+            _assert_members_full(ei)
+            if kind == "queue":
+                assert mine[0].stats()["members"] == MEMBER_SLOTS
+            else:   # the reclaimed members work: one of them gets the record
+                msg = mine[-1].get(timeout=5)
+                assert bytes(msg.data) == b"r"
+                msg.ack()
+        finally:
+            for h in mine:
+                h.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.stdin.close()
+                p.kill()
+            p.wait()
+    _report(record_property, f"e5_{kind}_fill_seconds", round(fill_seconds, 3))
+    _report(record_property, f"e5_{kind}_reclaim_{counts[0]}_seconds", round(reclaim_seconds, 3))

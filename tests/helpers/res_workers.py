@@ -140,6 +140,68 @@ def e1(name: str, scratch: str) -> None:
     print(json.dumps(results))
 
 
+# ----------------------------------------------------------------------------
+# I4: exit with open handles, daemon threads blocked in pyqmem calls, leases held
+# ----------------------------------------------------------------------------
+def exit_holding(qname: str, tname: str, how: str) -> None:
+    """Open a queue, a topic and group members, take leases, park daemon threads in
+    blocking calls, print one JSON line, then exit as `how` says, closing nothing."""
+    import pyqmem
+
+    q = pyqmem.Queue(qname, maxsize=1)
+    q.put("occupant")
+    empty = pyqmem.Queue(qname + "-empty")
+    t = pyqmem.Topic(tname)
+    member = t.consumer(group="g", visibility_timeout=120)
+    leased = member.get_many(10, timeout=5)          # the parent sent 3 records
+    idle_member = t.consumer(group="g", visibility_timeout=120)
+    subscriber = t.consumer(start="latest")
+    blocked = [lambda: empty.get(), lambda: q.put("no room"), lambda: idle_member.get(),
+               lambda: subscriber.get(), lambda: pyqmem.Queue(qname + "-empty").get()]
+    threads = [threading.Thread(target=fn, daemon=True) for fn in blocked]
+    for th in threads:
+        th.start()
+    time.sleep(0.2)   # every thread is inside its blocking call
+    print(json.dumps({"leased": [m.offset for m in leased],
+                      "blocked": sum(th.is_alive() for th in threads)}), flush=True)
+    if how == "sys.exit":
+        sys.exit(0)
+    if how == "os._exit":
+        os._exit(0)
+    # "return": fall off the end of the program; the interpreter finalizes
+
+
+# ----------------------------------------------------------------------------
+# E5: hold member slots until killed
+# ----------------------------------------------------------------------------
+def open_member(kind: str, name: str, topic=None):
+    """One more handle of `kind` on `name`: it takes one member slot of the queue
+    (queue), or of the group file and of the partition log (group)."""
+    import pyqmem
+
+    if kind == "queue":
+        return pyqmem.Queue(name, capacity=4096, create=False)
+    return topic.consumer(group="g")
+
+
+def hold_members(kind: str, name: str, count: str) -> None:
+    """Open `count` handles (all there is room for if "fill"), report how many and
+    the error that stopped it, then hold them until killed (or stdin closes)."""
+    import pyqmem
+
+    topic = pyqmem.Topic(name, create=False) if kind == "group" else None
+    want = 1100 if count == "fill" else int(count)
+    held, error = [], None
+    while len(held) < want:
+        try:
+            held.append(open_member(kind, name, topic))
+        except pyqmem.QmemError as exc:
+            error = [type(exc).__name__, str(exc)]
+            break
+    print(json.dumps({"opened": len(held), "error": error}), flush=True)
+    sys.stdin.read()
+
+
 if __name__ == "__main__":
     program, *args = sys.argv[1:]
-    {"e1": e1}[program](*args)
+    {"e1": e1, "exit_holding": exit_holding, "hold_members": hold_members}[program](*args)
