@@ -550,7 +550,10 @@ def test_exit_with_open_handles_blocked_threads_and_leases_is_prompt_and_frees_t
             except pyqmem.Empty:
                 pass
         redelivery_seconds = time.monotonic() - t0
-        assert sorted((m.offset, m.delivery_count) for m in got) == [(0, 2), (1, 2), (2, 2)]
+        # >= 2: while the process finalizes, its idle member (still blocked in get in
+        # a daemon thread) may claim a record the closing member gave back (count 3)
+        assert sorted(m.offset for m in got) == [0, 1, 2]
+        assert all(m.delivery_count >= 2 for m in got), [m.delivery_count for m in got]
         c.ack_many(got)
     with pyqmem.Queue(qname) as q:
         stats = q.stats()
