@@ -174,14 +174,16 @@ def exit_holding(qname: str, tname: str, how: str) -> None:
 # ----------------------------------------------------------------------------
 # E5: hold member slots until killed
 # ----------------------------------------------------------------------------
-def open_member(kind: str, name: str, topic=None):
-    """One more handle of `kind` on `name`: it takes one member slot of the queue
-    (queue), or of the group file and of the partition log (group)."""
+def open_member(kind: str, name: str):
+    """One more handle of `kind` on `name` that takes one member slot: of the queue
+    `name`, or of the group "g" of the topic folder `name` (a bare group handle, as
+    each group consumer opens one)."""
     import pyqmem
+    from pyqmem import _core
 
     if kind == "queue":
         return pyqmem.Queue(name, capacity=4096, create=False)
-    return topic.consumer(group="g")
+    return _core.Group.open(name, "g", _core.OPEN_ONLY)
 
 
 def hold_members(kind: str, name: str, count: str) -> None:
@@ -189,12 +191,11 @@ def hold_members(kind: str, name: str, count: str) -> None:
     the error that stopped it, then hold them until killed (or stdin closes)."""
     import pyqmem
 
-    topic = pyqmem.Topic(name, create=False) if kind == "group" else None
     want = 1100 if count == "fill" else int(count)
     held, error = [], None
     while len(held) < want:
         try:
-            held.append(open_member(kind, name, topic))
+            held.append(open_member(kind, name))
         except pyqmem.QmemError as exc:
             error = [type(exc).__name__, str(exc)]
             break
