@@ -89,6 +89,8 @@ OPEN_OR_CREATE = QM_OPEN_OR_CREATE
 CREATE_ONLY = QM_CREATE_ONLY
 OPEN_ONLY = QM_OPEN_ONLY
 LOG_FSYNC = QM_LOG_FSYNC
+ENOTREADY = QM_ENOTREADY    # the .status of a QmemError: an object still being created
+EMEMBERS = QM_EMEMBERS      # the .status of a QmemError: member table full
 
 cdef enum:
     _SLICE_NS = 50000000        # longest stay in C before signal handlers run
@@ -140,7 +142,9 @@ cdef object _error(int status, object name, bint putting):
             if detail:
                 text = f"{text} ({detail})"
         return OSError(-status, text, name)
-    return QmemError(msg)
+    exc = QmemError(msg)
+    exc.status = status   # e.g. ENOTREADY (being created) vs EMEMBERS (member table full)
+    return exc
 
 
 cdef inline int64_t _slice_end(int64_t deadline_ns) noexcept nogil:

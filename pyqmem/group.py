@@ -119,8 +119,8 @@ def _being_created(exc):
     writing: QM_ENOTREADY, or the empty file before it is sized (EINVAL)."""
     if isinstance(exc, NotFound):
         return False
-    if type(exc) is QmemError:   # QM_ENOTREADY
-        return True
+    if type(exc) is QmemError:   # QM_ENOTREADY, not e.g. a full member table
+        return getattr(exc, "status", None) == _core.ENOTREADY
     return type(exc) is OSError and exc.errno == errno.EINVAL
 
 

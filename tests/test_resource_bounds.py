@@ -650,3 +650,28 @@ def test_full_member_table_is_a_typed_error_and_dead_members_slots_are_reclaimed
     _report(record_property, f"e5_{kind}_fill_seconds", round(fill_seconds, 3))
     _report(record_property, f"e5_{kind}_reclaim_{counts[0]}_seconds", round(reclaim_seconds, 3))
 
+
+@pytest.mark.timeout(60)
+def test_a_group_consumer_finding_the_member_table_full_fails_without_retrying(
+        make_topic, reaper, monkeypatch, record_property):
+    """Regression: opening a group consumer took a full member table ("member table
+    full", a plain QmemError) for a group file still being created and retried it,
+    sleeping 5 ms at a time, for 10 s before raising."""
+    import pyqmem.group
+
+    topic = make_topic()
+    topic.consumer(group="g").close()
+    p, report = _holder("group", topic.path, "fill")
+    reaper.add(p)
+    assert report["opened"] == MEMBER_SLOTS, report
+    sleeps = []
+    monkeypatch.setattr(pyqmem.group.time, "sleep", sleeps.append)
+    t0 = time.perf_counter()
+    with pytest.raises(pyqmem.QmemError) as ei:
+        topic.consumer(group="g")
+    seconds = time.perf_counter() - t0
+    monkeypatch.undo()
+    _assert_members_full(ei)
+    assert ei.value.status == pyqmem._core.EMEMBERS
+    assert sleeps == [], f"retried {len(sleeps)} times as if the group file were being created"
+    _report(record_property, "e5_group_consumer_refused_seconds", round(seconds, 3))
