@@ -660,3 +660,84 @@ def test_full_member_table_is_a_typed_error_and_dead_members_slots_are_reclaimed
     _report(record_property, f"e5_{kind}_fill_seconds", round(fill_seconds, 3))
     _report(record_property, f"e5_{kind}_reclaim_{counts[0]}_seconds", round(reclaim_seconds, 3))
 
+
+
+# ----------------------------------------------------------------------------
+# E3: a flooding producer gets Full; everyone else carries on
+# ----------------------------------------------------------------------------
+def _child(reaper, *args):
+    p = subprocess.Popen([sys.executable, "-m", "helpers.res_workers", *args], cwd=TESTS_DIR,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    reaper.add(p)
+    line = p.stdout.readline()
+    assert line and json.loads(line) == {"ready": True}, p.stderr.read()[-3000:]
+    return p
+
+
+def _round_trips(ping, pong, n, tag):
+    """n round trips through the echo child; returns each one's seconds."""
+    rtts = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        ping.put((tag, i))
+        assert pong.get(timeout=30) == (tag, i)
+        rtts.append(time.perf_counter() - t0)
+    return rtts
+
+
+def _pct(xs, p):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * p))] * 1e6, 1)
+
+
+@pytest.mark.timeout(120)
+def test_a_flooding_producer_gets_full_while_a_normal_pair_carries_on(names, make_topic, reaper,
+                                                                      record_property):
+    """E3: a process floods a queue (blocking puts, then put_nowait in a loop) and a
+    topic with retention; its blocking puts give up with Full and its queue never holds
+    more than its capacity; the topic's files stay within retention; meanwhile a pair
+    on other queues and a producer/subscriber on another topic get every message, in
+    order.  Round-trip latencies with and without the flood are reported, not
+    asserted (2 shared cores)."""
+    flooded, ping_name, pong_name = names.new("-flooded"), names.new("-ping"), names.new("-pong")
+    with pyqmem.Queue(flooded, capacity=64 * 1024, serializer=None) as fq, \
+            pyqmem.Queue(ping_name) as ping, pyqmem.Queue(pong_name) as pong:
+        flood_topic = make_topic("flooded", segment_bytes=256 * 1024, retention_bytes=2**20)
+        other = make_topic("other")
+        _child(reaper, "echo", ping_name, pong_name)
+        n = 1000
+        baseline = _round_trips(ping, pong, n, "base")
+        flooder = _child(reaper, "flood", flooded, "flooded", "2.0")
+        with other.consumer(start="latest") as sub:
+            flooded_rtts = []
+            sent = 0
+            end = time.monotonic() + 1.5
+            while time.monotonic() < end and sent < 20 * n:   # the pair and the other topic
+                flooded_rtts += _round_trips(ping, pong, 50, "flood")
+                for i in range(10):
+                    other.send(b"%d" % (sent + i))
+                got = [bytes(sub.get(timeout=30).data) for _ in range(10)]
+                assert got == [b"%d" % (sent + i) for i in range(10)]
+                sent += 10
+        out, err = flooder.communicate(timeout=60)
+        assert flooder.returncode == 0, err[-3000:]
+        report = json.loads(out.strip().splitlines()[-1])
+        ping.put(None)
+        assert pong.get(timeout=30) is None
+        stats = fq.stats()
+        assert stats["used_bytes"] <= stats["capacity"]
+        assert report["fulls"] >= 5 and report["puts"] == stats["put"] > 0, report
+        assert len(report["full_waits"]) == 5
+        segments = [os.path.getsize(os.path.join(root, f))
+                    for root, _d, files in os.walk(flood_topic.path) for f in files
+                    if f.endswith(".seg") or f.endswith(".log")]
+        on_disk = sum(segments)
+        assert on_disk <= 2**20 + 2 * 256 * 1024, f"{on_disk} bytes of segments: retention not applied"
+        assert report["sent"] > 0
+    _report(record_property, "e3_flooder", {k: report[k] for k in ("puts", "fulls", "sent")})
+    _report(record_property, "e3_full_wait_ms_with_timeout_0.2",
+            [round(w * 1e3, 1) for w in report["full_waits"]])
+    _report(record_property, "e3_rtt_us_baseline_p50_p99", (_pct(baseline, 0.5), _pct(baseline, 0.99)))
+    _report(record_property, "e3_rtt_us_flooded_p50_p99_n",
+            (_pct(flooded_rtts, 0.5), _pct(flooded_rtts, 0.99), len(flooded_rtts)))
+    _report(record_property, "e3_flooded_topic_segment_bytes", on_disk)

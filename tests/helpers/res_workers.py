@@ -203,6 +203,63 @@ def hold_members(kind: str, name: str, count: str) -> None:
     sys.stdin.read()
 
 
+# ----------------------------------------------------------------------------
+# E3: a flooding producer beside a normal pair
+# ----------------------------------------------------------------------------
+def echo(qin: str, qout: str) -> None:
+    """Put back every message of `qin` on `qout` until None comes (bounded: 60 s)."""
+    import pyqmem
+
+    with pyqmem.Queue(qin, create=False) as a, pyqmem.Queue(qout, create=False) as b:
+        print(json.dumps({"ready": True}), flush=True)
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            try:
+                item = a.get(timeout=1)
+            except pyqmem.Empty:
+                continue
+            b.put(item)
+            if item is None:
+                break
+
+
+def flood(qname: str, tname: str, seconds: str) -> None:
+    """Flood the queue `qname` and the topic `tname` for `seconds`: blocking puts
+    with a 0.2 s timeout until Full, then put_nowait and sends as fast as they go.
+    Reports the puts, the Fulls and how long each blocking put took to give up."""
+    import pyqmem
+
+    payload = b"f" * 4096
+    q = pyqmem.Queue(qname, create=False, serializer=None)
+    t = pyqmem.Topic(tname, create=False)
+    print(json.dumps({"ready": True}), flush=True)
+    puts = fulls = sent = 0
+    waits = []
+    while len(waits) < 5:   # blocking puts: each either fits or gives up with Full
+        t0 = time.perf_counter()
+        try:
+            q.put(payload, timeout=0.2)
+            puts += 1
+        except pyqmem.Full:
+            waits.append(time.perf_counter() - t0)
+    end = time.monotonic() + float(seconds)
+    while time.monotonic() < end:
+        for _ in range(100):
+            try:
+                q.put_nowait(payload)
+                puts += 1
+            except pyqmem.Full:
+                fulls += 1
+            t.send(payload)
+            sent += 1
+    q.close()
+    t.close()
+    print(json.dumps({"puts": puts, "fulls": fulls + len(waits), "full_waits": waits,
+                      "sent": sent}), flush=True)
+
+
 if __name__ == "__main__":
     program, *args = sys.argv[1:]
-    {"e1": e1, "exit_holding": exit_holding, "hold_members": hold_members}[program](*args)
+    programs = {"e1": e1, "exit_holding": exit_holding, "hold_members": hold_members,
+                "echo": echo, "flood": flood}
+    programs[program](*args)
