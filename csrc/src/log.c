@@ -870,6 +870,12 @@ static int try_read(qm_log_t *lg, qm_log_cursor_t *cur, qm_log_record_t *rec, ui
             return QM_EAGAIN;
         }
         if (st == QM_REC_ABANDONED) {
+            /* abandoning clears the owner; one left there is a committed
+             * record whose state bits were damaged: not a gap to skip */
+            if (QM_REC_OWNER(w) != 0)
+                return qm__fail(QM_ECORRUPT, "record at %llu is abandoned but names writer %u "
+                                "(a damaged record word)", (unsigned long long)pos,
+                                QM_REC_OWNER(w));
             cur->pos += len;
             cur->next_offset++;
             continue;
@@ -1387,7 +1393,8 @@ static int recover(qm_log_t *lg) {
          * an END at its first record is damage, and is cut) */
         if (st == QM_REC_END && count > 0) return QM_OK;
         if (bad_len(pos, len, lg->segment_bytes) ||
-            (st != QM_REC_WRITING && st != QM_REC_COMMITTED && st != QM_REC_ABANDONED)) {
+            (st != QM_REC_WRITING && st != QM_REC_COMMITTED && st != QM_REC_ABANDONED) ||
+            (st == QM_REC_ABANDONED && QM_REC_OWNER(w) != 0)) {   /* abandoning clears it */
             cut = true;
             break;
         }
