@@ -1,4 +1,5 @@
-"""Resource bounds and denial of service (reliability.md rows E1, E3, E5, E6, E7, I2, I4).
+"""Resource bounds and denial of service (reliability.md rows E1, E3, E5, E6, E7, I2, I4,
+and A10: fork with open handles).
 
 No test here asserts on time: durations are measured and printed (run with ``-s`` to
 see them, they also go to the test report via ``record_property``).  Memory is
@@ -8,10 +9,12 @@ asserted with bounds (tracemalloc, RSS).  ``PYQMEM_LEAK_N`` scales the leak test
 """
 from __future__ import annotations
 
+import fcntl
 import gc
 import json
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -741,3 +744,72 @@ def test_a_flooding_producer_gets_full_while_a_normal_pair_carries_on(names, mak
     _report(record_property, "e3_rtt_us_flooded_p50_p99_n",
             (_pct(flooded_rtts, 0.5), _pct(flooded_rtts, 0.99), len(flooded_rtts)))
     _report(record_property, "e3_flooded_topic_segment_bytes", on_disk)
+
+
+# ----------------------------------------------------------------------------
+# A10: os.fork() with open handles
+# ----------------------------------------------------------------------------
+def _in_forked_child(fn):
+    """Run fn() in a child made by os.fork(); the child sends fn's result (or its
+    error) through a pipe, then SIGKILLs itself with every handle still open."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # child: never returns into pytest
+        try:
+            os.close(r)
+            try:
+                out = {"ok": fn()}
+            except BaseException as exc:   # noqa: BLE001 - reported to the parent
+                out = {"error": f"{type(exc).__name__}: {exc}"}
+            os.write(w, json.dumps(out).encode())
+            os.close(w)
+        finally:
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    out = json.loads(data)
+    assert "error" not in out, out["error"]
+    return out["ok"]
+
+
+def test_forked_child_rejoins_under_its_own_slot_and_its_death_leaves_the_parent_alive(
+        make_queue, make_topic, shm_dir, topic_dir):
+    """A10: a child forked with a queue and a group consumer open uses them under member
+    slots of its own (never the parent's lease); when it is SIGKILLed the parent is
+    still a live member, its lease still acks, and the child's lease comes back to the
+    parent.  Every fd of a pyqmem file is close-on-exec."""
+    q = make_queue()
+    q.put("parent")
+    t = make_topic()
+    t.send_many([b"a", b"b"])
+    c = t.consumer(group="g", visibility_timeout=120)
+    mine = c.get(timeout=5)
+    parent_slot = q.stats()["member_slot"]
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith((shm_dir, topic_dir)):
+            assert fcntl.fcntl(int(fd), fcntl.F_GETFD) & fcntl.FD_CLOEXEC, target
+
+    def child():
+        q.put("child")
+        st = q.stats()
+        theirs = c.get(timeout=5)   # leased to the child's own slot
+        return {"slot": st["member_slot"], "members": st["members"], "offset": theirs.offset}
+
+    got = _in_forked_child(child)
+    assert got["slot"] != parent_slot and got["members"] == 2, got
+    assert got["offset"] != mine.offset
+    st = q.stats()
+    assert (st["member_slot"], st["members"]) == (parent_slot, 1)
+    assert q.get_many(2, timeout=1) == ["parent", "child"]
+    mine.ack()   # the parent's lease survived the child's death
+    back = c.get(timeout=5)   # the dead child's lease, given back by the sweep
+    assert (back.offset, back.delivery_count) == (got["offset"], 2)
+    back.ack()
+    c.close()
