@@ -52,6 +52,9 @@ def encode(headers, correlation_id, limit=None):
             raise ValueError(f"header name {name!r}: names starting with 'qm.' are reserved")
         items.append((name, value))
     if correlation_id is not None:
+        if limit is not None and len(correlation_id) > limit:   # >= 1 UTF-8 byte a character
+            raise MessageTooLarge(f"correlation id of {len(correlation_id)} characters is larger "
+                                  f"than the limit of {limit} bytes left for the headers")
         items.append((CORRELATION_ID, correlation_id.encode("utf-8")))
     if not items:
         return b""

@@ -98,6 +98,8 @@ def test_topic_key_and_headers_over_the_limit_are_refused_before_being_copied(ma
         t.send(b"v", key=b"k" * (limit + 1))
     with pytest.raises(pyqmem.MessageTooLarge):
         t.send(b"v", key="k" * (limit + 1))
+    with pytest.raises(pyqmem.MessageTooLarge):   # measured before it is encoded
+        t.send(b"v", correlation_id="c" * (limit + 1))
     with pytest.raises(pyqmem.MessageTooLarge):   # the C fast path (bytes values, dict)
         t.send(b"v", key=b"k" * 100, headers={"h": b"x" * (limit - 100 - 8)})
     md = t.send(b"v", key=b"k" * 100, headers={"h": b"x" * (limit - 100 - 9)})
