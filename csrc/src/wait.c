@@ -5,15 +5,22 @@
  * sequentially consistent fence:
  *
  *   sleeper                          waker
- *   sleepers = 1          [W1]       publish (release)      (ring.c)
- *   fence(seq_cst)        [W2]       fence(seq_cst)         [W3]
- *   s = seq                          if (xchg(sleepers, 0))  [W4]
+ *   s = seq (acquire)     [W0]       publish (release)      (ring.c)
+ *   sleepers = 1          [W1]       fence(seq_cst)         [W3]
+ *   fence(seq_cst)        [W2]       if (xchg(sleepers, 0))  [W4]
  *   re-check condition                   seq += 1; wake all  [W5]
  *   futex_wait(seq == s)
  *
  * Either the waker sees sleepers != 0 (and bumps seq, so the futex wait
  * returns at once or is woken), or the sleeper's re-check sees the
  * published state.  No syscall happens on the fast path when nobody sleeps.
+ *
+ * seq is read *before* announcing: any waker that consumes our announcement
+ * then bumps seq past s.  Read after announcing (as this code once did), a
+ * stale waker could clear our flag and bump seq in between; we would sleep
+ * on the new value with no flag set, and the next publisher would not wake
+ * us (a lost wakeup, ended only by the slice timeout).  model/ring.pml
+ * found it (docs/design/models.md).
  */
 #include "internal.h"
 
@@ -32,10 +39,13 @@ void qm__wake(qm_wake_line_t *line) {
 }
 
 uint32_t qm__sleep_prepare(qm_wake_line_t *line) {
+    /* [W0] acquire, before announcing: a waker that clears our flag bumps
+     * seq after this read (pairs with [W5]). */
+    uint32_t seq = atomic_load_explicit(&line->seq, memory_order_acquire);
     /* [W1] announce; [W2] seq_cst fence pairs with [W3]. */
     atomic_store_explicit(&line->sleepers, 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_seq_cst);
-    return atomic_load_explicit(&line->seq, memory_order_acquire);
+    return seq;
 }
 
 int qm__sleep(qm_wake_line_t *line, uint32_t seq, int64_t deadline_ns) {
