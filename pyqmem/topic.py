@@ -457,7 +457,11 @@ class Topic(_core.TopicSender):
         """Partition folders of a creator that died before writing topic.json."""
         for entry in os.listdir(self._folder):
             if _PARTITION_DIR.fullmatch(entry):
-                shutil.rmtree(os.path.join(self._folder, entry))
+                path = os.path.join(self._folder, entry)
+                if os.path.islink(path):   # rmtree would refuse too, with a vaguer OSError
+                    raise PermissionError(errno.EPERM, "object is not private to this user "
+                                          "(refusing to follow a symlink)", path)
+                shutil.rmtree(path)
 
     def _open_logs(self, partitions, created=range(0)):
         """Handles on `partitions`; those in `created` may be created."""

@@ -146,6 +146,18 @@ def test_topic_refuses_a_link_planted_at_each_of_its_paths(root, kind, site):
     assert ("symlink" in str(ei.value)) if kind == "symlink" else ("links" in str(ei.value)), ei.value
 
 
+def test_a_symlinked_partition_folder_left_by_a_dead_creator_is_refused_not_emptied(root):
+    """No topic.json: the next creator removes the partition folders it finds, but
+    never the contents of one that is a symlink."""
+    os.mkdir(os.path.join(root, "ev"), 0o700)
+    canary = Canary(os.path.join(root, "canary"), folder=True)
+    os.symlink(canary.path, os.path.join(root, "ev", "p0"))
+    canary.arm()
+    with pytest.raises(PermissionError, match="symlink"):
+        pyqmem.Topic("ev", dir=root, segment_bytes=SEG)
+    assert canary.changes() == {}
+
+
 @pytest.mark.parametrize("kind", ["symlink", "hardlink"])
 def test_topic_never_uses_a_link_planted_at_an_index_file(root, kind):
     """The index only speeds up seeks: one that is a link is not mapped (the reader
