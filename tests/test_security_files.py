@@ -20,11 +20,14 @@ consumer group's file (``<topic>/groups/<group>.grp``) and the dead-letter topic
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import pickle
 import shutil
+import signal
 import stat
 import tempfile
+import time
 
 import pytest
 
@@ -117,6 +120,87 @@ def test_queue_does_not_create_the_target_of_a_dangling_symlink(names, shm_dir):
     with pytest.raises(PermissionError, match="symlink"):
         pyqmem.Queue(name)
     assert not os.path.lexists(target)
+
+
+def _swapper(path, link, counter, stop_after):
+    """Fork a process that keeps swapping `path` (a real file) with `link` (a symlink)
+    by atomic renames, counting swaps in the shared `counter`, until killed or
+    `stop_after` seconds; returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            aside = path + ".aside"
+            deadline = time.monotonic() + stop_after
+            n = 0
+            while time.monotonic() < deadline:
+                os.rename(path, aside)
+                os.rename(link, path)
+                os.rename(aside, link)
+                n += 1
+                counter[:8] = n.to_bytes(8, "little")
+        finally:
+            os._exit(0)
+    return pid
+
+
+def _race(open_once, path, canary, min_opens=300, max_seconds=3.0):
+    """Open at least `min_opens` times while `path` flips between the real file and a
+    symlink to the canary, until both have been seen or `max_seconds` passed.
+    Returns ({outcome: count}, swaps); leaves the real file at `path`."""
+    link = path + ".link"
+    os.symlink(canary.path, link)
+    canary.arm()
+    counter = mmap.mmap(-1, 8)
+    pid = _swapper(path, link, counter, stop_after=max_seconds + 10)
+    outcomes = {}
+    deadline = time.monotonic() + max_seconds
+    try:
+        while (sum(outcomes.values()) < min_opens or len(outcomes) < 2) \
+                and time.monotonic() < deadline:
+            try:
+                open_once()
+                got = "opened"
+            except (PermissionError, pyqmem.NotFound, pyqmem.CorruptError) as exc:
+                got = type(exc).__name__
+            outcomes[got] = outcomes.get(got, 0) + 1
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    for p in (link, path + ".aside"):   # put the real file back at `path`
+        if os.path.lexists(p) and not os.path.islink(p):
+            os.rename(p, path)
+    return outcomes, int.from_bytes(counter[:8], "little")
+
+
+def test_queue_open_racing_a_symlink_swap_never_touches_the_canary(names, shm_dir):
+    name = names.new()
+    with pyqmem.Queue(name, capacity=4096) as q:
+        q.put("kept")
+    canary = Canary(os.path.join(shm_dir, f"canary-{name}"))
+    outcomes, swaps = _race(lambda: pyqmem.Queue(name, create=False).close(), queue_path(name),
+                            canary)
+    print(f"\nD2 race (queue): {outcomes} during {swaps} swaps")
+    assert set(outcomes) <= {"opened", "PermissionError", "NotFound"}
+    assert canary.changes() == {}
+    with pyqmem.Queue(name, create=False) as q:
+        assert q.get(timeout=1) == "kept"
+    os.unlink(canary.path)
+
+
+def test_topic_open_racing_a_symlink_swap_of_its_control_file_never_touches_the_canary(root):
+    make_topic(root)
+    canary = Canary(os.path.join(root, "canary"))
+
+    def open_once():
+        with pyqmem.Topic("ev", dir=root, create=False) as t:
+            t.send(b"x")
+
+    outcomes, swaps = _race(open_once, os.path.join(root, "ev", "p0", "control"), canary,
+                            min_opens=150)
+    print(f"\nD2 race (topic control file): {outcomes} during {swaps} swaps")
+    # CorruptError: the instant the control file is away, the partition looks broken
+    assert set(outcomes) <= {"opened", "PermissionError", "CorruptError"}
+    assert canary.changes() == {}
 
 
 TOPIC_LINK_SITES = {
