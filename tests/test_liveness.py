@@ -618,3 +618,81 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
     # returns, and Python drops the return value): counted above; at most one per
     # interrupted get.
     assert len(lost_get) <= modes.count("qget") and len(skipped) <= modes.count("tget")
+
+
+# ----------------------------------------------------------------------------
+# A8: attachers in other PID namespaces
+# ----------------------------------------------------------------------------
+_NS_HOLDER = r"""
+import os, sys
+import pyqmem
+topic_dir, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+t = pyqmem.Topic(name, dir=topic_dir, create=False)
+c = t.consumer(group="g", visibility_timeout=60)
+held = [c.get(timeout=10) for _ in range(n)]
+print("holding", os.getpid(), " ".join(str(m.offset) for m in held), flush=True)
+sys.stdin.read()                      # until the test closes stdin (or kills us)
+for m in held:
+    m.ack()
+print("acked", flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_members_in_other_pid_namespaces_with_the_same_pid_keep_or_lose_leases_by_their_own_liveness(
+    topic_dir, tname, tracked
+):
+    from helpers.tools import require_tool
+
+    unshare = require_tool("unshare")
+    if os.geteuid() != 0:
+        pytest.skip("unshare --pid needs root (CI runs as root)")
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    for i in range(4):
+        t.send(b"r%d" % i, partition=0)
+    c = tracked(t.consumer(group="g", visibility_timeout=60))
+    procs = []
+    try:
+        holders = []
+        for k in range(2):   # each one is pid 1 of its own namespace
+            p = subprocess.Popen([unshare, "--pid", "--fork", "--kill-child", sys.executable, "-c", _NS_HOLDER,
+                                  topic_dir, tname, "2"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            procs.append(p)
+            line = p.stdout.readline().decode().split()
+            assert line and line[0] == "holding", f"holder {k}: {line} rc={p.poll()}"
+            holders.append((int(line[1]), sorted(int(x) for x in line[2:])))
+        assert [pid for pid, _ in holders] == [1, 1], f"not pid 1 in their namespaces: {holders}"
+        # the first dies (SIGKILL to unshare; --kill-child takes its child along)
+        procs[0].kill()
+        procs[0].wait(10)
+        t0 = time.monotonic()
+        got = []
+        while len(got) < 2 and time.monotonic() - t0 < 10:
+            try:
+                m = c.get(timeout=0.5)
+            except pyqmem.Empty:
+                continue
+            got.append((m.offset, m.delivery_count))
+            m.ack()
+            del m
+        recovery = time.monotonic() - t0
+        assert sorted(o for o, _ in got) == holders[0][1] and all(d == 2 for _, d in got), (got, holders)
+        # the second, alive with the same pid, keeps its leases
+        with pytest.raises(pyqmem.Empty):
+            m = c.get(timeout=0.5)
+            pytest.fail(f"offset {m.offset} of the living holder was redelivered")
+        procs[1].stdin.close()
+        assert procs[1].stdout.readline().decode().split() == ["acked"]
+        assert procs[1].wait(10) == 0
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait(10)
+            for f in (p.stdin, p.stdout):
+                if f is not None and not f.closed:
+                    f.close()
+    g = t.stats()["groups"]["g"][0]
+    assert (g["committed"], g["pending"]) == (4, 0), g
+    print(f"\nA8: two members, each pid 1 in its own PID namespace; the killed one's 2 leases "
+          f"redelivered in {recovery:.3f} s, the living one's kept and acked")
