@@ -235,6 +235,7 @@ cdef class Ring:
     cdef qm_ring_t *_ring
     cdef int _busy          # calls inside C right now (changed with the GIL held)
     cdef bint _closed
+    cdef list _stash        # taken by a get a signal handler then ended: returned next
     cdef readonly str name
     cdef object __weakref__
 
@@ -387,14 +388,35 @@ cdef class Ring:
             raise _error(status, self.name, False)
         return 0
 
+    cdef int _keep(self, list items) except -1:
+        """Run signal handlers now, before the taken `items` are returned: a
+        signal that came while this call took them would otherwise raise
+        (KeyboardInterrupt) only after we returned, and Python would drop
+        them, taken from the ring and never handed out.  If a handler raises,
+        the items are kept for this handle's next get and it propagates."""
+        try:
+            PyErr_CheckSignals()
+        except BaseException:
+            if self._stash is None:
+                self._stash = []
+            self._stash.extend(items)
+            raise
+        return 0
+
     cdef object _get(self, int64_t deadline_ns, bint frame):
         cdef qm_record_t rec
-        cdef qm_ring_t *r = self._enter()
+        cdef qm_ring_t *r = self._handle()
+        cdef object item
+        if self._stash:
+            return self._stash.pop(0)
+        r = self._enter()
         try:
             self._begin(r, &rec, deadline_ns)
-            return _copy_out(r, &rec, frame, self.name)
+            item = _copy_out(r, &rec, frame, self.name)
         finally:
             self._leave()
+        self._keep([item])
+        return item
 
     def get(self, int64_t deadline_ns):
         """Take the next record as bytes.  Raises Empty when the deadline passes."""
@@ -413,7 +435,12 @@ cdef class Ring:
         Empty only if there was none."""
         cdef qm_record_t rec
         cdef list out = []
-        cdef qm_ring_t *r = self._enter()
+        cdef qm_ring_t *r = self._handle()
+        if self._stash:
+            out = self._stash[:n]
+            del self._stash[:n]
+            return out
+        r = self._enter()
         try:
             self._begin(r, &rec, deadline_ns)
             out.append(_copy_out(r, &rec, frames, self.name))
@@ -423,6 +450,7 @@ cdef class Ring:
                 out.append(_copy_out(r, &rec, frames, self.name))
         finally:
             self._leave()
+        self._keep(out)
         return out
 
     def depth(self):
@@ -1641,6 +1669,7 @@ cdef class TopicReader:
     cdef str _rtopic
     cdef PyThread_type_lock _rlock
     cdef public bint _closed
+    cdef list _rstash            # read by a get a signal handler then ended: returned next
 
     def __cinit__(self, *args, **kwargs):
         self._rlock = PyThread_allocate_lock()
@@ -1829,14 +1858,30 @@ cdef class TopicReader:
         else:
             self._acquire(deadline if secs < 0 else qm_now_ns() + <int64_t>(secs * 1e9))
         try:
+            if self._rstash:
+                return self._rstash.pop(0)
             m = self._poll()
             if m is None:
                 if secs >= 0:
                     deadline = qm_now_ns() + <int64_t>(secs * 1e9)
                 m = self._get(deadline)
+            self._keep([m])
             return m
         finally:
             PyThread_release_lock(self._rlock)
+
+    cdef int _keep(self, list msgs) except -1:
+        """As Ring._keep: run signal handlers before returning `msgs`, which
+        moved the cursors already; if a handler raises they are returned by
+        the next get instead of being skipped."""
+        try:
+            PyErr_CheckSignals()
+        except BaseException:
+            if self._rstash is None:
+                self._rstash = []
+            self._rstash.extend(msgs)
+            raise
+        return 0
 
     cdef int _check_open(self) except -1:
         """After taking the lock without waiting: Closed (lock released) if
@@ -1868,6 +1913,10 @@ cdef class TopicReader:
         else:
             self._acquire(deadline if secs < 0 else qm_now_ns() + <int64_t>(secs * 1e9))
         try:
+            if self._rstash:
+                out = self._rstash[:limit]
+                del self._rstash[:limit]
+                return out
             m = self._poll()
             if m is None:
                 if secs >= 0:
@@ -1879,6 +1928,7 @@ cdef class TopicReader:
                 if m is None:
                     break
                 out.append(m)
+            self._keep(out)
             return out
         finally:
             PyThread_release_lock(self._rlock)
@@ -2702,6 +2752,12 @@ cdef class GroupReader:
                     if dead:
                         self._dead_letter(dead)
                         del dead[:]
+                    if out:
+                        # a signal that came while we claimed: its handler runs
+                        # now, and if it raises the leases go back at once
+                        # (raised after we returned, the messages would be
+                        # dropped and their leases held to the timeout)
+                        PyErr_CheckSignals()
                 except BaseException:
                     self._give_back(out)
                     self._give_back(dead)

@@ -544,7 +544,7 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
             line = rep.wait_for(lambda l: l[:2] == ["caught", str(i)], 5)
             assert line is not None, f"trial {i} ({mode}): no KeyboardInterrupt within 5 s {INFO}"
             latency[mode].append(float(line[3]) - t_kill)
-        assert rep.wait_for(lambda l: l[0] == "bye", 10)
+        assert rep.wait_for(lambda l: l[0] == "bye", 20)
         status = lw.reap(pid, 10)
         assert status is not None and os.waitstatus_to_exitcode(status) == 0, status
     finally:
@@ -573,7 +573,11 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
             drained_p.append(qp.get_nowait())
         except pyqmem.Empty:
             break
-    assert len(set(drained_p)) == len(drained_p), "a put delivered twice"
+    dups = sorted({x for x in drained_p if drained_p.count(x) > 1})
+    assert not dups, (f"puts delivered twice: {dups} (returned: {[d in puts for d in dups]}, "
+                      f"interrupted: {[d in maybe for d in dups]}; positions "
+                      f"{[[i for i, x in enumerate(drained_p) if x == d] for d in dups]} of "
+                      f"{len(drained_p)}) {INFO}")
     assert puts <= set(drained_p), f"puts that returned but are missing: {sorted(puts - set(drained_p))}"
     assert set(drained_p) <= puts | maybe, "delivered something never put"
     qp.put("after")
@@ -586,8 +590,9 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
     # group get: every record is acked once by the child, or still deliverable: an
     # interrupted get leaves no lease behind (the group drains here at once)
     ggot = [int(l[1]) for l in lines if l[0] == "ggot"]
-    gheld = [int(l[1]) for l in lines if l[0] == "gheld"]
-    assert len(set(ggot)) == len(ggot)
+    gdeliv = [int(l[1]) for l in lines if l[0] == "gdeliv"]
+    gheld = sorted(set(gdeliv) - set(ggot))   # returned, but the signal came before the ack returned
+    assert len(set(ggot)) == len(ggot) and len(set(gdeliv)) == len(gdeliv)
     left = []
     with t.consumer(group=group) as c:
         while True:
@@ -598,8 +603,12 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
             left.append((m.offset, m.delivery_count))
             m.ack()
             del m
-    assert sorted(ggot + [o for o, _ in left]) == list(range(sent)), (ggot, left, sent)
-    assert {o for o, d in left if d > 1} <= set(gheld), (left, gheld)   # only those came back
+    # each record once: acked by the child, or by the drain here; only a record the child
+    # got without its ack returning may be in both (its ack may have landed)
+    both = set(ggot) & {o for o, _ in left}
+    assert both <= set(gheld), both
+    assert sorted(set(ggot) | {o for o, _ in left}) == list(range(sent)), (ggot, left, sent)
+    given_back = [o for o, d in left if d > 1 and o not in gheld]   # claimed by a get the signal ended
     pending = {p: (g["pending"], g["lag"]) for p, g in t.stats()["groups"][group].items()}
     assert all(v == (0, 0) for v in pending.values()), pending
 
@@ -612,12 +621,13 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
           f"get the signal ended after the copy; queue put: {len(puts)} returned, {len(maybe)} interrupted "
           f"({len(set(drained_p) & maybe)} of those delivered); topic: {len(tgot)} of {sent} read by the "
           f"subscriber, {len(skipped)} skipped; group: {len(ggot)} acked by the child, {len(gheld)} "
-          f"delivered just before the signal, {len(left)} left for the drain "
+          f"delivered just before the signal, {len(given_back)} claimed by a get the signal ended "
+          f"(given back), {len(left)} left for the drain "
           f"(delivery counts {sorted({d for _, d in left})}) {INFO}")
-    # A get the signal ends after it took its message (the handler runs when the call
-    # returns, and Python drops the return value): counted above; at most one per
-    # interrupted get.
-    assert len(lost_get) <= modes.count("qget") and len(skipped) <= modes.count("tget")
+    # a get either returns its message or leaves it for the next get of the handle; a
+    # topic get either returns its record or leaves it for the next get
+    assert lost_get == [], f"messages taken by a get that SIGINT ended, never returned: {lost_get}"
+    assert skipped == [], f"records a topic subscriber skipped over an interrupted get: {skipped}"
 
 
 # ----------------------------------------------------------------------------

@@ -486,63 +486,60 @@ def sigint_target(qget: str, qput: str, topic_dir: str, tname: str, group: str, 
                   fd: int) -> None:
     """For each mode of `modes` (a trial): say "ready i mode", then repeat that blocking
     call (no timeout) until SIGINT raises KeyboardInterrupt; say "caught i mode t".
-    What each call returned is reported with SIGINT blocked (so a report is never cut
-    short): "qgot x", "qput seq" (after put returned), "qput_int seq" (a put that raised),
-    "tgot offset", "ggot offset" (after ack)."""
+    What the calls returned is kept in lists (an append is not cut short by a signal:
+    CPython runs handlers after a call, not before it) and reported at the end, with
+    SIGINT ignored: "qgot x", "qput seq" (put returned), "qput_int seq" (a put that
+    raised: it may or may not have put), "tgot offset", "gdeliv offset" (get returned),
+    "ggot offset" (ack returned)."""
     import pyqmem
 
-    block = lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})      # noqa: E731
-    unblock = lambda: signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # noqa: E731
     qg = pyqmem.Queue(qget, create=False)
     qp = pyqmem.Queue(qput, create=False)
     t = pyqmem.Topic(tname, dir=topic_dir, create=False)
     tc = t.consumer(start="earliest")
     gc = t.consumer(group=group, start="earliest", visibility_timeout=60)
+    qgot, qput_ok, qput_int, tgot, gdeliv, ggot = [], [], [], [], [], []
     seq = 0
     for i, mode in enumerate(modes):
         say(fd, "ready", i, mode)
-        got = None   # set by the assignment right after a call returned: CPython checks
-        try:         # for signals at calls and jumps, not between CALL and STORE
+        try:
             while True:
                 if mode == "qget":
-                    got = qg.get()
-                    block()
-                    say(fd, "qgot", got)
+                    qgot.append(qg.get())
                 elif mode == "qput":
+                    s, seq = seq, seq + 1      # never put twice, whatever is interrupted
                     try:
-                        qp.put(seq)
+                        qp.put(s)
                     except KeyboardInterrupt:
-                        block()
-                        say(fd, "qput_int", seq)
-                        seq += 1
+                        qput_int.append(s)
                         raise
-                    block()
-                    say(fd, "qput", seq)
-                    seq += 1
+                    qput_ok.append(s)
                 elif mode == "tget":
-                    got = tc.get()
-                    block()
-                    say(fd, "tgot", got.offset)
+                    tgot.append(tc.get().offset)
                 else:
-                    got = gc.get()
-                    block()
-                    got.ack()
-                    say(fd, "ggot", got.offset)
-                got = None
-                unblock()
+                    m = gc.get()
+                    gdeliv.append(m.offset)
+                    m.ack()
+                    ggot.append(m.offset)
+                    del m
         except KeyboardInterrupt:
-            t_caught = time.monotonic()
-            block()
-            if got is not None:   # the call had returned: the signal came just after
-                if mode == "qget":
-                    say(fd, "qgot", got)
-                elif mode == "tget":
-                    say(fd, "tgot", got.offset)
-                else:
-                    say(fd, "gheld", got.offset)   # delivered, not acked: leased until close
-                got = None
-            say(fd, "caught", i, mode, "%.9f" % t_caught)
-            unblock()
+            say(fd, "caught", i, mode, "%.9f" % time.monotonic())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # what the handles kept from gets a signal ended (and whatever else is there)
+    while True:
+        try:
+            qgot.append(qg.get_nowait())
+        except pyqmem.Empty:
+            break
+    while True:
+        try:
+            tgot.append(tc.get(timeout=0).offset)
+        except pyqmem.Empty:
+            break
+    for word, xs in (("qgot", qgot), ("qput", qput_ok), ("qput_int", qput_int), ("tgot", tgot),
+                     ("gdeliv", gdeliv), ("ggot", ggot)):
+        for x in xs:
+            say(fd, word, x)
     gc.close()
     tc.close()
     t.close()
