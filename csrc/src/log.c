@@ -1390,8 +1390,10 @@ static int recover(qm_log_t *lg) {
             break;
         }
         /* closed: the next append rolls (a segment is never closed empty:
-         * an END at its first record is damage, and is cut) */
-        if (st == QM_REC_END && count > 0) return QM_OK;
+         * an END at its first record is damage, and is cut).  The append
+         * word must point at the END (below: damage may have left it past
+         * it, where an append would land unreachable behind the END) */
+        if (st == QM_REC_END && count > 0) break;
         if (bad_len(pos, len, lg->segment_bytes) ||
             (st != QM_REC_WRITING && st != QM_REC_COMMITTED && st != QM_REC_ABANDONED) ||
             (st == QM_REC_ABANDONED && QM_REC_OWNER(w) != 0)) {   /* abandoning clears it */
