@@ -276,7 +276,8 @@ int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,
  * seek to `seek_offset` and a time seek to `seek_ts`, the lone opener's
  * recovery (twice), a re-read and one append over the segment image
  * `seg` of `segment_bytes` bytes in caller memory, as the active segment of
- * a log whose append word is `append`.  `idx` (NULL: none) has
+ * a log whose append word is `append` (its generation field set to the
+ * segment header's, as in a log).  `idx` (NULL: none) has
  * segment_bytes / QM_INDEX_INTERVAL entries.  Writes into seg and idx as
  * recovery and append do.  Returns the segment check's status, or
  * -ENOMEM. */

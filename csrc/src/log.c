@@ -1597,9 +1597,17 @@ int qm__log_image_run(uint8_t *seg, uint64_t segment_bytes, qm_index_entry_t *id
     ctl_format(ctl, QM_DATA_OFFSET, &lg->cfg);
     lg->segment_bytes = segment_bytes;
     lg->ctl = (qm_log_ctl_t *)ctl;
+    /* the image is the active segment: the control names its generation,
+     * and so does the append word (mod 4096).  Taking the generation from
+     * the append word instead made the header's look older than the
+     * active one, i.e. a closed segment, which the reader judges by other
+     * rules (an empty word in it is damage) */
+    uint64_t generation;
+    memcpy(&generation, seg + offsetof(qm_segment_header_t, generation), sizeof generation);
+    append = QM_APPEND(generation, QM_APPEND_COUNT(append), QM_APPEND_POS(append));
     atomic_store_explicit(&lg->ctl->append.pos, append, memory_order_relaxed);
     atomic_store_explicit(&lg->ctl->active_base, base, memory_order_relaxed);
-    atomic_store_explicit(&lg->ctl->active_gen, QM_APPEND_GEN(append), memory_order_relaxed);
+    atomic_store_explicit(&lg->ctl->active_gen, generation, memory_order_relaxed);
     atomic_store_explicit(&lg->ctl->header.magic, QM_MAGIC_LOG_CTL, memory_order_relaxed);
     lg->mb.members = (qm_member_t *)(ctl + QM_MEMBERS_OFFSET);
     lg->mb.hwm = &lg->ctl->members_hwm;
