@@ -1415,7 +1415,7 @@ cdef class Message:
             if not isinstance(delay, numbers.Real) or isinstance(delay, bool):
                 raise TypeError(f"delay must be None or a number, not {type(delay).__name__}")
             if not 0 <= delay < 1e9:
-                raise ValueError(f"delay must be a number of seconds >= 0, got {delay}")
+                raise ValueError(f"delay must be in [0, 1e9) seconds, got {delay}")
         if self._group is not None:
             self._group._nack_message(self, delay, error)
 
@@ -1426,7 +1426,7 @@ cdef class Message:
         if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
             raise TypeError(f"seconds must be a number, not {type(seconds).__name__}")
         if not 0 < seconds < 1e9:
-            raise ValueError(f"seconds must be positive, got {seconds}")
+            raise ValueError(f"seconds must be in (0, 1e9), got {seconds}")
         if self._group is not None:
             _group_extend1(self._group, self, <int64_t>(seconds * 1e9))
 

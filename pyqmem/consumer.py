@@ -105,7 +105,7 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
     if not isinstance(visibility_timeout, numbers.Real) or isinstance(visibility_timeout, bool):
         raise TypeError(f"visibility_timeout must be a number, not {type(visibility_timeout).__name__}")
     if not 0 < visibility_timeout < 1e9:
-        raise ValueError(f"visibility_timeout must be positive, got {visibility_timeout}")
+        raise ValueError(f"visibility_timeout must be in (0, 1e9) seconds, got {visibility_timeout}")
     if max_deliveries is not None:
         _check_int("max_deliveries", max_deliveries, 1, 2**31 - 1)
     if isinstance(dead_letter, str):

@@ -142,6 +142,53 @@ def test_raw_put_many_copies_a_non_contiguous_array_like_put_does(make_queue):
     assert q.qsize() == 0
 
 
+
+_EXTREME_ARGUMENTS = {
+    "Topic(segment_bytes)": lambda t, c, g, q, v: pyqmem.Topic("other", segment_bytes=v),
+    "Topic(partitions)": lambda t, c, g, q, v: pyqmem.Topic("other", partitions=v),
+    "Topic(retention_seconds)": lambda t, c, g, q, v: pyqmem.Topic("other", retention_seconds=v),
+    "send(partition)": lambda t, c, g, q, v: t.send(b"x", partition=v),
+    "consumer.get_many": lambda t, c, g, q, v: c.get_many(v, timeout=0),
+    "group.get_many": lambda t, c, g, q, v: g.get_many(v, timeout=0),
+    "consumer.seek": lambda t, c, g, q, v: c.seek(0, v),
+    "group.seek": lambda t, c, g, q, v: g.seek(0, v),
+    "consumer(start)": lambda t, c, g, q, v: t.consumer(start=v),
+    "consumer(visibility_timeout)": lambda t, c, g, q, v: t.consumer(group="h", visibility_timeout=v),
+    "consumer(max_deliveries)": lambda t, c, g, q, v: t.consumer(group="h", max_deliveries=v),
+    "Queue(maxsize)": lambda t, c, g, q, v: pyqmem.Queue(q.name + "-other", maxsize=v),
+    "Queue(capacity)": lambda t, c, g, q, v: pyqmem.Queue(q.name + "-other", capacity=v),
+    "queue.get_many": lambda t, c, g, q, v: q.get_many(v, timeout=0),
+    "message.nack(delay)": lambda t, c, g, q, v: g.get(timeout=5).nack(delay=v),
+    "message.extend": lambda t, c, g, q, v: g.get(timeout=5).extend(v),
+}
+
+
+@pytest.mark.parametrize("value", [-1, 2**63, 2**64], ids=["-1", "2**63", "2**64"])
+def test_sizes_counts_and_offsets_of_minus_one_or_2_63_and_up_are_value_errors(
+        value, make_topic, make_queue, topic_dir, tracked):
+    """E1 for numbers: every size, count, offset, partition and duration argument of
+    -1, 2**63 and 2**64 raises ValueError (no OverflowError, no wrap-around, no huge
+    allocation); nothing is created and the records stay where they were."""
+    t = make_topic()
+    t.send_many([b"a", b"b"])
+    c, g = tracked(t.consumer()), tracked(t.consumer(group="g", visibility_timeout=60))
+    q = make_queue()
+    before = sorted(os.listdir(topic_dir)), sorted(os.listdir(t.path))
+    wrong = {}
+    for what, call in _EXTREME_ARGUMENTS.items():
+        try:
+            tracked(call(t, c, g, q, value))
+            wrong[what] = "accepted"
+        except ValueError:
+            pass
+        except BaseException as exc:   # noqa: BLE001 - collected and reported
+            wrong[what] = f"{type(exc).__name__}: {exc}"
+    assert wrong == {}
+    assert (sorted(os.listdir(topic_dir)), sorted(os.listdir(t.path))) == before
+    assert not pyqmem.Queue.exists(q.name + "-other")
+    assert [bytes(m.data) for m in c.get_many(10, timeout=1)] == [b"a", b"b"]
+
+
 def _dead_letter_one(t, *, value, key=None, headers=None):
     """Send one record, then a small one; a group with max_deliveries=1 nacks the first,
     so its next claim dead-letters it.  Returns the small record as delivered."""
