@@ -22,6 +22,7 @@ import struct
 import sys
 import time
 import traceback
+import warnings
 
 # ----------------------------------------------------------------------------
 # forked children and their reports
@@ -30,7 +31,11 @@ import traceback
 
 def fork_child(fn, *args) -> int:
     """Run fn(*args) in a forked child; returns the child's pid."""
-    pid = os.fork()
+    with warnings.catch_warnings():
+        # Python >= 3.12 warns when forking a process with threads (the test guard's
+        # faulthandler watchdog is one); the child only runs fn and _exits
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
     if pid == 0:
         code = 1
         try:
