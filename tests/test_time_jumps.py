@@ -98,7 +98,9 @@ class Child:
     def __init__(self, clock_file, args):
         self.clock_file = clock_file
         self.set_offset("+0")
-        env = dict(os.environ, LD_PRELOAD=_libfaketime(), FAKETIME_TIMESTAMP_FILE=clock_file,
+        # after what is preloaded already (a sanitizer runtime must stay first)
+        preload = " ".join(x for x in (os.environ.get("LD_PRELOAD", ""), _libfaketime()) if x)
+        env = dict(os.environ, LD_PRELOAD=preload, FAKETIME_TIMESTAMP_FILE=clock_file,
                    FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
         env.pop("FAKETIME", None)
         self.p = subprocess.Popen([sys.executable, "-c", _MEMBER, *args], env=env, stdin=subprocess.PIPE,
