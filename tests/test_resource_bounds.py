@@ -272,6 +272,20 @@ def _open_close(kind, qname):
             th.start()
             th.join()
             q.close()
+    elif kind == "thread-ends-without-close":
+        q = pyqmem.Queue(qname)
+        t = pyqmem.Topic("cycled")
+
+        def use():   # this thread's queue handle and partition handle: released at its end
+            q.put(1)
+            q.get(timeout=5)
+            t.send(b"x", partition=1)
+
+        def cycle():
+            th = threading.Thread(target=use)
+            th.start()
+            th.join()
+            assert q.stats()["members"] == 1
     elif kind == "topic":
         def cycle():
             with pyqmem.Topic("cycled") as t:
@@ -292,6 +306,7 @@ def _open_close(kind, qname):
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind,default", [("queue", 10_000), ("queue+thread-handle", 1_000),
+                                          ("thread-ends-without-close", 1_000),
                                           ("topic", 1_000), ("topic+consumer", 1_000),
                                           ("group-consumer", 1_000)])
 def test_open_close_cycles_leak_no_fd_and_no_mapping(kind, default, qname, shm_dir, topic_dir,
