@@ -200,7 +200,11 @@ static uint64_t release_slot(qm_group_t *g, uint32_t p, uint32_t slot, bool chec
         publish(e, QM_GE_WORD(QM_GE_DELAYED, 0, QM_GE_COUNT(w), QM_GE_TAG(w)), 0);
         released++;
     }
-    if (released) lower_due(pt, INT64_MIN);
+    /* Always, even when nothing was released: the member may have died in
+     * redeliver() between swapping next_due to "none" and lowering it
+     * again, which would hide every pending deadline for good.  One extra
+     * scan at the next claim is the cost.  (Found by model/group.pml.) */
+    lower_due(pt, INT64_MIN);
     return released;
 }
 

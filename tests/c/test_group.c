@@ -236,6 +236,39 @@ static void dead_members_leases_are_redelivered_at_the_next_sweep(void) {
     qm_group_close(g);
 }
 
+/* A member killed inside redeliver(), after swapping next_due to "none" and
+ * before lowering it again (model/group.pml found this): the sweep that
+ * settles it restores the bound, so a pending nacked record is redelivered
+ * instead of waiting for a deadline nobody remembers. */
+static void a_member_dying_mid_scan_does_not_hide_pending_deadlines(void) {
+    const char *dir = topic("midscan");
+    qm_group_t *g;
+    CHECK_RC(open_group(dir, 0, 0, &g), 0);
+    qm_group_lease_t l[2];
+    CHECK_RC(claim1(g, 1, T0, l), 0);
+    CHECK_RC(qm_group_nack(g, 0, l[0].offset, l[0].epoch, T0), 0);   /* due at T0 */
+    pid_t pid = fork();
+    if (pid == 0) {
+        qm_group_t *mine;
+        qm_group_lease_t cl[1];
+        size_t got;
+        if (open_group(dir, 0, 0, &mine)) _exit(2);
+        /* a claim of the other partition makes it a consumer member */
+        if (qm_group_claim(mine, 1, 0, T0, LEASE, 0, cl, 1, &got) != QM_EAGAIN) _exit(3);
+        /* redeliver()'s [G6] swap, then death before its lower_due */
+        atomic_store(&mine->parts[0].next_due, INT64_MAX);
+        raise(SIGKILL);
+        _exit(4);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    size_t got = 0;
+    CHECK_RC(qm_group_claim(g, 0, 1, T0 + QM_GROUP_SWEEP_NS + 2 * MS, LEASE, 0, l, 1, &got), 0);
+    CHECK(got == 1 && l[0].offset == 0 && l[0].delivery_count == 2);
+    qm_group_close(g);
+}
+
 /* A member that forked a child (which lives on, touching nothing) and then
  * died is dead: neither the child's copy of its descriptor nor its copy of
  * the mapping may keep the member's liveness lock. */
@@ -633,6 +666,7 @@ int main(void) {
     RUN(full_window_is_efull_until_the_oldest_is_acked);
     RUN(complete_claims_are_done_at_delivery_and_never_redelivered);
     RUN(dead_members_leases_are_redelivered_at_the_next_sweep);
+    RUN(a_member_dying_mid_scan_does_not_hide_pending_deadlines);
     RUN(a_dead_member_whose_forked_child_lives_on_is_still_dead);
     RUN(taking_a_dead_members_slot_releases_its_leases);
     RUN(closing_a_handle_makes_its_leases_deliverable);
