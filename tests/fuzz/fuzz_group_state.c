@@ -138,9 +138,17 @@ static void do_claim(state_t *s, const uint8_t *a) {
         FUZZ_CHECK(QM_GE_STATE(l->epoch) == QM_GE_LEASED &&
                    QM_GE_OWNER(l->epoch) == s->g.mb.slot);
         FUZZ_CHECK(atomic_load(&entry(s, p, l->offset)->word) == l->epoch);
-        if (s->nleases < MAX_LEASES) {
-            s->fresh[s->nleases] = true;
-            s->leases[s->nleases++] = *l;
+        /* the same word as an older lease's (a delivery count saturated at
+         * 4095 repeats the epoch, as layout.h says): one lease, now fresh */
+        size_t at = 0;
+        while (at < s->nleases && !(s->leases[at].partition == p &&
+                                    s->leases[at].offset == l->offset &&
+                                    s->leases[at].epoch == l->epoch))
+            at++;
+        if (at < MAX_LEASES) {
+            s->fresh[at] = true;
+            s->leases[at] = *l;
+            if (at == s->nleases) s->nleases++;
         }
     }
 }
