@@ -11,8 +11,9 @@
  *
  * A sleep ends by a wake (futex value changed, or FUTEX_WAKE), or by its
  * slice timeout only when the C code relies on the timeout: a dead process
- * owed a wake (debt), or the liveness check has something to recover (a
- * dead writer at read, a dead reader at head).  Every other wait must be
+ * owed a wake (debt; a consumer that died holding a record counts, for the
+ * producers' 10 ms liveness slices), or the liveness check has something
+ * to recover (a dead writer at read, a dead reader at head).  Every other wait must be
  * ended by a wake: a lost wakeup is a deadlock, which spin reports as an
  * invalid end state.
  *
@@ -178,7 +179,8 @@ inline release_record(pos, mine) {
     atomic {
         assert(word[pos % SLOTS] == mine);   /* else "record taken from its reader" */
         word[pos % SLOTS] = W(pos / SLOTS, FREED, 0);
-        oweS = true
+        oweS = true;
+        holding = false
     }
 #ifndef MUT_NO_W3
     if
@@ -353,6 +355,7 @@ get_again:
            :: word[r % SLOTS] == w ->
               word[r % SLOTS] = W(lap, READING, me);
               ok = true;
+              holding = true;
               if
               :: st == COMMITTED ->
                  m = data[r % SLOTS] - 1;
@@ -388,7 +391,7 @@ get_done:
 proctype Producer(byte me) {
     byte t, lap, hseen, h2, r2, moved, k, msg, s, i, pc, ncommitted, got, g1;
     short w, w2;
-    bool ok, woke, slice_over, oweD, oweS;
+    bool ok, woke, slice_over, oweD, oweS, holding;
     byte rc, wk;
     {
         do
@@ -454,7 +457,7 @@ proctype Producer(byte me) {
 proctype Consumer(byte me) {
     byte r, lap, h2, r2, moved, m, s, i, pc, held, got, g1, blocked_on, st, t, hseen;
     short w, w2;
-    bool ok, slice_over, oweD, oweS;
+    bool ok, slice_over, oweD, oweS, holding;
     byte rc, wk;
     {
         do
@@ -510,7 +513,11 @@ proctype Consumer(byte me) {
     } unless {
         !alive[me] ->
         atomic {
-            if :: oweS || wk == 2 -> debtS = true :: else fi;
+            /* died holding a record (between C2 and C4): producers short of
+             * space rely on their 10 ms liveness slices (put_watch), e.g.
+             * when it died before C3 and its reclaimed record can only be
+             * passed once a helper moves read, which announces nothing */
+            if :: oweS || wk == 2 || holding -> debtS = true :: else fi;
             if :: wk == 1 -> debtD = true :: else fi;
             asleep[me] = false;
             finished++
