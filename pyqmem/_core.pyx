@@ -285,6 +285,12 @@ cdef class Ring:
             with nogil:
                 qm_ring_close(r)
 
+    def set_stall_timeout(self, int64_t ns):
+        """Fence a live producer's record after `ns` without a commit (0: never);
+        qm_ring_set_stall_timeout.  Handles made by dup() inherit it."""
+        qm_ring_set_stall_timeout(self._enter(), ns)
+        self._leave()
+
     def dup(self):
         """A new handle on the same ring (own member slot), for another thread."""
         cdef Ring other = Ring.__new__(Ring)

@@ -77,6 +77,7 @@ cdef extern from "qmem.h" nogil:
     void qm_ring_close(qm_ring_t *ring)
     int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out)
     void qm_ring_interrupt(qm_ring_t *ring)
+    void qm_ring_set_stall_timeout(qm_ring_t *ring, int64_t ns)
     int qm_ring_unlink(const char *name)
     int qm_ring_exists(const char *name)
 

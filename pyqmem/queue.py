@@ -53,16 +53,29 @@ def _deadline(block, timeout):
     return min(_core.now_ns() + int(timeout * 1e9), _core.FOREVER)
 
 
-def _attach(name, serializer):
+def _attach(name, serializer, stall_timeout=5.0):
     """Unpickle a Queue token: attach to the existing queue by name."""
-    return Queue(name, serializer=serializer, create=False)
+    return Queue(name, serializer=serializer, create=False, stall_timeout=stall_timeout)
+
+
+def _stall_ns(stall_timeout):
+    """Nanoseconds of a `stall_timeout` in seconds (None or 0: never fence)."""
+    if stall_timeout is None:
+        return 0
+    if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)):
+        raise TypeError(f"stall_timeout must be a number of seconds or None, "
+                        f"not {type(stall_timeout).__name__}")
+    if not 0 <= stall_timeout <= 86400 * 365:   # NaN fails both comparisons
+        raise ValueError(f"stall_timeout must be between 0 and one year (seconds), "
+                         f"got {stall_timeout!r}")
+    return int(stall_timeout * 1e9)
 
 
 class Queue:
     """A FIFO of Python objects in shared memory, usable from any process.
 
     ``Queue(name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle",
-    create=None)``
+    create=None, stall_timeout=5.0)``
 
     - `capacity`: ring bytes (rounded up to a power of two, 4096 to 2**40);
       any message up to ``capacity // 4`` bytes after serialization fits.
@@ -73,12 +86,20 @@ class Queue:
     - `create`: ``None`` create or attach, ``True`` must create
       (AlreadyExists), ``False`` must attach (NotFound).  Attaching keeps the
       existing queue's capacity and maxsize.
+    - `stall_timeout` (extension): seconds this handle's gets wait behind a
+      message whose producer is alive but frozen inside ``put`` (SIGSTOP, a
+      debugger) before skipping it; when that producer resumes, its ``put``
+      starts again, so the message arrives later, once.  A dead producer's
+      message is skipped as soon as its death is seen.  ``None`` or 0: wait
+      for the producer however long it takes.
     """
 
-    def __init__(self, name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle", create=None):
+    def __init__(self, name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle", create=None,
+                 stall_timeout=5.0):
         check_name(name, "queue name")
         _check_int("capacity", capacity, 4096, 2**40)
         _check_int("maxsize", maxsize, 0, 2**63 - 1)
+        stall_ns = _stall_ns(stall_timeout)
         if create is not None and not isinstance(create, bool):
             raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
         self._serializer = resolve(serializer)
@@ -88,6 +109,8 @@ class Queue:
         self._lock = threading.Lock()
         self._closed = False
         self._origin = _core.Ring.open(name, _MODES[create], capacity, maxsize)
+        self._origin.set_stall_timeout(stall_ns)
+        self._stall_timeout = stall_timeout
         self._others = weakref.WeakSet()
         self._local = threading.local()
         self._local.ring = self._origin
@@ -275,7 +298,7 @@ class Queue:
     def __reduce__(self):
         if self._closed:
             raise Closed(f"queue {self._name!r} is closed")
-        return _attach, (self._name, self._serializer_spec)
+        return _attach, (self._name, self._serializer_spec, self._stall_timeout)
 
     def __repr__(self):
         state = " closed" if self._closed else ""

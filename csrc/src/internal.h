@@ -212,6 +212,10 @@ struct qm_ring {
     uint64_t maxsize;
     uint64_t head_seen;       /* producer's last view of head: head only grows,
                                * so an old view is a safe (pessimistic) bound */
+    int64_t stall_ns;         /* fence a live writer after this long (0: never) */
+    uint64_t stall_pos;       /* the WRITING record this consumer waits behind, */
+    uint64_t stall_word;      /* its word, */
+    int64_t stall_since;      /* and since when (monotonic ns) */
     bool holding;             /* between get_begin and get_end */
     qm_record_t held;         /* the record held, released by close */
     _Atomic int interrupted;
@@ -367,7 +371,7 @@ void AnnotateIgnoreReadsEnd(const char *file, int line);
 #ifdef QM_KILLPOINTS
 void qm__killpoint(const char *name);
 /* Test builds: called at every kill point before the environment is
- * consulted, so a test can act at an exact instant (tests/c/test_ring_aba.c). */
+ * consulted, so a test can act at an exact instant (tests/c/test_ring_stalls.c). */
 extern void (*qm__killpoint_hook)(const char *name);
 #define QM_KILLPOINT(name) qm__killpoint(name)
 #else

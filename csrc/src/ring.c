@@ -22,6 +22,12 @@
  *    to ABANDONED and skipped; a READING record of a dead owner is taken
  *    over, re-marked and freed.  A new owner of a dead member's slot
  *    settles its in-flight record at join.
+ *  - Stall: a WRITING record whose owner is alive but has not committed
+ *    for the stall timeout (a frozen process) is fenced: CASed to
+ *    ABANDONED *keeping its owner*.  Consumers skip it; head stays behind
+ *    it, so the late writer's copy lands in its own space.  Its commit CAS
+ *    then fails; it frees the record and puts the message again.  If it
+ *    dies instead, whoever needs the space frees it.
  *
  * Memory-ordering labels ([P*] produce, [C*] consume, [H*] head) are
  * listed with their partners in docs/design/memory-ordering.md.
@@ -147,13 +153,17 @@ static int release_record(qm_ring_t *r, uint64_t pos, uint64_t mine) {
     return ok ? QM_OK : corrupt("record taken from its reader", pos, expect);
 }
 
-/* A consumer died holding the record at head: take it over and free it. */
+/* A consumer died holding the record at head, or a fenced writer died
+ * before freeing its record: take it over and free it. */
 static int reclaim_dead_reader(qm_ring_t *r) {
     uint64_t h = atomic_load_explicit(&r->ctl->head.pos, memory_order_acquire);
     if (h & (QM_REC_GRANULE - 1)) return 0;   /* scribbled: put reports it */
     _Atomic uint64_t *wp = word_at(r, h);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
-    if (QM_WORD_LAP(w) != lap_of(r, h) || QM_WORD_STATE(w) != QM_ST_READING) return 0;
+    uint32_t st = QM_WORD_STATE(w);
+    if (QM_WORD_LAP(w) != lap_of(r, h) ||
+        (st != QM_ST_READING && !(st == QM_ST_ABANDONED && QM_WORD_OWNER(w))))
+        return 0;   /* neither a reader's record nor a fenced writer's */
     if (!extent_of(r, h, w) || qm__member_alive(&r->mb, QM_WORD_OWNER(w))) return 0;
     uint64_t mine = QM_WORD(lap_of(r, h), QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
     atomic_store_explicit(&r->mb.me->reading, h | QM_INFLIGHT_VALID, memory_order_relaxed);
@@ -167,15 +177,29 @@ static int reclaim_dead_reader(qm_ring_t *r) {
     return 1;
 }
 
-/* A producer died holding the record at `read`: mark it abandoned. */
+/* A producer died holding the record at `read`: mark it abandoned.  One
+ * that lives but has held it for the stall timeout (as seen by this
+ * consumer) is fenced: abandoned with its owner kept (see the top). */
 static int abandon_dead_writer(qm_ring_t *r) {
     uint64_t rd = atomic_load_explicit(&r->ctl->read.pos, memory_order_acquire);
     if (rd & (QM_REC_GRANULE - 1)) return 0;   /* scribbled: get reports it */
     _Atomic uint64_t *wp = word_at(r, rd);
     uint64_t w = atomic_load_explicit(wp, memory_order_acquire);
     if (QM_WORD_LAP(w) != lap_of(r, rd) || QM_WORD_STATE(w) != QM_ST_WRITING) return 0;
-    if (!extent_of(r, rd, w) || qm__member_alive(&r->mb, QM_WORD_OWNER(w))) return 0;
-    uint64_t dead = QM_WORD(lap_of(r, rd), QM_ST_ABANDONED, 0, QM_WORD_CODE(w));
+    if (!extent_of(r, rd, w)) return 0;
+    uint32_t keep = 0;   /* owner left in the abandoned word */
+    if (qm__member_alive(&r->mb, QM_WORD_OWNER(w))) {
+        int64_t now = qm__os_monotonic_ns();
+        if (r->stall_pos != rd || r->stall_word != w) {   /* a new wait: start the clock */
+            r->stall_pos = rd;
+            r->stall_word = w;
+            r->stall_since = now;
+            return 0;
+        }
+        if (!r->stall_ns || now - r->stall_since < r->stall_ns) return 0;
+        keep = QM_WORD_OWNER(w);
+    }
+    uint64_t dead = QM_WORD(lap_of(r, rd), QM_ST_ABANDONED, keep, QM_WORD_CODE(w));
     if (!atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
                                                  memory_order_relaxed))
         return 0;
@@ -195,6 +219,10 @@ void qm__ring_resolve_inflight(qm_ring_t *r, uint32_t slot, uint64_t inflight) {
         if (atomic_compare_exchange_strong_explicit(wp, &w, dead, memory_order_acq_rel,
                                                     memory_order_relaxed))
             atomic_fetch_add_explicit(&r->ctl->abandoned, 1, memory_order_relaxed);
+    } else if (QM_WORD_STATE(w) == QM_ST_ABANDONED) {
+        /* fenced, and its writer died before freeing it: we own the slot
+         * now, so nobody else frees it (its owner looks alive) - we do */
+        release_record(r, pos, w);
     } else if (QM_WORD_STATE(w) == QM_ST_READING) {
         /* Hand it to nobody (owner 0 is never alive): whoever next needs
          * the space reclaims it through reclaim_dead_reader.  Re-marking it
@@ -316,12 +344,19 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
         QM_PAYLOAD_ACCESS_END();
         QM_KILLPOINT("ring.before_commit");
         /* [P6] release: length and payload before COMMITTED; pairs with
-         * [C1]. A CAS, not a store: nobody may have abandoned us. */
+         * [C1]. A CAS, not a store: a consumer may have fenced us. */
         uint64_t expect = claim;
         if (!atomic_compare_exchange_strong_explicit(
                 wp, &expect, QM_WORD(lap, QM_ST_COMMITTED, r->mb.slot, code),
-                memory_order_release, memory_order_relaxed))
-            return corrupt("record taken from its writer", t, expect);
+                memory_order_release, memory_order_relaxed)) {
+            if (expect != QM_WORD(lap, QM_ST_ABANDONED, r->mb.slot, code))
+                return corrupt("record taken from its writer", t, expect);
+            /* We stalled past the stall timeout and consumers moved on
+             * without this record: free its space, put the message again. */
+            atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
+            release_record(r, t, expect);
+            continue;
+        }
         atomic_store_explicit(&r->mb.me->inflight, 0, memory_order_relaxed);
         counter_add(&r->mb.me->put_count, 1);
         counter_add(&r->mb.me->put_bytes, len);
@@ -359,9 +394,17 @@ static int try_get(qm_ring_t *r, qm_record_t *rec, uint32_t *blocked_on) {
         case QM_ST_WRITING:
             *blocked_on = QM_WORD_OWNER(w);   /* FIFO: wait for this writer */
             return QM_EAGAIN;
+        case QM_ST_ABANDONED:
+            if (QM_WORD_OWNER(w)) {   /* fenced, its writer lives: skip it */
+                uint64_t expect = rd;
+                atomic_compare_exchange_strong_explicit(&c->read.pos, &expect, rd + x,
+                                                        memory_order_acq_rel,
+                                                        memory_order_relaxed);
+                continue;
+            }
+            /* fall through */
         case QM_ST_COMMITTED:
-        case QM_ST_PAD:
-        case QM_ST_ABANDONED: {
+        case QM_ST_PAD: {
             uint64_t mine = QM_WORD(lap, QM_ST_READING, r->mb.slot, QM_WORD_CODE(w));
             atomic_store_explicit(&r->mb.me->reading, rd | QM_INFLIGHT_VALID, memory_order_relaxed);
             /* Narrow the stale-position window: if read moved on, rd is old. */
@@ -591,6 +634,10 @@ void qm__ring_release_held(qm_ring_t *r) {
         r->holding = false;
         release_record(r, r->held.pos, r->held.word);
     }
+}
+
+void qm_ring_set_stall_timeout(qm_ring_t *r, int64_t ns) {
+    if (r) r->stall_ns = ns > 0 ? ns : 0;
 }
 
 void qm_ring_interrupt(qm_ring_t *r) {

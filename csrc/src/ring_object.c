@@ -140,6 +140,7 @@ static qm_ring_t *handle_new(void) {
     qm_ring_t *r = calloc(1, sizeof *r);
     if (r) {
         r->mb.fd = -1;
+        r->stall_ns = QM_RING_STALL_DEFAULT_NS;
         r->mb.settle = settle_inflight;
         r->mb.object = r;
     }
@@ -243,6 +244,7 @@ int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
     qm_ring_t *r = handle_new();
     if (!r) return -ENOMEM;
     memcpy(r->path, ring->path, sizeof r->path);
+    r->stall_ns = ring->stall_ns;
     if (ring->mb.fd >= 0) {
         r->mb.fd = qm__os_reopen(ring->mb.fd);
         if (r->mb.fd < 0) {

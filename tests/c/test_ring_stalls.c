@@ -1,12 +1,17 @@
 /*
- * test_ring_aba.c - a producer that stalls between reading the tail and
- * claiming its slot for more than a lap of the ring, while the bytes at its
- * stale position happen to equal the free word it expects (the ABA case),
- * must not write into the record that lives there now.
+ * test_ring_stalls.c - producers that stall at the worst instants.
+ *
+ *  - Between reading the tail and claiming its slot, for more than a lap of
+ *    the ring, while the bytes at its stale position happen to equal the
+ *    free word it expects (the ABA case): it must not write into the record
+ *    that lives there now.
+ *  - Inside its reservation (frozen: SIGSTOP, a debugger) for longer than
+ *    the consumers' stall timeout: consumers fence its record and go on;
+ *    when it resumes, its message is put again, once, intact.
  *
  * Needs the kill-point build (-DQMEM_KILLPOINTS=ON): the test acts at the
- * "ring.before_claim" point through qm__killpoint_hook, i.e. exactly in the
- * window between the producer's last tail check and its claim CAS.
+ * "ring.before_claim" / "ring.before_commit" points through
+ * qm__killpoint_hook, i.e. exactly in those windows.
  */
 #include "check.h"
 #include "internal.h"
@@ -98,7 +103,66 @@ static void stale_claim_never_writes_into_a_later_laps_record(void) {
     munmap(mem, len);
 }
 
+static qm_ring_t *stall_consumer, *stall_producer2;
+static int stall_calls, stall_failed;
+static int64_t stall_waited_ns;
+
+/* Runs inside the first producer's put, after it copied its payload and
+ * before its commit: the producer is "frozen" here. */
+static void freeze_before_commit(const char *name) {
+    if (strcmp(name, "ring.before_commit") != 0 || stall_calls++) return;
+    uint8_t q[8] = {'q', 'q', 'q', 'q', 'q', 'q', 'q', 'q'}, buf[64];
+    if (put_bytes(stall_producer2, q, sizeof q)) { stall_failed = 1; return; }
+    /* FIFO: the consumer waits behind the frozen record, then fences it */
+    qm_record_t rec;
+    int64_t t0 = qm_now_ns();
+    int rc = qm_ring_get_begin(stall_consumer, &rec, t0 + INT64_C(5000000000));
+    stall_waited_ns = qm_now_ns() - t0;
+    if (rc || rec.len != 8 || memcmp(rec.data, q, 8)) { stall_failed = 2; return; }
+    if (qm_ring_get_end(stall_consumer, &rec)) { stall_failed = 3; return; }
+    if (get_bytes(stall_consumer, buf, sizeof buf) != QM_EAGAIN) stall_failed = 4;
+}
+
+static void frozen_producer_is_fenced_after_the_stall_timeout_and_puts_again(void) {
+    uint64_t len = qm_ring_memory_size(CAP);
+    void *mem = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    CHECK(mem != MAP_FAILED);
+    CHECK_RC(qm_ring_format_memory(mem, len, CAP, 0), QM_OK);
+    qm_ring_t *frozen;
+    CHECK_RC(qm_ring_attach_memory(mem, len, &frozen), QM_OK);
+    CHECK_RC(qm_ring_attach_memory(mem, len, &stall_producer2), QM_OK);
+    CHECK_RC(qm_ring_attach_memory(mem, len, &stall_consumer), QM_OK);
+    qm_ring_set_stall_timeout(stall_consumer, INT64_C(50000000));   /* 50 ms */
+
+    qm__killpoint_hook = freeze_before_commit;
+    uint8_t p[8] = {'p', 'p', 'p', 'p', 'p', 'p', 'p', 'p'}, buf[CAP];
+    int rc = put_bytes(frozen, p, sizeof p);
+    qm__killpoint_hook = NULL;
+    CHECK(stall_calls >= 1);
+    CHECK(stall_failed == 0);
+    CHECK(stall_waited_ns >= INT64_C(50000000));   /* not fenced before its time */
+    CHECK_RC(rc, QM_OK);   /* resumed: its put started again, transparently */
+    CHECK(get_bytes(stall_consumer, buf, sizeof buf) == 8);
+    CHECK(memcmp(buf, p, 8) == 0);
+    CHECK(get_bytes(stall_consumer, buf, sizeof buf) == QM_EAGAIN);
+    qm_ring_stats_t st;
+    CHECK_RC(qm_ring_stats(stall_consumer, &st), QM_OK);
+    CHECK(st.abandoned == 1);
+    /* the fenced space came back: many laps through the ring still work */
+    for (uint32_t i = 0; i < 1000; i++) {
+        CHECK_RC(put_bytes(frozen, &i, sizeof i), QM_OK);
+        uint32_t got = ~i;
+        CHECK(get_bytes(stall_consumer, &got, sizeof got) == sizeof got);
+        CHECK(got == i);
+    }
+    qm_ring_close(frozen);
+    qm_ring_close(stall_producer2);
+    qm_ring_close(stall_consumer);
+    munmap(mem, len);
+}
+
 int main(void) {
     RUN(stale_claim_never_writes_into_a_later_laps_record);
+    RUN(frozen_producer_is_fenced_after_the_stall_timeout_and_puts_again);
     CHECK_EXIT();
 }
