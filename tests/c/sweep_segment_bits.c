@@ -358,7 +358,7 @@ static void log_junk_after_a_shorter_rewrite_is_never_a_record(void) {
     CHECK(sw_snap_add(&s, seg) == 0);
     int fd = open(seg, O_WRONLY);
     CHECK(fd >= 0);
-    uint8_t forged[128];
+    uint8_t forged[128] = {0};
     size_t fl = forge_log_record(forged, 2, "forged after the rewrite");
     CHECK(pwrite(fd, forged, fl, (off_t)after) == (ssize_t)fl);
     close(fd);
