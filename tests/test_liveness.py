@@ -163,6 +163,22 @@ def test_producer_frozen_inside_put_is_fenced_after_the_stall_timeout_and_its_pu
           f"SIGCONT all {n}+{extra_seq} delivered once, each producer's in order {INFO}")
 
 
+def _ack_up_to(c, n, seconds):
+    """Get and ack up to `n` records from group consumer `c` within `seconds`;
+    their (offset, delivery_count)."""
+    got = []
+    end = time.monotonic() + seconds
+    while len(got) < n and time.monotonic() < end:
+        try:
+            m = c.get(timeout=0.5)
+        except pyqmem.Empty:
+            continue
+        got.append((m.offset, m.delivery_count))
+        m.ack()
+        del m
+    return got
+
+
 # ----------------------------------------------------------------------------
 # A7: the dead owner's PID given to a new process
 # ----------------------------------------------------------------------------
@@ -270,16 +286,7 @@ def test_leases_of_a_killed_member_come_back_even_when_its_pid_is_reused(topic_d
             if taker is None:
                 pytest.skip(f"no process got pid {pid} ({forks} forks threads method) in {MAX_FORK_S} s (busy machine)")
             t1 = time.monotonic()
-            got = []
-            end = t1 + 10
-            while len(got) < 3 and time.monotonic() < end:
-                try:
-                    m = c.get(timeout=0.5)
-                except pyqmem.Empty:
-                    continue
-                got.append((m.offset, m.delivery_count))
-                m.ack()
-                del m
+            got = _ack_up_to(c, 3, 10)
             recovery = time.monotonic() - t1
             assert sorted(got) == [(0, 2), (1, 2), (2, 2)], got
             figures.append((forks, t_taken, recovery))
@@ -684,15 +691,7 @@ def test_members_in_other_pid_namespaces_with_the_same_pid_keep_or_lose_leases_b
         procs[0].kill()
         procs[0].wait(10)
         t0 = time.monotonic()
-        got = []
-        while len(got) < 2 and time.monotonic() - t0 < 10:
-            try:
-                m = c.get(timeout=0.5)
-            except pyqmem.Empty:
-                continue
-            got.append((m.offset, m.delivery_count))
-            m.ack()
-            del m
+        got = _ack_up_to(c, 2, 10)
         recovery = time.monotonic() - t0
         assert sorted(o for o, _ in got) == holders[0][1] and all(d == 2 for _, d in got), (got, holders)
         # the second, alive with the same pid, keeps its leases
