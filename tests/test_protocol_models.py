@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.tools import require_tool
+from helpers.tools import require_tool
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "model"
 FULL = os.environ.get("PYQMEM_SPIN_SCALE", "") == "full"
