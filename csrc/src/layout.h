@@ -293,7 +293,10 @@ typedef struct qm_log_ctl {
     _Atomic uint64_t synced_appends; /*  808: appends they covered */
     uint8_t pad3[896 - 816];
     qm_wake_line_t sync_wake;        /*  896: appends waiting for a sync */
-    uint8_t reserved[QM_HEADER_BYTES - 1024];
+    uint64_t recovered_boot[2];      /* 1024: boot id at the last recovery or
+                                      *       creation; 0 = unknown (older files:
+                                      *       a compatible use of reserved bytes) */
+    uint8_t reserved[QM_HEADER_BYTES - 1040];
 } qm_log_ctl_t;
 
 _Static_assert(sizeof(qm_log_ctl_t) == QM_HEADER_BYTES, "log control page");
@@ -307,6 +310,7 @@ _Static_assert(offsetof(qm_log_ctl_t, start_offset) == 416, "start offset");
 _Static_assert(offsetof(qm_log_ctl_t, sync_low_base) == 768, "sync line");
 _Static_assert(offsetof(qm_log_ctl_t, synced_appends) == 808, "sync counters");
 _Static_assert(offsetof(qm_log_ctl_t, sync_wake) == 896, "sync wake line");
+_Static_assert(offsetof(qm_log_ctl_t, recovered_boot) == 1024, "recovered boot id");
 
 /* Segment file header, 128 bytes, written before the segment is published
  * and never changed. */

@@ -1360,6 +1360,41 @@ void qm_log_interrupt(qm_log_t *lg) {
 }
 
 /* ----- recovery -------------------------------------------------------------------- */
+/* Recovery is about to cut the active segment at `pos` (record `count`).
+ * QM_ECORRUPT, saying so, if an intact committed record (CRC and offset
+ * right) follows before the append position: cutting would drop it. */
+static int intact_after(qm_log_t *lg, uint8_t *seg, uint64_t base, uint64_t pos,
+                        uint64_t count, uint64_t a) {
+    uint64_t ap = QM_APPEND_POS(a);
+    uint64_t end = !(ap & 7) && ap + END_ROOM <= lg->segment_bytes ? ap : lg->segment_bytes;
+    /* past the damaged record when its length is plausible: a record-like
+     * pattern inside its own value is not a record that follows it */
+    uint32_t bad = QM_REC_LEN(atomic_load_explicit(word_at(seg, pos), memory_order_relaxed));
+    uint64_t from = bad_len(pos, bad, lg->segment_bytes) ? pos + 8 : pos + bad;
+    for (uint64_t p = from; p + END_ROOM <= end; p += 8) {
+        uint64_t w = atomic_load_explicit(word_at(seg, p), memory_order_relaxed);
+        uint32_t len = QM_REC_LEN(w);
+        if (QM_REC_STATE(w) != QM_REC_COMMITTED || bad_len(p, len, lg->segment_bytes)) continue;
+        qm_record_header_t h;
+        memcpy(&h, seg + p, sizeof h);
+        uint64_t body = (uint64_t)h.key_len + h.headers_len + h.value_len;
+        if (align8(QM_RECORD_HEADER + body) != len || h.offset <= base + count ||
+            h.offset - base > QM_SEGMENT_MAX_RECORDS ||
+            h.crc != qm_crc32c(qm_crc32c(0, (const uint8_t *)&h + 12, QM_RECORD_HEADER - 12),
+                               seg + p + QM_RECORD_HEADER, body))
+            continue;
+        return qm__fail(QM_ECORRUPT,
+                        "record %llu (byte %llu of segment %llu) is damaged, and intact "
+                        "records follow it (offset %llu); with no reboot since the log was "
+                        "last recovered this is not a torn tail, so it is not cut "
+                        "(PYQMEM_LOG_SALVAGE=1 cuts there, dropping what follows in this "
+                        "segment)",
+                        (unsigned long long)(base + count), (unsigned long long)pos,
+                        (unsigned long long)base, (unsigned long long)h.offset);
+    }
+    return QM_OK;
+}
+
 /* Run by an opener that has the log to itself: every writer is dead.  The
  * active segment is checked record by record (lengths, offsets, CRC);
  * records left WRITING are abandoned, and everything from the first
@@ -1379,6 +1414,15 @@ static int recover(qm_log_t *lg) {
     uint8_t *seg;
     int rc = active_segment(lg, a, &base, &seg, false);
     if (rc) return rc;
+    /* The page cache survives every crash but a reboot (power loss, kernel
+     * crash): only then can a write be lost or torn below the append
+     * position.  The control records the boot of the last recovery. */
+    uint64_t boot[2];
+    qm__os_boot_id(boot);
+    bool same_boot = (boot[0] | boot[1]) && c->recovered_boot[0] == boot[0] &&
+                     c->recovered_boot[1] == boot[1];
+    const char *salvage_env = getenv("PYQMEM_LOG_SALVAGE");
+    bool salvage = salvage_env && salvage_env[0] && strcmp(salvage_env, "0") != 0;
     uint64_t pos = QM_SEGMENT_HEADER, count = 0;
     bool cut = false;
     while (pos + END_ROOM <= lg->segment_bytes) {
@@ -1418,6 +1462,12 @@ static int recover(qm_log_t *lg) {
         pos += len;
         count++;
     }
+    if (cut && same_boot && !salvage && (rc = intact_after(lg, seg, base, pos, count, a))) {
+        /* No reboot since the log was last recovered, so no write can have
+         * been lost: this is damage, and cutting here would drop intact
+         * records after it without a word.  Refuse (salvage: below). */
+        return rc;
+    }
     if (cut) {
         /* zero what follows up to where anything was ever claimed.  The
          * append word is shared bytes: trust its position only inside the
@@ -1456,6 +1506,8 @@ static int recover(qm_log_t *lg) {
         atomic_store_explicit(&c->append.pos,
                               QM_APPEND(QM_APPEND_GEN(a), (uint32_t)count, pos),
                               memory_order_release);   /* [L25] */
+    c->recovered_boot[0] = boot[0];
+    c->recovered_boot[1] = boot[1];
     atomic_fetch_add_explicit(&c->recoveries, 1, memory_order_relaxed);
     return QM_OK;
 }

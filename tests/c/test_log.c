@@ -658,6 +658,36 @@ static void seeks_use_the_index_and_survive_a_bad_or_missing_one(void) {
     qm_log_close(lg);
 }
 
+static void damage_with_intact_records_after_it_and_no_reboot_is_refused_not_cut(void) {
+    const char *dir = logdir("strict");
+    qm_log_t *lg;
+    uint64_t off;
+    CHECK_RC(qm_log_open(dir, QM_CREATE_ONLY, segcfg(), &lg), 0);
+    for (int i = 0; i < 10; i++) CHECK_RC(append_str(lg, "k", "intact record", &off), 0);
+    qm_log_cursor_t cur = {0};
+    CHECK_RC(qm_log_seek(lg, &cur, 3), 0);
+    uint64_t bad_at = cur.pos;
+    qm_log_close(lg);
+    uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
+    CHECK(seg != NULL);
+    seg[bad_at + QM_RECORD_HEADER + 2] ^= 0x10;   /* a bit flipped at rest */
+    munmap(seg, SEG);
+    /* the same boot: no write can have been lost, so this is damage, and
+     * records 4..9 after it are intact: refused, nothing cut */
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg), QM_ECORRUPT);
+    CHECK(strstr(qm_last_error(), "record 3") && strstr(qm_last_error(), "PYQMEM_LOG_SALVAGE"));
+    CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg), QM_ECORRUPT);   /* still there */
+    /* salvage: cut at the damage, keep what precedes it */
+    setenv("PYQMEM_LOG_SALVAGE", "1", 1);
+    int rc = qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg);
+    unsetenv("PYQMEM_LOG_SALVAGE");
+    CHECK_RC(rc, 0);
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(lg, &st), 0);
+    CHECK(st.tail_cuts == 1 && st.end_offset == 3);
+    qm_log_close(lg);
+}
+
 static void lone_opener_cuts_a_torn_tail_and_abandons_dead_writers(void) {
     const char *dir = logdir("recover");
     qm_log_t *lg;
@@ -668,11 +698,16 @@ static void lone_opener_cuts_a_torn_tail_and_abandons_dead_writers(void) {
     CHECK_RC(qm_log_seek(lg, &cur, 7), 0);
     uint64_t torn_at = cur.pos;
     qm_log_close(lg);
-    /* damage record 7 as a power loss would (its body half zero) */
+    /* damage record 7 as a power loss would (its body half zero) ... */
     uint8_t *seg = map_file(dir, "00000000000000000000.log", SEG);
     CHECK(seg != NULL);
     memset(seg + torn_at + QM_RECORD_HEADER, 0, 8);
     munmap(seg, SEG);
+    /* ... after a reboot: the boot of the last recovery is not this one */
+    uint8_t *ctl = map_file(dir, "control", QM_DATA_OFFSET);
+    CHECK(ctl != NULL);
+    memset(((qm_log_ctl_t *)ctl)->recovered_boot, 0, 16);
+    munmap(ctl, QM_DATA_OFFSET);
     CHECK_RC(qm_log_open(dir, QM_OPEN_ONLY, segcfg(), &lg), 0);
     qm_log_stats_t st;
     CHECK_RC(qm_log_stats(lg, &st), 0);
@@ -902,6 +937,7 @@ int main(void) {
     RUN(wait_any_wakes_for_an_append_to_any_log);
     RUN(seeks_use_the_index_and_survive_a_bad_or_missing_one);
     RUN(lone_opener_cuts_a_torn_tail_and_abandons_dead_writers);
+    RUN(damage_with_intact_records_after_it_and_no_reboot_is_refused_not_cut);
     RUN(lone_opener_abandons_records_left_writing);
     RUN(writer_processes_interleave_without_loss_across_rolls);
     RUN(writer_and_reader_threads_agree_on_every_record);
