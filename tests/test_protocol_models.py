@@ -44,9 +44,7 @@ RING_BOUNDS = [
      dict(NP=1, NC=1, SLOTS=2, MSGS=3, KILLS=1)),
 ]
 RING_BOUNDS_FULL = RING_BOUNDS + [
-    # a dead consumer's record reclaimed by a producer short of space
-    ("1 producer, 2 consumers, 1 slot, 2 messages, 1 death",
-     dict(NP=1, NC=2, SLOTS=1, MSGS=2, KILLS=1)),
+    # two producers on a full ring (37 M states, about a minute)
     ("2 producers, 1 consumer, 1 slot, 1 message each, 1 death",
      dict(NP=2, NC=1, SLOTS=1, MSGS=1, KILLS=1)),
 ]
@@ -55,6 +53,7 @@ GROUP_BOUNDS = [
      dict(NM=2, WIN=2, END=3, KILLS=1, NACKS=1, HOLDS=1, TMAX=5)),
 ]
 GROUP_BOUNDS_FULL = GROUP_BOUNDS + [
+    # 20 M states, about 20 s
     ("2 members, window 2, 4 offsets, 1 death, 1 nack, 1 late ack",
      dict(NM=2, WIN=2, END=4, KILLS=1, NACKS=1, HOLDS=1, TMAX=6)),
 ]
