@@ -429,9 +429,21 @@ static int seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
         if (qm__map(fd, (uint64_t)st.st_size, false, NULL, 0, &peek) == QM_OK) {
             uint64_t magic =   /* [S2] */
                 atomic_load_explicit((_Atomic uint64_t *)peek, memory_order_acquire);
+            /* published by a roller that died before naming it active: then
+             * it must be this very segment; anything else is damage, and
+             * naming it active would break every later append and open */
+            int check = magic ? qm__segment_check(peek, (uint64_t)st.st_size, base,
+                                                   lg->segment_bytes)
+                              : QM_OK;
+            /* ... and empty: nothing is appended before it is active */
+            if (magic && !check &&
+                atomic_load_explicit(word_at(peek, QM_SEGMENT_HEADER), memory_order_relaxed))
+                check = qm__fail(QM_ECORRUPT, "segment %llu holds records but was never the "
+                                 "active segment", (unsigned long long)base);
             qm__unmap(peek, (uint64_t)st.st_size);
             if (magic != 0) {
-                rc = (lg->cfg.flags & QM_LOG_FSYNC) ? sync_fd(lg, fd, true) : QM_OK;
+                rc = check ? check
+                           : (lg->cfg.flags & QM_LOG_FSYNC) ? sync_fd(lg, fd, true) : QM_OK;
                 close(fd);
                 return rc;
             }
