@@ -54,6 +54,24 @@ static inline uint64_t fuzz_u64(const uint8_t *data, size_t size, size_t at) {
     return v;
 }
 
+/* Reading the fuzz input as a stream of little-endian fields; past its
+ * end every byte reads as zero. */
+typedef struct fuzz_reader {
+    const uint8_t *d;
+    size_t n, at;
+} fuzz_reader_t;
+
+static inline uint64_t fuzz_rd(fuzz_reader_t *r, size_t bytes) {
+    uint64_t v = 0;
+    for (size_t i = 0; i < bytes; i++, r->at++)
+        if (r->at < r->n) v |= (uint64_t)r->d[r->at] << (8 * i);
+    return v;
+}
+
+static inline void fuzz_rd_bytes(fuzz_reader_t *r, uint8_t *out, size_t len) {
+    for (size_t i = 0; i < len; i++, r->at++) out[i] = r->at < r->n ? r->d[r->at] : 0;
+}
+
 #ifndef QM_LIBFUZZER
 #include <dirent.h>
 

@@ -37,17 +37,6 @@
 #define MEMBER_BYTES_IN (4 + 8 + 8)
 #define PART_BYTES_IN 32
 
-typedef struct reader {
-    const uint8_t *d;
-    size_t n, at;
-} reader_t;
-
-static uint64_t rd(reader_t *r, size_t bytes) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < bytes; i++, r->at++)
-        if (r->at < r->n) v |= (uint64_t)r->d[r->at] << (8 * i);
-    return v;
-}
 
 typedef struct state {
     qm_group_t g;
@@ -268,9 +257,9 @@ static void run_op(state_t *s, uint8_t op, const uint8_t *a) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    reader_t r = {data, size, 0};
-    uint8_t cfg = (uint8_t)rd(&r, 1);
-    size_t nops = rd(&r, 1) % (MAX_OPS + 1);
+    fuzz_reader_t r = {data, size, 0};
+    uint8_t cfg = (uint8_t)fuzz_rd(&r, 1);
+    size_t nops = fuzz_rd(&r, 1) % (MAX_OPS + 1);
     const uint8_t *ops = data + (r.at < size ? r.at : size);
     size_t ops_avail = r.at < size ? size - r.at : 0;
     r.at += nops * 8;
@@ -301,22 +290,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     g->mb.settle = qm__group_settle;
     g->mb.object = g;
 
-    atomic_store(&s->ctl->last_sweep_ns, (int64_t)rd(&r, 8));
-    atomic_store(&s->ctl->members_hwm, (uint32_t)rd(&r, 4));
+    atomic_store(&s->ctl->last_sweep_ns, (int64_t)fuzz_rd(&r, 8));
+    atomic_store(&s->ctl->members_hwm, (uint32_t)fuzz_rd(&r, 4));
     for (uint32_t k = 1; k <= MEMBERS_FUZZED; k++) {
-        atomic_store(&s->members[k].roles, (uint32_t)rd(&r, 4));
-        atomic_store(&s->members[k].generation, rd(&r, 8));
-        atomic_store(&settled[k], rd(&r, 8));
+        atomic_store(&s->members[k].roles, (uint32_t)fuzz_rd(&r, 4));
+        atomic_store(&s->members[k].generation, fuzz_rd(&r, 8));
+        atomic_store(&settled[k], fuzz_rd(&r, 8));
     }
     for (uint32_t p = 0; p < g->partitions; p++) {
-        atomic_store(&parts[p].cursor.pos, rd(&r, 8));
-        atomic_store(&parts[p].committed.pos, rd(&r, 8));
-        atomic_store(&parts[p].next_due, (int64_t)rd(&r, 8));
-        atomic_store(&parts[p].owner, rd(&r, 8));
+        atomic_store(&parts[p].cursor.pos, fuzz_rd(&r, 8));
+        atomic_store(&parts[p].committed.pos, fuzz_rd(&r, 8));
+        atomic_store(&parts[p].next_due, (int64_t)fuzz_rd(&r, 8));
+        atomic_store(&parts[p].owner, fuzz_rd(&r, 8));
     }
     for (size_t i = 0; i < nentries; i++) {
-        atomic_store(&entries[i].word, rd(&r, 8));
-        atomic_store(&entries[i].deadline_ns, (int64_t)rd(&r, 8));
+        atomic_store(&entries[i].word, fuzz_rd(&r, 8));
+        atomic_store(&entries[i].deadline_ns, (int64_t)fuzz_rd(&r, 8));
     }
 
     if (cfg & 8) {   /* the lone opener finds another boot's deadlines */

@@ -44,21 +44,6 @@
 #define MAX_SEGS 3
 #define MAX_READS 2048
 
-typedef struct reader {
-    const uint8_t *d;
-    size_t n, at;
-} reader_t;
-
-static uint64_t rd(reader_t *r, size_t bytes) {
-    uint64_t v = 0;
-    for (size_t i = 0; i < bytes; i++, r->at++)
-        if (r->at < r->n) v |= (uint64_t)r->d[r->at] << (8 * i);
-    return v;
-}
-
-static void rd_bytes(reader_t *r, uint8_t *out, size_t len) {
-    for (size_t i = 0; i < len; i++, r->at++) out[i] = r->at < r->n ? r->d[r->at] : 0;
-}
 
 static char dir[256];
 static uint8_t *ctl_template;   /* a real control file: qm_log_open() made it */
@@ -141,12 +126,12 @@ static int read_all(qm_log_t *lg, qm_log_cursor_t *cur, uint64_t *n, uint64_t *l
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!ctl_template) setup();
     rm_files();
-    reader_t r = {data, size, 0};
-    uint64_t seek_target = rd(&r, 8);
-    int64_t seek_ts = (int64_t)rd(&r, 8);
-    uint64_t append = rd(&r, 8), active_base = rd(&r, 8), active_gen = rd(&r, 8),
-             start = rd(&r, 8);
-    uint8_t flags = (uint8_t)rd(&r, 1);
+    fuzz_reader_t r = {data, size, 0};
+    uint64_t seek_target = fuzz_rd(&r, 8);
+    int64_t seek_ts = (int64_t)fuzz_rd(&r, 8);
+    uint64_t append = fuzz_rd(&r, 8), active_base = fuzz_rd(&r, 8), active_gen = fuzz_rd(&r, 8),
+             start = fuzz_rd(&r, 8);
+    uint8_t flags = (uint8_t)fuzz_rd(&r, 1);
     r.at = 64;
 
     uint8_t *ctl = fuzz_copy(ctl_template, ctl_len);
@@ -166,13 +151,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     bool beyond_active = false;
     for (unsigned i = 0; i < nseg; i++) {
         memset(seg, 0, SEG_BYTES);
-        unsigned chunks = 1 + (unsigned)rd(&r, 1) % 16;
+        unsigned chunks = 1 + (unsigned)fuzz_rd(&r, 1) % 16;
         size_t file_end = 0;
         for (unsigned k = 0; k < chunks && r.at < size; k++) {
-            size_t pos = (size_t)rd(&r, 2) * 8, len = (size_t)rd(&r, 2);
+            size_t pos = (size_t)fuzz_rd(&r, 2) * 8, len = (size_t)fuzz_rd(&r, 2);
             if (len > size - r.at) len = size - r.at;
             uint8_t tmp[65536];
-            rd_bytes(&r, tmp, len);
+            fuzz_rd_bytes(&r, tmp, len);
             if (pos >= SEG_BYTES) continue;
             if (len > SEG_BYTES - pos) len = SEG_BYTES - pos;
             memcpy(seg + pos, tmp, len);
@@ -186,8 +171,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         bool cut = (flags & 8) && i == nseg - 1;
         write_file(name, seg, cut ? file_end : SEG_BYTES);
         memset(idx, 0, IDX_BYTES);
-        size_t ilen = (size_t)rd(&r, 2) % 257;
-        rd_bytes(&r, idx, ilen);
+        size_t ilen = (size_t)fuzz_rd(&r, 2) % 257;
+        fuzz_rd_bytes(&r, idx, ilen);
         if (!(flags & 16)) {
             snprintf(name, sizeof name, "%020llu.idx", (unsigned long long)base);
             write_file(name, idx, IDX_BYTES);
