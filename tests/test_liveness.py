@@ -163,15 +163,18 @@ def test_producer_frozen_inside_put_is_fenced_after_the_stall_timeout_and_its_pu
           f"SIGCONT all {n}+{extra_seq} delivered once, each producer's in order {INFO}")
 
 
-def _ack_up_to(c, n, seconds):
-    """Get and ack up to `n` records from group consumer `c` within `seconds`;
-    their (offset, delivery_count)."""
+def _ack_up_to(c, n, seconds, idle=None):
+    """Get and ack records from group consumer `c`: up to `n` (None: any number)
+    within `seconds` (None: no limit), or, with `idle`, until a get waits `idle`
+    seconds in vain; their (offset, delivery_count)."""
     got = []
-    end = time.monotonic() + seconds
-    while len(got) < n and time.monotonic() < end:
+    end = None if seconds is None else time.monotonic() + seconds
+    while (n is None or len(got) < n) and (end is None or time.monotonic() < end):
         try:
-            m = c.get(timeout=0.5)
+            m = c.get(timeout=idle or 0.5)
         except pyqmem.Empty:
+            if idle:
+                break
             continue
         got.append((m.offset, m.delivery_count))
         m.ack()
@@ -395,15 +398,7 @@ def test_creation_killed_at_a_random_moment_never_leaves_an_object_that_attacher
                 with h.consumer(start={0: md.offset}, partitions=[0]) as c:
                     assert bytes(c.get(timeout=5).data) == b"check"
             else:
-                offsets = []
-                while True:
-                    try:
-                        m = h.get(timeout=0.2)
-                    except pyqmem.Empty:
-                        break
-                    offsets.append((m.offset, m.delivery_count))
-                    m.ack()
-                    del m
+                offsets = _ack_up_to(h, None, None, idle=0.2)
                 assert offsets == [(k, 1) for k in range(5)], f"{group} ({state}): {offsets} {INFO}"
         finally:
             for h in hs:
@@ -605,16 +600,8 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
     gdeliv = [int(l[1]) for l in lines if l[0] == "gdeliv"]
     gheld = sorted(set(gdeliv) - set(ggot))   # returned, but the signal came before the ack returned
     assert len(set(ggot)) == len(ggot) and len(set(gdeliv)) == len(gdeliv)
-    left = []
     with t.consumer(group=group) as c:
-        while True:
-            try:
-                m = c.get(timeout=0.3)
-            except pyqmem.Empty:
-                break
-            left.append((m.offset, m.delivery_count))
-            m.ack()
-            del m
+        left = _ack_up_to(c, None, None, idle=0.3)
     # each record once: acked by the child, or by the drain here; only a record the child
     # got without its ack returning may be in both (its ack may have landed)
     both = set(ggot) & {o for o, _ in left}
