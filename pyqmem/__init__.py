@@ -28,15 +28,7 @@ from .errors import (
     StaleAck,
 )
 
-try:
-    from . import _core  # noqa: F401  (the compiled adapter)
-except ImportError as exc:  # pragma: no cover - depends on how it was installed
-    raise ImportError(
-        f"pyqmem's compiled core is missing ({exc}).  If pyqmem is installed, "
-        f"the source folder {__path__[0]!r} is shadowing it: run from another "
-        "folder, or install with `pip install -e .`"
-    ) from exc
-
+from . import _native  # noqa: F401  (the compiled core, configured; first)
 from .consumer import Consumer, Message
 from .group import GroupConsumer
 from .queue import Queue

@@ -45,10 +45,10 @@ import numbers
 import sys
 from collections.abc import Mapping
 
-from . import _core
+from ._args import check_int as _check_int
+from ._native import _core
 from .errors import Closed, NotFound
 from .naming import check_name
-from .queue import _check_int
 from .serializers import RawSerializer
 
 __all__ = ["Consumer", "Message"]
@@ -150,7 +150,7 @@ def iterate(consumer):
                 return
             raise
 
-class Consumer(_core.TopicReader):
+class Consumer:
     """Reads a topic's partitions; made by ``Topic.consumer()``.
 
     ``get(timeout=None)``, ``get_many(max_messages, timeout=None)``,
@@ -164,6 +164,7 @@ class Consumer(_core.TopicReader):
         self._closed = False
         self._logs = {}
         self._cursors = {}
+        self._reader = None
         try:
             for k, path in paths:
                 self._logs[k] = _core.Log.open(path, _core.OPEN_ONLY, *log_args)
@@ -173,11 +174,26 @@ class Consumer(_core.TopicReader):
             self.close()
             raise
         self._order = [k for k, _ in paths]
-        # get() and get_many() are TopicReader's: they try the partitions in
-        # this order (after the one that served last), then wait on all
-        self._reader_setup(topic_name, self._order, [self._logs[k] for k in self._order],
-                           [self._cursors[k] for k in self._order], serializer,
-                           isinstance(serializer, RawSerializer))
+        # get() and get_many() are the TopicReader's (bound here: no Python
+        # frame of ours per call): they try the partitions in this order
+        # (after the one that served last), then wait on all
+        self._reader = _core.TopicReader(
+            topic_name, self._order, [self._logs[k] for k in self._order],
+            [self._cursors[k] for k in self._order], serializer,
+            isinstance(serializer, RawSerializer))
+        self.get = self._reader.get
+        self.get_many = self._reader.get_many
+
+    def get(self, timeout=None):
+        """The next message, waiting up to `timeout` seconds (None: forever).
+        Raises Empty if none came in time."""
+        return self._reader.get(timeout)
+
+    def get_many(self, max_messages, timeout=None):
+        """Up to `max_messages` messages: waits (as get) for the first, then
+        takes what is already there, one partition after another.  Raises
+        Empty if none came."""
+        return self._reader.get_many(max_messages, timeout)
 
     def _place(self, start):
         at_ns = _timestamp_ns(start)
@@ -208,7 +224,10 @@ class Consumer(_core.TopicReader):
     def _enter(self, deadline=_core.FOREVER):
         """Take the consumer's lock, waiting at most until `deadline`
         (Empty); Closed if the consumer is closed.  Release with _unlock()."""
-        self._lock(deadline)
+        self._reader.lock(deadline)
+
+    def _unlock(self):
+        self._reader.unlock()
 
     def __iter__(self):
         """Messages as they come, blocking for more.  Iteration ends when the
@@ -266,6 +285,8 @@ class Consumer(_core.TopicReader):
         another thread raises Closed.  Messages already delivered keep their
         data valid."""
         self._closed = True
+        if self._reader is not None:
+            self._reader.close()
         for log in self._logs.values():
             log.close()
 

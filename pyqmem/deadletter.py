@@ -23,13 +23,20 @@ headers (UTF-8 text values, so any tool can read them)::
 
 A record dead-lettered again after a redrive gets fresh values.  Redrive
 (:func:`original_headers`) removes them before sending the record back.
+
+:class:`DeadLetters` is what a consumer group's hot path calls with the
+records it gives up on: it publishes each (or drops it, for
+``dead_letter=False``), then acks it and counts it in the group.
 """
 
+import threading
 import time
 from typing import NamedTuple
 
-__all__ = ["ERROR_MAX", "PREFIX", "OMITTED", "DeadLetterInfo", "dead_letter_headers", "info",
-           "omitted_headers", "original_headers", "error_text"]
+from .errors import CorruptError, MessageTooLarge, StaleAck
+
+__all__ = ["ERROR_MAX", "PREFIX", "OMITTED", "DeadLetterInfo", "DeadLetters",
+           "dead_letter_headers", "info", "omitted_headers", "original_headers", "error_text"]
 
 PREFIX = "dlq."
 OMITTED = PREFIX + "omitted"
@@ -125,3 +132,70 @@ def info(headers):
         else:
             values[field] = text
     return DeadLetterInfo(**values)
+
+
+class DeadLetters:
+    """Where one consumer group member's given-up records go.
+
+    `open_topic` (None: drop them) is called once, on the first record,
+    and returns the dead-letter topic (an object with ``partitions`` and
+    ``send(value, key=, headers=, partition=, correlation_id=)``); this
+    object closes it.  Called as ``publish(reader, msgs)`` by the group's
+    hot path (``reader`` has ``errors``, the last error text by
+    ``(partition, offset)``, and ``group.count_dead_lettered``): each
+    record is appended with the ``dlq.*`` headers, then acked and
+    counted.  A record that does not fit the dead-letter topic goes there
+    without its key, value and user headers (``dlq.omitted`` says why):
+    raising instead would fail every get of the group forever.
+    """
+
+    def __init__(self, source_topic, group, open_topic):
+        self._source = source_topic
+        self._group = group
+        self._open_topic = open_topic
+        self._topic = None
+        self._lock = threading.Lock()
+
+    def _target(self):
+        with self._lock:
+            if self._topic is None:
+                self._topic = self._open_topic()
+            return self._topic
+
+    def publish(self, reader, msgs):
+        for m in msgs:
+            key = (m.partition, m.offset)
+            if self._open_topic is not None:
+                self._send(self._target(), m, reader.errors.get(key))
+            try:
+                m.ack()
+            except StaleAck:   # another member settled it meanwhile
+                continue
+            reader.errors.pop(key, None)
+            reader.group.count_dead_lettered(m.partition, 1)
+
+    def _send(self, dlq, m, error):
+        try:
+            user_headers, correlation_id = m.headers, m.correlation_id
+        except CorruptError as exc:   # a malformed header block: drop it, say so
+            user_headers, correlation_id = {}, None
+            error = error or exc
+        headers = dead_letter_headers(
+            user_headers, topic=self._source, group=self._group, partition=m.partition,
+            offset=m.offset, delivery_count=max(1, m.delivery_count - 1), error=error)
+        partition = m.partition % dlq.partitions
+        try:
+            dlq.send(m.data, key=m.key, headers=headers, partition=partition,
+                     correlation_id=correlation_id)
+        except MessageTooLarge as exc:
+            # it does not fit the dead-letter topic (made by someone with
+            # smaller segments, or the dlq.* headers tipped key + headers over)
+            dlq.send(b"", partition=partition,
+                     headers=omitted_headers(headers, m, user_headers, exc))
+
+    def close(self):
+        """Close the dead-letter topic if it was opened (idempotent)."""
+        with self._lock:
+            topic, self._topic = self._topic, None
+        if topic is not None:
+            topic.close()

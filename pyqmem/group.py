@@ -47,25 +47,21 @@ Threads
 """
 
 import errno
-import numbers
 import os
 import sys
 import time
 from collections.abc import Mapping
 
-from . import _core
+from ._args import check_int as _check_int
+from ._native import _core
 from . import deadletter as _deadletter
 from .consumer import _OFFSET_MAX, _timestamp_ns, iterate
-from .errors import (AlreadyExists, Closed, CorruptError, Empty, MessageTooLarge, NotFound,
-                     QmemError, StaleAck)
-from .queue import _check_int
+from .errors import Closed, Empty, NotFound, QmemError, StaleAck
 from .retry import RetryPolicy
 from .serializers import RawSerializer
 
 __all__ = ["GroupConsumer", "group_stats", "topic_group_stats"]
 
-_ERRORS_MAX = 65536   # last errors remembered per consumer (oldest dropped)
-_DLQ_SEGMENT_BYTES = 64 * 2**20   # Topic's default
 _GROUPS_DIR = "groups"
 _SUFFIX = ".grp"
 
@@ -132,7 +128,7 @@ def _check_retry(retry):
     return retry
 
 
-class GroupConsumer(_core.GroupReader):
+class GroupConsumer:
     """A member of the consumer group `name` of a topic; made by
     ``Topic.consumer(group=name, ...)`` (see the module docstring).
 
@@ -142,11 +138,12 @@ class GroupConsumer(_core.GroupReader):
     context manager.
     """
 
-    def __init__(self, topic_name, root, folder, topic_partitions, chosen, log_args, serializer,
-                 name, *, start, mode, visibility_timeout, max_deliveries, dead_letter, ordered,
+    def __init__(self, topic_name, folder, topic_partitions, chosen, log_args, serializer,
+                 name, *, start, mode, visibility_timeout, max_deliveries, dead_letters, ordered,
                  retry, check_crcs):
+        """`dead_letters`: the pyqmem.deadletter.DeadLetters that takes
+        what the group gives up on (closed with this consumer)."""
         self._topic = topic_name
-        self._root = root
         self._folder = folder
         self._name = name
         self._nparts = topic_partitions
@@ -155,14 +152,9 @@ class GroupConsumer(_core.GroupReader):
         self._retry = _check_retry(retry)
         self._closed = False
         self._logs = {}
-        self._dlq = None
+        self._dead_letters = dead_letters
         self._grp_handle = None
-        if dead_letter is True:
-            self._dlq_name = f"{topic_name}.dlq"
-        elif dead_letter is False:
-            self._dlq_name = None
-        else:
-            self._dlq_name = dead_letter
+        self._reader = None
         try:
             for k in chosen:
                 self._logs[k] = _core.Log.open(self._path(k), _core.OPEN_ONLY, *log_args)
@@ -177,13 +169,36 @@ class GroupConsumer(_core.GroupReader):
                 raise ValueError(f"consumer group {name!r} was created with ordered={stored}; "
                                  f"it cannot be opened with ordered={ordered}")
             self._order = list(chosen)
-            self._group_setup(topic_name, group, self._order, [self._logs[k] for k in chosen],
-                              serializer, isinstance(serializer, RawSerializer),
-                              float(visibility_timeout), mode == "at_most_once", ordered,
-                              0 if max_deliveries is None else max_deliveries, check_crcs)
+            self._reader = _core.GroupReader(
+                topic_name, group, self._order, [self._logs[k] for k in chosen], serializer,
+                isinstance(serializer, RawSerializer), float(visibility_timeout),
+                mode == "at_most_once", ordered, 0 if max_deliveries is None else max_deliveries,
+                check_crcs, retry_delay=self._retry.delay, error_text=_deadletter.error_text,
+                dead_letter=dead_letters.publish)
         except BaseException:
             self.close()
             raise
+        # the hot paths, bound: no Python frame of ours per call
+        self.get = self._reader.get
+        self.get_many = self._reader.get_many
+        self.ack_many = self._reader.ack_many
+
+    def get(self, timeout=None):
+        """The next message for this member, waiting up to `timeout` seconds
+        (None: forever).  Raises Empty if none came in time."""
+        return self._reader.get(timeout)
+
+    def get_many(self, max_messages, timeout=None):
+        """Up to `max_messages` messages: waits (as get) for the first, then
+        claims what is already there.  Raises Empty if none came."""
+        return self._reader.get_many(max_messages, timeout)
+
+    def ack_many(self, msgs):
+        """Ack every message of `msgs` (of this consumer) in one call.
+        Returns how many were stale (their leases had moved on: they raise
+        nothing); already acked ones are skipped, and at-most-once ones are
+        no-ops."""
+        return self._reader.ack_many(msgs)
 
     # ----- opening ------------------------------------------------------------
     def _path(self, k):
@@ -248,69 +263,6 @@ class GroupConsumer(_core.GroupReader):
 
         return [self._with_log(k, lambda log, k=k: first(k, log)) for k in range(self._nparts)]
 
-    # ----- policy hooks called by _core.GroupReader ---------------------------
-    def _remember_error(self, key, error):
-        errors = self._errors
-        errors.pop(key, None)
-        if len(errors) >= _ERRORS_MAX:
-            errors.pop(next(iter(errors)))
-        errors[key] = _deadletter.error_text(error)
-
-    def _nack_message(self, msg, delay, error):
-        """Message.nack() in a group (delay already validated)."""
-        if delay is None:
-            delay = self._retry.delay(msg.delivery_count)
-        self._group_nack(msg, _core.now_ns() + round(delay * 1e9))
-        if error is not None:
-            self._remember_error((msg.partition, msg.offset), error)
-
-    def _dead_letter_topic(self):
-        if self._dlq is None:
-            from .topic import Topic
-            # segments at least the source's, so every value that fit the source fits
-            segment_bytes = max(self._log_args[0], _DLQ_SEGMENT_BYTES)
-            try:
-                self._dlq = Topic(self._dlq_name, dir=self._root, partitions=self._nparts,
-                                  segment_bytes=segment_bytes, create=True)
-            except AlreadyExists:
-                self._dlq = Topic(self._dlq_name, dir=self._root, create=False)
-        return self._dlq
-
-    def _dead_letter(self, msgs):
-        """Give up on records claimed past max_deliveries: append each to the
-        dead-letter topic, then ack it and count it."""
-        for m in msgs:
-            key = (m.partition, m.offset)
-            if self._dlq_name is not None:
-                dlq = self._dead_letter_topic()
-                error = self._errors.get(key)
-                try:
-                    user_headers, correlation_id = m.headers, m.correlation_id
-                except CorruptError as exc:   # a malformed header block: drop it, say so
-                    user_headers, correlation_id = {}, None
-                    error = error or exc
-                headers = _deadletter.dead_letter_headers(
-                    user_headers, topic=self._topic, group=self._name, partition=m.partition,
-                    offset=m.offset, delivery_count=max(1, m.delivery_count - 1),
-                    error=error)
-                partition = m.partition % dlq.partitions
-                try:
-                    dlq.send(m.data, key=m.key, headers=headers, partition=partition,
-                             correlation_id=correlation_id)
-                except MessageTooLarge as exc:
-                    # it does not fit the dead-letter topic (made by someone with
-                    # smaller segments, or the dlq.* headers tipped key + headers
-                    # over): raising here would fail every get of the group
-                    # forever, so the record goes there without its payload
-                    dlq.send(b"", partition=partition,
-                             headers=_deadletter.omitted_headers(headers, m, user_headers, exc))
-            try:
-                m.ack()
-            except StaleAck:   # another member settled it meanwhile
-                continue
-            self._errors.pop(key, None)
-            self._grp_handle.count_dead_lettered(m.partition, 1)
-
     # ----- consuming ----------------------------------------------------------
     def __iter__(self):
         """Messages as they come, blocking for more.  Iteration ends when the
@@ -350,22 +302,22 @@ class GroupConsumer(_core.GroupReader):
                 try:
                     msg.nack(error=exc)
                 except StaleAck:
-                    self._stale_acks += 1
+                    self._reader.stale_acks += 1
                 continue
             handled += 1
             try:
                 msg.ack()
             except StaleAck:
-                self._stale_acks += 1
+                self._reader.stale_acks += 1
         return handled
 
     # ----- positions and state -------------------------------------------------
     def _locked(self, fn):
-        self._lock()
+        self._reader.lock()
         try:
             return fn()
         finally:
-            self._unlock()
+            self._reader.unlock()
 
     def lag(self):
         """``{partition: log end - committed offset}`` for this member's partitions."""
@@ -385,7 +337,7 @@ class GroupConsumer(_core.GroupReader):
         def do():
             lo, hi = self._with_log(partition, lambda log: log.bounds())
             self._grp_handle.seek(partition, min(max(offset, lo), hi))
-            self._after_seek(partition)
+            self._reader.after_seek(partition)
         self._locked(do)
 
     def stats(self):
@@ -398,7 +350,7 @@ class GroupConsumer(_core.GroupReader):
     @property
     def stale_acks(self):
         """Acks and nacks run() found stale (the lease had moved on)."""
-        return self._stale_acks
+        return self._reader.stale_acks
 
     @property
     def group(self):
@@ -425,12 +377,13 @@ class GroupConsumer(_core.GroupReader):
         once (their delivery counts kept) and its ordered partitions freed.  A
         get blocked in another thread raises Closed."""
         self._closed = True
+        if self._reader is not None:
+            self._reader.close()
         for log in self._logs.values():
             log.close()
         if self._grp_handle is not None:
             self._grp_handle.close()
-        if self._dlq is not None:
-            self._dlq.close()
+        self._dead_letters.close()
 
     def __enter__(self):
         return self

@@ -9,13 +9,13 @@ the constructor, every other thread lazily gets its own ``dup()`` of it on
 first use (released when that thread ends, or by ``close()``).
 """
 
-import math
-import numbers
 import sys
 import threading
 import weakref
 
-from . import _core
+from ._args import check_int as _check_int
+from ._args import check_timeout
+from ._native import _core
 from .errors import Closed, Full, QmemError
 from .naming import check_name
 from .serializers import RawSerializer, resolve
@@ -23,13 +23,6 @@ from .serializers import RawSerializer, resolve
 __all__ = ["Queue"]
 
 _MODES = {None: _core.OPEN_OR_CREATE, True: _core.CREATE_ONLY, False: _core.OPEN_ONLY}
-
-
-def _check_int(what, value, low, high):
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
 
 
 _FOREVER = _core.FOREVER
@@ -44,13 +37,7 @@ def _deadline(block, timeout):
     kind = type(timeout)
     if (kind is float or kind is int) and 0 <= timeout < 1e9:   # the common case, fast
         return _core.now_ns() + int(timeout * 1e9)
-    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
-        raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
-    if not timeout >= 0:
-        raise ValueError("'timeout' must be a non-negative number")
-    if math.isinf(timeout):
-        return _core.FOREVER
-    return min(_core.now_ns() + int(timeout * 1e9), _core.FOREVER)
+    return _core.deadline_ns(check_timeout(timeout))
 
 
 def _attach(name, serializer, stall_timeout=5.0):

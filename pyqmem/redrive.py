@@ -21,6 +21,7 @@ itself is never modified; its retention removes old records.
 from . import deadletter as _deadletter
 from .errors import Empty
 from .naming import check_name
+from .topic import Topic
 
 __all__ = ["redrive"]
 
@@ -36,8 +37,6 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     exist; TypeError/ValueError for bad arguments, checked before either
     topic is opened (so is the progress group's name: a `source` of more than
     120 characters has none and is ValueError)."""
-    from .topic import Topic   # topic imports the consumers, which import this package
-
     if max_records is not None and (isinstance(max_records, bool)
                                     or not isinstance(max_records, int)):
         raise TypeError(f"max_records must be an int or None, not {type(max_records).__name__}")

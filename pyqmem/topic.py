@@ -71,14 +71,15 @@ import time
 import weakref
 from typing import NamedTuple
 
-from . import _core
+from ._args import check_int as _check_int
+from ._native import _core
 from . import headers as _headers
 from .consumer import Consumer, check_consumer_args
+from .deadletter import DeadLetters
 from .errors import AlreadyExists, Closed, CorruptError, IncompatibleError, NotFound
 from .group import GroupConsumer, topic_group_stats
 from .naming import check_name
 from .partitioning import key_bytes, partition_for_key
-from .queue import _check_int
 from .retry import RetryPolicy
 from .serializers import RawSerializer, resolve
 
@@ -94,6 +95,7 @@ _DURABILITY = {"os": 0, "fsync": _core.LOG_FSYNC}
 _SEGMENT_MIN = 64 * 1024
 _SEGMENT_MAX = 4 * 2**30
 _RETENTION_SECONDS_MAX = (2**63 - 1) / 1e9
+_DLQ_SEGMENT_BYTES = 64 * 2**20   # the default segment size
 
 
 # Where ``send`` put a record: partition, offset, timestamp (float seconds
@@ -316,7 +318,7 @@ def _partition_path(folder, k):
     return os.path.join(folder, f"p{k}")
 
 
-class Topic(_core.TopicSender):
+class Topic:
     """A partitioned, persistent log of messages, readable by any number of
     independent subscribers.
 
@@ -385,9 +387,14 @@ class Topic(_core.TopicSender):
         self._local.logs = logs
         self._max_value = logs[0].max_record
         # round-robin from a random start; the opening thread's handles
-        # serve the fast paths of send and send_many (in _core.TopicSender)
-        self._sender_setup(logs, self._config.partitions,
-                           random.randrange(self._config.partitions))
+        # serve the fast paths of send and send_many, which this object's
+        # send/send_many are bound to (no Python frame of ours on the way)
+        self._sender = _core.TopicSender(
+            name, logs, self._config.partitions, random.randrange(self._config.partitions),
+            self._max_value, self._raw, weakref.WeakMethod(self._send),
+            weakref.WeakMethod(self._send_many))
+        self.send = self._sender.send
+        self.send_many = self._sender.send_many
 
     # ----- opening ----------------------------------------------------------
     def _grows(self, config, partitions):
@@ -564,7 +571,7 @@ class Topic(_core.TopicSender):
             return partition
         if key is not None:
             return partition_for_key(key, self._config.partitions)
-        return self._round_robin()
+        return self._sender.round_robin()
 
     def _append(self, partition, key, head, record):
         if self._closed:
@@ -573,9 +580,27 @@ class Topic(_core.TopicSender):
         offset = self._log(partition).append(key, head, record, now)
         return RecordMetadata(partition, offset, now / 1e9, None)
 
-    # send() and send_many() are TopicSender's: they take raw bytes without
-    # key, headers, partition or correlation id from the opening thread,
-    # and hand every other call to _send / _send_many.
+    # An open Topic's send and send_many are its _core.TopicSender's (bound
+    # in __init__): they take raw bytes from the opening thread and hand
+    # every other call to _send / _send_many.
+    def send(self, value, *, key=None, headers=None, partition=None, correlation_id=None):
+        """Append `value` and return its RecordMetadata.
+
+        `key` (str, bytes-like or None) picks the partition by Kafka's
+        murmur2 unless `partition` is given; without either, round-robin.
+        `headers`: dict str -> bytes-like (names starting with "qm." are
+        reserved).  `correlation_id`: a str carried to
+        ``Message.correlation_id``."""
+        return self._sender.send(value, key=key, headers=headers, partition=partition,
+                                 correlation_id=correlation_id)
+
+    def send_many(self, values, *, key=None):
+        """Send each of `values` (each partition chosen as by send) and
+        return their RecordMetadata in order.  Every value is serialized and
+        checked before the first is appended; if an append fails, the values
+        before it stay appended."""
+        return self._sender.send_many(values, key=key)
+
     def _send(self, value, key, headers, partition, correlation_id):
         """send() in general."""
         limit = self._max_value // 2   # key and headers: segment_bytes // 4
@@ -652,16 +677,36 @@ class Topic(_core.TopicSender):
                                 check_crcs=check_crcs)
         else:
             consumer = GroupConsumer(
-                self._name, self._dir, self._folder, self._config.partitions, chosen,
+                self._name, self._folder, self._config.partitions, chosen,
                 self._config.log_args(), self._serializer, group, start=start, mode=mode,
                 visibility_timeout=visibility_timeout, max_deliveries=max_deliveries,
-                dead_letter=dead_letter, ordered=ordered, retry=retry, check_crcs=check_crcs)
+                dead_letters=self._dead_letters(group, dead_letter), ordered=ordered,
+                retry=retry, check_crcs=check_crcs)
         with self._lock:
             if self._closed:   # closed meanwhile: do not leak the consumer
                 consumer.close()
                 raise Closed(f"topic {self._name!r} is closed")
             self._consumers.add(consumer)
         return consumer
+
+    def _dead_letters(self, group, dead_letter):
+        """The DeadLetters of a member of `group` (`dead_letter` as for
+        consumer()).  The dead-letter topic is opened on first use, in this
+        topic's root, created with as many partitions and segments at least
+        as large as this topic's (so every value that fit here fits there)."""
+        if dead_letter is False:
+            return DeadLetters(self._name, group, None)
+        name = f"{self._name}.dlq" if dead_letter is True else dead_letter
+        root, partitions = self._dir, self._config.partitions
+        segment_bytes = max(self._config.segment_bytes, _DLQ_SEGMENT_BYTES)
+
+        def open_topic():
+            try:
+                return Topic(name, dir=root, partitions=partitions, segment_bytes=segment_bytes,
+                             create=True)
+            except AlreadyExists:
+                return Topic(name, dir=root, create=False)
+        return DeadLetters(self._name, group, open_topic)
 
     # ----- state ------------------------------------------------------------
     def stats(self):
@@ -705,6 +750,7 @@ class Topic(_core.TopicSender):
             self._closed = True
             handles = list(self._handles)
             consumers = list(self._consumers)
+        self._sender.close()
         for consumer in consumers:
             consumer.close()
         for log in handles:
