@@ -29,12 +29,12 @@ from .errors import (
 )
 
 from . import _native  # noqa: F401  (the compiled core, configured; first)
-from .consumer import Consumer, Message
+from .consumer import Consumer
 from .group import GroupConsumer
 from .queue import Queue
 from .redrive import redrive
 from .retry import RetryPolicy
-from .topic import RecordMetadata, Topic
+from .topic import Message, RecordMetadata, Topic
 
 __version__ = "0.1.0"
 

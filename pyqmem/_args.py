@@ -5,7 +5,13 @@ TypeError/ValueError a bad number or timeout raises."""
 import math
 import numbers
 
-__all__ = ["check_int", "check_timeout"]
+__all__ = ["check_int", "check_timeout", "check_create", "check_segment_bytes",
+           "check_retention_bytes", "check_retention_seconds", "check_durability"]
+
+SEGMENT_MIN = 64 * 1024
+SEGMENT_MAX = 4 * 2**30
+DURABILITIES = ("os", "fsync")
+_RETENTION_SECONDS_MAX = (2**63 - 1) / 1e9
 
 
 def check_int(what, value, low, high):
@@ -29,3 +35,36 @@ def check_timeout(timeout):
     if math.isinf(timeout):
         return None
     return float(timeout)
+
+
+def check_create(create):
+    if create is not None and not isinstance(create, bool):
+        raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
+
+
+# ----- a topic's configuration (checked on every open, and on topic.json) ----
+def check_segment_bytes(value):
+    check_int("segment_bytes", value, SEGMENT_MIN, SEGMENT_MAX)
+    if value % 4096:
+        raise ValueError(f"segment_bytes must be a multiple of 4096, got {value}")
+
+
+def check_retention_bytes(value):
+    if value is not None:
+        check_int("retention_bytes", value, 1, 2**64 - 1)
+
+
+def check_retention_seconds(value):
+    if value is None:
+        return
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"retention_seconds must be None or a number, not {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value) and value <= _RETENTION_SECONDS_MAX):
+        raise ValueError(f"retention_seconds must be positive and finite, got {value}")
+
+
+def check_durability(value):
+    if not isinstance(value, str):
+        raise TypeError(f"durability must be 'os' or 'fsync', not {type(value).__name__}")
+    if value not in DURABILITIES:
+        raise ValueError(f"durability must be 'os' or 'fsync', got {value!r}")

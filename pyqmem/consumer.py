@@ -46,20 +46,14 @@ import sys
 from collections.abc import Mapping
 
 from ._args import check_int as _check_int
-from ._native import _core
-from .errors import Closed, NotFound
+from .backend import Start
+from .errors import Closed
 from .naming import check_name
-from .serializers import RawSerializer
 
-__all__ = ["Consumer", "Message"]
+__all__ = ["Consumer"]
 
 _MODES = ("at_least_once", "at_most_once")
 _OFFSET_MAX = 2**63 - 1
-
-
-# One record delivered to a consumer: a C type (see _core.Message) whose
-# key, headers, data and value are made from the mapping on first use.
-Message = _core.Message
 
 
 def _timestamp_ns(start):
@@ -97,7 +91,8 @@ def _check_start(start, partitions):
 
 def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_deliveries,
                         dead_letter, ordered, partitions):
-    """Validate ``Topic.consumer`` arguments; return the partitions to read."""
+    """Validate ``Topic.consumer`` arguments; return the partitions to read
+    and where to start (a pyqmem.backend.Start)."""
     if not isinstance(mode, str):
         raise TypeError(f"mode must be a str, not {type(mode).__name__}")
     if mode not in _MODES:
@@ -133,7 +128,21 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
         unread = set(start) - set(chosen)
         if unread:
             raise ValueError(f"start names partitions this consumer does not read: {sorted(unread)}")
-    return chosen
+    return chosen, _resolve_start(start)
+
+
+def _resolve_start(start):
+    """The pyqmem.backend.Start of a checked `start` argument."""
+    at_ns = _timestamp_ns(start)
+    if at_ns is not None:
+        return Start(timestamp_ns=at_ns)
+    if start == "latest":
+        return Start(latest=True)
+    if start == "earliest":
+        return Start()
+    if isinstance(start, Mapping):
+        return Start(offsets=dict(start))
+    return Start(default=start)
 
 
 
@@ -158,31 +167,15 @@ class Consumer:
     ``close()``; a context manager.  See the module docstring.
     """
 
-    def __init__(self, topic_name, paths, log_args, serializer, start, *, check_crcs=True):
+    def __init__(self, topic_name, partitions, reader):
+        """`reader`: the backend's pyqmem.backend.SubscriberReader of `partitions`."""
         self._topic = topic_name
-        self._serializer = serializer
+        self._order = list(partitions)
+        self._reader = reader
         self._closed = False
-        self._logs = {}
-        self._cursors = {}
-        self._reader = None
-        try:
-            for k, path in paths:
-                self._logs[k] = _core.Log.open(path, _core.OPEN_ONLY, *log_args)
-                self._cursors[k] = _core.Cursor(self._logs[k], check_crcs)
-            self._place(start)
-        except BaseException:
-            self.close()
-            raise
-        self._order = [k for k, _ in paths]
-        # get() and get_many() are the TopicReader's (bound here: no Python
-        # frame of ours per call): they try the partitions in this order
-        # (after the one that served last), then wait on all
-        self._reader = _core.TopicReader(
-            topic_name, self._order, [self._logs[k] for k in self._order],
-            [self._cursors[k] for k in self._order], serializer,
-            isinstance(serializer, RawSerializer))
-        self.get = self._reader.get
-        self.get_many = self._reader.get_many
+        # the reader's get and get_many, bound: no Python frame of ours per call
+        self.get = reader.get
+        self.get_many = reader.get_many
 
     def get(self, timeout=None):
         """The next message, waiting up to `timeout` seconds (None: forever).
@@ -195,80 +188,40 @@ class Consumer:
         Empty if none came."""
         return self._reader.get_many(max_messages, timeout)
 
-    def _place(self, start):
-        at_ns = _timestamp_ns(start)
-        for k, cursor in self._cursors.items():
-            if at_ns is not None:
-                cursor.seek_time(at_ns)
-            elif start == "latest":
-                cursor.seek(self._logs[k].bounds()[1])
-            elif isinstance(start, Mapping):
-                self._seek(k, start.get(k, 0))
-            elif start == "earliest":
-                self._seek(k, 0)
-            else:
-                self._seek(k, start)
-
-    def _seek(self, partition, offset):
-        """Place `partition`'s cursor at `offset`, or at the partition's
-        start if `offset` is before it (retention may move it meanwhile)."""
-        log, cursor = self._logs[partition], self._cursors[partition]
-        while True:
-            start, _ = log.bounds()
-            try:
-                cursor.seek(max(offset, start))
-                return
-            except NotFound:
-                continue
-
-    def _enter(self, deadline=_core.FOREVER):
-        """Take the consumer's lock, waiting at most until `deadline`
-        (Empty); Closed if the consumer is closed.  Release with _unlock()."""
-        self._reader.lock(deadline)
-
-    def _unlock(self):
-        self._reader.unlock()
-
     def __iter__(self):
         """Messages as they come, blocking for more.  Iteration ends when the
         consumer is closed while iterating (from another thread); iterating a
         closed consumer raises Closed."""
         return iterate(self)
 
+    def _check_open(self):
+        if self._closed:
+            raise Closed(f"consumer of topic {self._topic!r} is closed")
+
     def seek(self, partition, offset):
         """Continue `partition` at `offset` (its start if `offset` is before
         it, its end if past it)."""
         _check_int("partition", partition, 0, sys.maxsize)
-        if partition not in self._logs:
+        if partition not in self._order:
             raise ValueError(f"this consumer does not read partition {partition}")
         _check_int("offset", offset, 0, _OFFSET_MAX)
-        self._enter()
-        try:
-            self._seek(partition, offset)
-        finally:
-            self._unlock()
+        self._check_open()
+        self._reader.seek(partition, offset)
 
     def position(self):
         """``{partition: offset of the next record to read}``."""
-        return {k: cursor.position for k, cursor in self._cursors.items()}
+        return self._reader.position()
 
     def lag(self):
         """``{partition: records stored after this consumer's position}``
         (end offset minus position; records retention removed are not counted)."""
-        self._enter()
-        try:
-            lags = {}
-            for k, cursor in self._cursors.items():
-                start, end = self._logs[k].bounds()
-                lags[k] = max(0, end - max(cursor.position, start))
-            return lags
-        finally:
-            self._unlock()
+        self._check_open()
+        return self._reader.lag()
 
     def skipped(self):
         """``{partition: records retention removed before this consumer read
         them}``, counted since the consumer opened or its last seek() there."""
-        return {k: cursor.skipped for k, cursor in self._cursors.items()}
+        return self._reader.skipped()
 
     @property
     def partitions(self):
@@ -285,10 +238,7 @@ class Consumer:
         another thread raises Closed.  Messages already delivered keep their
         data valid."""
         self._closed = True
-        if self._reader is not None:
-            self._reader.close()
-        for log in self._logs.values():
-            log.close()
+        self._reader.close()
 
     def __enter__(self):
         return self

@@ -140,11 +140,11 @@ class DeadLetters:
     `open_topic` (None: drop them) is called once, on the first record,
     and returns the dead-letter topic (an object with ``partitions`` and
     ``send(value, key=, headers=, partition=, correlation_id=)``); this
-    object closes it.  Called as ``publish(reader, msgs)`` by the group's
-    hot path (``reader`` has ``errors``, the last error text by
-    ``(partition, offset)``, and ``group.count_dead_lettered``): each
-    record is appended with the ``dlq.*`` headers, then acked and
-    counted.  A record that does not fit the dead-letter topic goes there
+    object closes it.  Called as ``publish(member, msgs)`` by the group
+    member (pyqmem.backend.GroupMember: ``errors`` holds the last error
+    text by ``(partition, offset)``, ``count_dead_lettered(partition, n)``
+    counts): each record is appended with the ``dlq.*`` headers, then acked
+    and counted.  A record that does not fit the dead-letter topic goes there
     without its key, value and user headers (``dlq.omitted`` says why):
     raising instead would fail every get of the group forever.
     """
@@ -162,17 +162,17 @@ class DeadLetters:
                 self._topic = self._open_topic()
             return self._topic
 
-    def publish(self, reader, msgs):
+    def publish(self, member, msgs):
         for m in msgs:
             key = (m.partition, m.offset)
             if self._open_topic is not None:
-                self._send(self._target(), m, reader.errors.get(key))
+                self._send(self._target(), m, member.errors.get(key))
             try:
                 m.ack()
             except StaleAck:   # another member settled it meanwhile
                 continue
-            reader.errors.pop(key, None)
-            reader.group.count_dead_lettered(m.partition, 1)
+            member.errors.pop(key, None)
+            member.count_dead_lettered(m.partition, 1)
 
     def _send(self, dlq, m, error):
         try:

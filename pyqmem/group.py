@@ -2,16 +2,18 @@
 
 ``t.consumer(group="name", ...)`` makes one.  Members of a group (in any
 processes) share the topic's records: each record goes to one member,
-which acks it.  The group lives in ``<topic folder>/groups/<name>.grp``
-(the C group core, docs/design/groups.md); docs/design/group-consumer.md is
-the contract this module follows.
+which acks it.  The group's state lives in the topic's backend (for the
+shared-memory one, ``<topic folder>/groups/<name>.grp``: the C group core,
+docs/design/groups.md, and pyqmem.shm.group_member);
+docs/design/group-consumer.md is the contract this module follows.  This
+module is the policy: retries, dead letters (pyqmem.deadletter), run().
 
 Delivery
     ``get``/``get_many``/iteration claim leases from the member's
     partitions in turn (the one after the last that served first) up to
-    the log end, read their records (``pyqmem._core.GroupReader``: claim,
-    read and Message making run in C, no Python frame per record) and hand
-    them out.  A blocked get sleeps until a record is appended, a
+    the log end, read their records and hand them out (in the
+    shared-memory backend claim, read and Message making run in C, with no
+    Python frame per record).  A blocked get sleeps until a record is appended, a
     redelivery comes due, or the 100 ms liveness tick (a sweep that gives
     back the leases of dead members), whichever is first; Ctrl-C
     interrupts it.  A claimed offset whose writer died (a gap) or that
@@ -46,86 +48,13 @@ Threads
     (any thread) gives this member's leases back at once.
 """
 
-import errno
-import os
 import sys
-import time
-from collections.abc import Mapping
 
 from ._args import check_int as _check_int
-from ._native import _core
-from . import deadletter as _deadletter
-from .consumer import _OFFSET_MAX, _timestamp_ns, iterate
-from .errors import Closed, Empty, NotFound, QmemError, StaleAck
-from .retry import RetryPolicy
-from .serializers import RawSerializer
+from .consumer import _OFFSET_MAX, iterate
+from .errors import Closed, Empty, StaleAck
 
-__all__ = ["GroupConsumer", "group_stats", "topic_group_stats"]
-
-_GROUPS_DIR = "groups"
-_SUFFIX = ".grp"
-
-
-def _partition_stats(group, partition, end):
-    st = group.partition_stats(partition)
-    return {
-        "committed": st["committed"],
-        "pending": st["pending"],
-        "lag": max(0, end - st["committed"]),
-        "redelivered": st["redelivered"],
-        "dead_lettered": st["dead_lettered"],
-        "skipped": st["skipped"],
-    }
-
-
-def group_stats(group, ends):
-    """``{partition: {committed, pending, lag, redelivered, dead_lettered,
-    skipped}}`` of a ``_core.Group``; `ends(k)` gives partition k's log end."""
-    return {k: _partition_stats(group, k, ends(k)) for k in range(group.partitions)}
-
-
-def topic_group_stats(folder, ends):
-    """group_stats of every group file in the topic folder `folder`, by name."""
-    out = {}
-    try:
-        names = sorted(os.listdir(os.path.join(folder, _GROUPS_DIR)))
-    except FileNotFoundError:
-        return out
-    for entry in names:
-        if not entry.endswith(_SUFFIX):
-            continue
-        name = entry[:-len(_SUFFIX)]
-        try:
-            group = _core.Group.open(folder, name, _core.OPEN_ONLY)
-        except (NotFound, ValueError):   # removed meanwhile, or not a group name
-            continue
-        except (OSError, QmemError) as exc:
-            if _being_created(exc):
-                continue
-            raise
-        try:
-            out[name] = group_stats(group, ends)
-        finally:
-            group.close()
-    return out
-
-
-def _being_created(exc):
-    """True for the errors of opening a group file its creator is still
-    writing: QM_ENOTREADY, or the empty file before it is sized (EINVAL)."""
-    if isinstance(exc, NotFound):
-        return False
-    if type(exc) is QmemError:   # QM_ENOTREADY, not e.g. a full member table
-        return getattr(exc, "status", None) == _core.ENOTREADY
-    return type(exc) is OSError and exc.errno == errno.EINVAL
-
-
-def _check_retry(retry):
-    if retry is None:
-        return RetryPolicy()
-    if not isinstance(retry, RetryPolicy):
-        raise TypeError(f"retry must be None or a pyqmem.RetryPolicy, not {type(retry).__name__}")
-    return retry
+__all__ = ["GroupConsumer"]
 
 
 class GroupConsumer:
@@ -138,130 +67,40 @@ class GroupConsumer:
     context manager.
     """
 
-    def __init__(self, topic_name, folder, topic_partitions, chosen, log_args, serializer,
-                 name, *, start, mode, visibility_timeout, max_deliveries, dead_letters, ordered,
-                 retry, check_crcs):
-        """`dead_letters`: the pyqmem.deadletter.DeadLetters that takes
-        what the group gives up on (closed with this consumer)."""
+    def __init__(self, topic_name, name, topic_partitions, partitions, member, retry,
+                 dead_letters):
+        """`member`: the backend's pyqmem.backend.GroupMember, joined with
+        `retry`'s delays and `dead_letters` (a pyqmem.deadletter.DeadLetters,
+        closed with this consumer)."""
         self._topic = topic_name
-        self._folder = folder
         self._name = name
         self._nparts = topic_partitions
-        self._log_args = log_args
-        self._mode = mode
-        self._retry = _check_retry(retry)
-        self._closed = False
-        self._logs = {}
+        self._order = list(partitions)
+        self._member = member
+        self._retry = retry
         self._dead_letters = dead_letters
-        self._grp_handle = None
-        self._reader = None
-        try:
-            for k in chosen:
-                self._logs[k] = _core.Log.open(self._path(k), _core.OPEN_ONLY, *log_args)
-            group = self._grp_handle = self._open_group(start, ordered)
-            if group.partitions < topic_partitions:
-                raise ValueError(
-                    f"consumer group {name!r} holds {group.partitions} partitions but topic "
-                    f"{topic_name!r} has {topic_partitions}: a group file's partition count is "
-                    "fixed when it is created")
-            stored = bool(group.flags & _core.GROUP_ORDERED)
-            if stored != ordered:
-                raise ValueError(f"consumer group {name!r} was created with ordered={stored}; "
-                                 f"it cannot be opened with ordered={ordered}")
-            self._order = list(chosen)
-            self._reader = _core.GroupReader(
-                topic_name, group, self._order, [self._logs[k] for k in chosen], serializer,
-                isinstance(serializer, RawSerializer), float(visibility_timeout),
-                mode == "at_most_once", ordered, 0 if max_deliveries is None else max_deliveries,
-                check_crcs, retry_delay=self._retry.delay, error_text=_deadletter.error_text,
-                dead_letter=dead_letters.publish)
-        except BaseException:
-            self.close()
-            raise
-        # the hot paths, bound: no Python frame of ours per call
-        self.get = self._reader.get
-        self.get_many = self._reader.get_many
-        self.ack_many = self._reader.ack_many
+        self._closed = False
+        # the member's hot paths, bound: no Python frame of ours per call
+        self.get = member.get
+        self.get_many = member.get_many
+        self.ack_many = member.ack_many
 
     def get(self, timeout=None):
         """The next message for this member, waiting up to `timeout` seconds
         (None: forever).  Raises Empty if none came in time."""
-        return self._reader.get(timeout)
+        return self._member.get(timeout)
 
     def get_many(self, max_messages, timeout=None):
         """Up to `max_messages` messages: waits (as get) for the first, then
         claims what is already there.  Raises Empty if none came."""
-        return self._reader.get_many(max_messages, timeout)
+        return self._member.get_many(max_messages, timeout)
 
     def ack_many(self, msgs):
         """Ack every message of `msgs` (of this consumer) in one call.
         Returns how many were stale (their leases had moved on: they raise
         nothing); already acked ones are skipped, and at-most-once ones are
         no-ops."""
-        return self._reader.ack_many(msgs)
-
-    # ----- opening ------------------------------------------------------------
-    def _path(self, k):
-        return os.path.join(self._folder, f"p{k}")
-
-    def _open_group(self, start, ordered):
-        """Attach to the group, or create it with `start` resolved now.  A
-        file another member is still creating is retried (for up to 10 s)."""
-        flags = _core.GROUP_ORDERED if ordered else 0
-        starts = None
-        give_up = time.monotonic() + 10.0
-        while True:
-            try:
-                try:
-                    return _core.Group.open(self._folder, self._name, _core.OPEN_ONLY)
-                except NotFound:
-                    pass
-                except (OSError, QmemError) as exc:
-                    # half made: by a live creator (OPEN_OR_CREATE then waits
-                    # with the rest of this loop) or by one that was killed
-                    # (OPEN_OR_CREATE re-creates it)
-                    if not _being_created(exc):
-                        raise
-                if starts is None:
-                    starts = self._start_offsets(start)
-                return _core.Group.open(self._folder, self._name, _core.OPEN_OR_CREATE,
-                                        self._nparts, 0, flags, starts)
-            except (OSError, QmemError) as exc:
-                if not _being_created(exc) or time.monotonic() > give_up:
-                    raise
-            time.sleep(0.005)
-
-    def _with_log(self, k, fn):
-        """fn(log) with a handle on partition k (this consumer's, or a
-        temporary one for a partition it does not read)."""
-        log = self._logs.get(k)
-        if log is not None:
-            return fn(log)
-        log = _core.Log.open(self._path(k), _core.OPEN_ONLY, *self._log_args)
-        try:
-            return fn(log)
-        finally:
-            log.close()
-
-    def _start_offsets(self, start):
-        """Each partition's first offset for a new group (see the contract)."""
-        at_ns = _timestamp_ns(start)
-
-        def first(k, log):
-            lo, hi = log.bounds()
-            if at_ns is not None:
-                cursor = _core.Cursor(log, False)
-                cursor.seek_time(at_ns)
-                return min(max(cursor.position, lo), hi)
-            if start == "latest":
-                return hi
-            if start == "earliest":
-                return lo
-            if isinstance(start, Mapping):
-                return min(max(start.get(k, 0), lo), hi)
-            return min(max(start, lo), hi)
-
-        return [self._with_log(k, lambda log, k=k: first(k, log)) for k in range(self._nparts)]
+        return self._member.ack_many(msgs)
 
     # ----- consuming ----------------------------------------------------------
     def __iter__(self):
@@ -302,29 +141,24 @@ class GroupConsumer:
                 try:
                     msg.nack(error=exc)
                 except StaleAck:
-                    self._reader.stale_acks += 1
+                    self._member.stale_acks += 1
                 continue
             handled += 1
             try:
                 msg.ack()
             except StaleAck:
-                self._reader.stale_acks += 1
+                self._member.stale_acks += 1
         return handled
 
     # ----- positions and state -------------------------------------------------
-    def _locked(self, fn):
-        self._reader.lock()
-        try:
-            return fn()
-        finally:
-            self._reader.unlock()
+    def _check_open(self):
+        if self._closed:
+            raise Closed(f"consumer of topic {self._topic!r} is closed")
 
     def lag(self):
         """``{partition: log end - committed offset}`` for this member's partitions."""
-        def lags():
-            return {k: max(0, log.bounds()[1] - self._grp_handle.partition_stats(k)["committed"])
-                    for k, log in self._logs.items()}
-        return self._locked(lags)
+        self._check_open()
+        return self._member.lag()
 
     def seek(self, partition, offset):
         """Replay `partition` from `offset` for the whole group (clamped to the
@@ -333,24 +167,20 @@ class GroupConsumer:
         if partition >= self._nparts:
             raise ValueError(f"partition must be in 0..{self._nparts - 1}, got {partition}")
         _check_int("offset", offset, 0, _OFFSET_MAX)
-
-        def do():
-            lo, hi = self._with_log(partition, lambda log: log.bounds())
-            self._grp_handle.seek(partition, min(max(offset, lo), hi))
-            self._reader.after_seek(partition)
-        self._locked(do)
+        self._check_open()
+        self._member.seek(partition, offset)
 
     def stats(self):
         """This member's group as ``t.stats()["groups"][name]`` shows it:
         ``{partition: {committed, pending, lag, redelivered, dead_lettered,
         skipped}}`` for every partition of the group."""
-        return self._locked(lambda: group_stats(
-            self._grp_handle, lambda k: self._with_log(k, lambda log: log.bounds()[1])))
+        self._check_open()
+        return self._member.stats()
 
     @property
     def stale_acks(self):
         """Acks and nacks run() found stale (the lease had moved on)."""
-        return self._reader.stale_acks
+        return self._member.stale_acks
 
     @property
     def group(self):
@@ -360,7 +190,7 @@ class GroupConsumer:
     @property
     def partitions(self):
         """The partitions this member claims from."""
-        return list(self._order) if hasattr(self, "_order") else sorted(self._logs)
+        return list(self._order)
 
     @property
     def closed(self):
@@ -377,12 +207,7 @@ class GroupConsumer:
         once (their delivery counts kept) and its ordered partitions freed.  A
         get blocked in another thread raises Closed."""
         self._closed = True
-        if self._reader is not None:
-            self._reader.close()
-        for log in self._logs.values():
-            log.close()
-        if self._grp_handle is not None:
-            self._grp_handle.close()
+        self._member.close()
         self._dead_letters.close()
 
     def __enter__(self):

@@ -56,34 +56,60 @@ def test_the_compiled_core_imports_nothing_of_pyqmem():
     assert done.stdout.split() == ["ok"]
 
 
+def _resolve(package, level, name):
+    """The pyqmem module (dotted, without "pyqmem.") of a relative import."""
+    parts = package.split(".") if package else []
+    base = parts[:len(parts) - (level - 1)] if level > 1 else parts
+    return ".".join(base + ([name] if name else []))
+
+
 def _imports(path, module):
-    """The pyqmem modules `module` (a file in pyqmem/) imports, anywhere in it."""
+    """The pyqmem modules `module` (a dotted name under pyqmem, e.g.
+    "shm.store") imports, anywhere in its file.  A package counts as its
+    __init__; importing a module imports its packages too."""
     with open(path, encoding="utf-8") as f:
         tree = ast.parse(f.read(), path)
+    is_package = os.path.basename(path) == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
     out = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
-            if node.level == 1:
+            if node.level:
+                target = _resolve(package, node.level, node.module)
                 if node.module:
-                    out.add(node.module.split(".")[0])
+                    out.add(target)
                 else:
-                    out.update(alias.name for alias in node.names)
-            elif node.level == 0 and node.module and node.module.startswith("pyqmem."):
-                out.add(node.module.split(".")[1])
+                    out.update(_resolve(package, node.level, alias.name) for alias in node.names)
+            elif node.module and node.module.startswith("pyqmem."):
+                out.add(node.module[len("pyqmem."):])
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("pyqmem."):
-                    out.add(alias.name.split(".")[1])
-    out.discard(module)
-    return out
+                    out.add(alias.name[len("pyqmem."):])
+    graph_names = set()
+    for name in out:
+        if not name:
+            continue
+        graph_names.add(name)
+    graph_names.discard(module)
+    return graph_names
 
 
 def _module_graph():
+    """{module: modules it imports} for every module of the pyqmem package
+    (its top-level __init__ aside: it imports everything to re-export it)."""
     graph = {}
-    for entry in os.listdir(PACKAGE_DIR):
-        if entry.endswith(".py") and entry != "__init__.py":
-            name = entry[:-3]
-            graph[name] = _imports(os.path.join(PACKAGE_DIR, entry), name)
+    for folder, _, files in os.walk(PACKAGE_DIR):
+        rel = os.path.relpath(folder, PACKAGE_DIR)
+        prefix = "" if rel == "." else rel.replace(os.sep, ".") + "."
+        for entry in files:
+            if not entry.endswith(".py") or (prefix == "" and entry == "__init__.py"):
+                continue
+            name = prefix[:-1] if entry == "__init__.py" else prefix + entry[:-3]
+            graph[name] = _imports(os.path.join(folder, entry), name)
+    known = set(graph) | {"_core"}
+    for name, deps in graph.items():   # `from . import x` may name an object, not a module
+        graph[name] = {d for d in deps if d in known}
     return graph
 
 
@@ -118,11 +144,25 @@ def test_the_cycle_finder_sees_a_cycle_through_a_lazy_import():
         f.write(lazy)
     try:
         assert _imports(path, "group") == {"topic"}
+        assert _imports(path, "shm.group_member") == {"shm.topic"}
     finally:
         os.unlink(path)
 
 
 def test_the_policy_modules_import_one_another_without_a_cycle():
     graph = _module_graph()
-    assert {"topic", "group", "consumer", "queue"} <= set(graph)
+    assert {"topic", "group", "consumer", "queue", "shm", "shm.store"} <= set(graph)
     assert _cycles(graph) == []
+
+
+def test_the_policy_layer_reaches_the_storage_only_through_the_seam():
+    """consumer.py, group.py, deadletter.py and redrive.py know no backend;
+    topic.py names the default backend once (resolve_backend), and no module
+    of the shared-memory backend imports the policy layer."""
+    graph = _module_graph()
+    policy = {"consumer", "group", "deadletter", "redrive", "retry", "headers", "partitioning"}
+    for module in policy:
+        assert not {d for d in graph[module] if d == "shm" or d.startswith("shm.")}, module
+        assert "_core" not in graph[module] and "_native" not in graph[module], module
+    for module in (m for m in graph if m == "shm" or m.startswith("shm.")):
+        assert not graph[module] & (policy | {"topic", "queue"}), module

@@ -87,7 +87,7 @@ def raw_log(tmp_path_factory):
     folder = tmp_path_factory.mktemp("parsing")
     t = pyqmem.Topic("parse", partitions=1, dir=str(folder), segment_bytes=1 << 20)
     c = t.consumer(start="latest")
-    yield t._log(0), c
+    yield t._store._log(0), c
     c.close()
     t.close()
 
@@ -183,7 +183,7 @@ BAD_BLOCK = b"\x01\x00\x00\x000\x00\x00\x00\x00"   # one header whose value runs
 def test_a_record_with_a_malformed_header_block_is_delivered_and_its_headers_raise(tmp_path):
     with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path)) as t:
         with t.consumer(start="earliest") as c:
-            t._log(0).append(None, BAD_BLOCK, b"value", 0)
+            t._store._log(0).append(None, BAD_BLOCK, b"value", 0)
             t.send(b"next", headers={"h": b"1"})
             m = c.get(timeout=5)
             assert bytes(m.data) == b"value" and m.offset == 0
@@ -200,7 +200,7 @@ def test_a_group_dead_letters_a_record_with_a_malformed_header_block_without_the
     from pyqmem import RetryPolicy
 
     with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path)) as t:
-        t._log(0).append(b"k", BAD_BLOCK, b"value", 0)
+        t._store._log(0).append(b"k", BAD_BLOCK, b"value", 0)
         with t.consumer(group="g", max_deliveries=1,
                         retry=RetryPolicy(initial=0.0, maximum=0.0, jitter=0)) as c:
             m = c.get(timeout=5)
@@ -227,6 +227,6 @@ def test_unknown_reserved_headers_are_skipped_by_both_decoders(tmp_path):
     assert headers.decode(raw) == ({"user": b"ok"}, "id")
     with pyqmem.Topic("res", partitions=1, dir=str(tmp_path)) as t:
         with t.consumer(start="earliest") as c:
-            t._log(0).append(None, raw, b"v", 0)
+            t._store._log(0).append(None, raw, b"v", 0)
             m = c.get(timeout=5)
             assert (m.headers, m.correlation_id) == ({"user": b"ok"}, "id")

@@ -662,13 +662,13 @@ def test_full_member_table_is_a_typed_error_and_dead_members_slots_are_reclaimed
 
     Regression (group): opening a group consumer took "member table full" for a group
     file still being created and retried it, sleeping 5 ms at a time, for 10 s."""
-    import pyqmem.group
+    import pyqmem.shm.group_member
     from helpers.res_workers import open_member
 
     def refused():
         sleeps = []
         with monkeypatch.context() as m:
-            m.setattr(pyqmem.group.time, "sleep", sleeps.append)
+            m.setattr(pyqmem.shm.group_member.time, "sleep", sleeps.append)
             with pytest.raises(pyqmem.QmemError) as ei:
                 take()
         _assert_members_full(ei)

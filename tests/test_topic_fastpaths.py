@@ -17,6 +17,7 @@ import pyqmem
 from pyqmem import _core
 from pyqmem.headers import encode
 from pyqmem.partitioning import murmur2
+from pyqmem.shm.folders import log_args
 from helpers.topic_fixtures import make_topic, tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 
@@ -45,7 +46,7 @@ HEADER_CASES = [
 
 def test_stored_header_bytes_are_those_of_headers_encode(make_topic):
     t = make_topic()
-    log = _core.Log.open(os.path.join(t.path, "p0"), _core.OPEN_ONLY, *t._config.log_args())
+    log = _core.Log.open(os.path.join(t.path, "p0"), _core.OPEN_ONLY, *log_args(t._config))
     cursor = _core.Cursor(log)
     cursor.seek(0)
     try:
@@ -87,7 +88,7 @@ def test_bad_partition_raises(make_topic, partition, exc):
 
 def test_corrupt_header_block_is_the_headers_corrupt_error_not_the_get_s(make_topic):
     t = make_topic()
-    log = t._local.logs[0]
+    log = t._store._local.logs[0]
     bad = [b"\x01", b"\x01\x00\xff", b"\x01\x00\x01\x00\xff\x00\x00\x00\x00", b"\x00\x00x",
            b"\x01\x00\x01\x00a\x05\x00\x00\x00ab"]
     for block in bad:

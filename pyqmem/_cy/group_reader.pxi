@@ -16,7 +16,7 @@ cdef class GroupReader:
     ``error_text(error) -> str`` for the last error a nack remembers, and
     ``dead_letter(reader, msgs)`` to give up on records claimed past
     max_deliveries (it publishes them, then acks them and counts them with
-    ``reader.group.count_dead_lettered``)."""
+    ``reader.count_dead_lettered``)."""
 
     cdef readonly Group _grp
     cdef void *_block                # malloc'd: the arrays below
@@ -150,6 +150,10 @@ cdef class GroupReader:
         """Later calls raise Closed (the owner closes the handles, which
         gives the leases back and interrupts a blocked get)."""
         self._closed = True
+
+    def count_dead_lettered(self, uint32_t partition, uint64_t n=1):
+        """Count `n` records of `partition` as dead-lettered in the group."""
+        self._grp.count_dead_lettered(partition, n)
 
     def lock(self, int64_t deadline_ns=QM_FOREVER):
         """Take the consumer's lock (for seek, lag, stats): see _acquire."""
