@@ -15,7 +15,8 @@ bytes live, offsets, waiting, leases and their deadlines, and delivery
 counts.
 
 docs/design/backends.md says what each operation must guarantee, which
-tests a backend must pass (``tests/backend_conformance``), and which
+tests a backend must pass (those marked ``any_backend``; an in-process test
+backend, tests/helpers/memory_backend.py, passes them too), and which
 guarantees are the shared-memory backend's own.
 """
 

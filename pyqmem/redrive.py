@@ -26,7 +26,8 @@ from .topic import Topic
 __all__ = ["redrive"]
 
 
-def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0):
+def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0,
+            backend=None):
     """Send the records of `source`'s dead-letter topic (``"<source>.dlq"``,
     or the topic named by `dead_letter`) back to `source`; returns how many
     were sent.
@@ -36,7 +37,8 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     drained (default 0: stop at once).  NotFound if either topic does not
     exist; TypeError/ValueError for bad arguments, checked before either
     topic is opened (so is the progress group's name: a `source` of more than
-    120 characters has none and is ValueError)."""
+    120 characters has none and is ValueError).  `dir` or `backend`: where
+    the topics live, as for Topic."""
     if max_records is not None and (isinstance(max_records, bool)
                                     or not isinstance(max_records, int)):
         raise TypeError(f"max_records must be an int or None, not {type(max_records).__name__}")
@@ -48,10 +50,10 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     dlq_name = f"{source}.dlq" if dead_letter is None else dead_letter
     check_name(dlq_name, "dead-letter topic name")
     check_name(f"{source}.redrive", "redrive group name (source + '.redrive')")
-    src = Topic(source, dir=dir, create=False)
+    src = Topic(source, dir=dir, backend=backend, create=False)
     moved = 0
     try:
-        dlq = Topic(dlq_name, dir=dir, create=False)
+        dlq = Topic(dlq_name, backend=src.backend, create=False)
         try:
             consumer = dlq.consumer(group=f"{source}.redrive", start="earliest",
                                     max_deliveries=None, dead_letter=False)

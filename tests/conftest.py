@@ -43,6 +43,8 @@ def _shm_root() -> str:
 def pytest_configure(config):
     global _SESSION_SHM_DIR
     config.addinivalue_line("markers", "timeout(seconds): per-test time budget (guard or pytest-timeout)")
+    config.addinivalue_line("markers", "any_backend: a topic behaviour every backend must have; "
+                            "runs once per backend of helpers/backends.py")
     if _SESSION_SHM_DIR is None:
         _SESSION_SHM_DIR = tempfile.mkdtemp(prefix="pyqmem-tests-", dir=_shm_root())
         os.environ["PYQMEM_SHM_DIR"] = _SESSION_SHM_DIR
@@ -67,6 +69,23 @@ def pytest_unconfigure(config):
 # ----------------------------------------------------------------------------
 # names and files
 # ----------------------------------------------------------------------------
+def pytest_generate_tests(metafunc):
+    """Tests marked any_backend run once per topic backend (docs/design/backends.md)."""
+    if "topic_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("any_backend"):
+        from helpers.backends import BACKENDS
+
+        metafunc.parametrize("topic_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def topic_backend(request):
+    """The backend topics of this test live in: None (shared memory, the default)
+    unless the test is marked any_backend and runs on another one."""
+    from helpers.backends import make
+
+    return make(getattr(request, "param", "shm"))
+
+
 @pytest.fixture(scope="session")
 def shm_dir() -> str:
     """The session's private PYQMEM_SHM_DIR."""

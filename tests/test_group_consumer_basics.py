@@ -17,16 +17,22 @@ import pytest
 import pyqmem
 from pyqmem import deadletter
 from pyqmem.retry import RetryPolicy
+from helpers.backends import topic_kwargs
 from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
+
+# every behaviour here is the group contract, not the shared-memory backend's own:
+# each test runs on every backend (docs/design/backends.md)
+pytestmark = pytest.mark.any_backend
 
 FAST = RetryPolicy(initial=0.0, maximum=0.0, jitter=0)   # nack() without delay: at once
 LONG = 3600.0
 
 
 @pytest.fixture
-def topic(topic_dir, tname, tracked):
+def topic(topic_dir, tname, tracked, topic_backend):
     def make(partitions=1, **kw):
-        return tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=partitions, **kw))
+        kw = topic_kwargs(topic_backend, dict(dir=topic_dir, partitions=partitions, **kw))
+        return tracked(pyqmem.Topic(tname, **kw))
     return make
 
 
@@ -275,7 +281,7 @@ def test_a_record_past_max_deliveries_goes_to_the_dlq_with_its_content(topic, gr
         c.get(timeout=0.2)       # the third claim dead-letters it instead
     st = t.stats()["groups"]["g"][2]
     assert st["dead_lettered"] == 1 and st["committed"] == 1 and st["pending"] == 0
-    dlq = tracked(pyqmem.Topic(f"{tname}.dlq", dir=topic_dir, create=False))
+    dlq = tracked(pyqmem.Topic(f"{tname}.dlq", backend=t.backend, create=False))
     assert dlq.partitions == 3
     d = tracked(dlq.consumer()).get(timeout=5)
     assert (d.partition, d.key, d.value, d.correlation_id) == (2, b"key-1", b"payload", "corr")
@@ -295,9 +301,9 @@ def test_dead_letter_to_a_named_topic_or_dropped(topic, group, topic_dir, tname,
     c2.get(timeout=5).nack(delay=0)
     assert c.get(timeout=5).offset == 1      # offset 0 went to the graveyard on the way
     assert c2.get(timeout=5).offset == 1     # and was dropped for g2
-    g = tracked(pyqmem.Topic("graveyard", dir=topic_dir, create=False))
+    g = tracked(pyqmem.Topic("graveyard", backend=t.backend, create=False))
     assert tracked(g.consumer()).get(timeout=5).value == b"a"
-    assert not pyqmem.Topic.exists(f"{tname}.dlq", dir=topic_dir)
+    assert not pyqmem.Topic.exists(f"{tname}.dlq", backend=t.backend)
     groups = t.stats()["groups"]
     assert groups["g"][0]["dead_lettered"] == 1 and groups["g2"][0]["dead_lettered"] == 1
 
@@ -342,7 +348,7 @@ def test_run_acks_on_return_nacks_on_exception_and_records_the_error(topic, grou
         except pyqmem.Empty:
             pass
     assert committed(t) == {0: 3}
-    d = tracked(tracked(pyqmem.Topic(f"{tname}.dlq", dir=topic_dir, create=False)).consumer())
+    d = tracked(tracked(pyqmem.Topic(f"{tname}.dlq", backend=t.backend, create=False)).consumer())
     assert deadletter.info(d.get(timeout=5).headers).error == "KeyError: 'nope'"
 
 

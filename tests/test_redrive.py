@@ -37,20 +37,21 @@ def _drain(c, timeout=0.5):
             return out
 
 
+@pytest.mark.any_backend
 def test_redrive_sends_dead_letters_back_to_their_partition_without_dlq_headers(make_topic, topic_dir):
     t = make_topic(partitions=3)
     t.send(b"a", key=b"k1", headers={"trace": b"t1"}, correlation_id="c-1")
     t.send(b"b", partition=2)
     failed = _dead_letter_everything(t)
     assert len(failed) == 2
-    dlq = pyqmem.Topic(f"{t.name}.dlq", dir=topic_dir, create=False)
+    dlq = pyqmem.Topic(f"{t.name}.dlq", backend=t.backend, create=False)
     with dlq.consumer() as c:
         dead = _drain(c)
     assert sorted((deadletter.info(m.headers).partition, deadletter.info(m.headers).offset)
                   for m in dead) == sorted(failed)
     dlq.close()
 
-    assert redrive(t.name, dir=topic_dir) == 2
+    assert redrive(t.name, backend=t.backend) == 2
     with t.consumer(group="work") as c:             # the group that gave up sees them anew
         back = _drain(c)
     got = {bytes(m.data): m for m in back}
@@ -73,14 +74,15 @@ def failed_by_value(failed, t):
     return out
 
 
+@pytest.mark.any_backend
 def test_a_second_redrive_moves_nothing_and_max_records_stops_early(make_topic, topic_dir):
     t = make_topic()
     for i in range(5):
         t.send(b"v%d" % i)
     assert len(_dead_letter_everything(t)) == 5
-    assert redrive(t.name, dir=topic_dir, max_records=2) == 2
-    assert redrive(t.name, dir=topic_dir) == 3       # resumes after the first two
-    assert redrive(t.name, dir=topic_dir) == 0
+    assert redrive(t.name, backend=t.backend, max_records=2) == 2
+    assert redrive(t.name, backend=t.backend) == 3       # resumes after the first two
+    assert redrive(t.name, backend=t.backend) == 0
     with t.consumer(start="earliest") as c:
         values = [bytes(m.data) for m in _drain(c)]
     assert sorted(values[5:]) == [b"v%d" % i for i in range(5)]   # each sent back once

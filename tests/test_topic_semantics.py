@@ -56,6 +56,7 @@ class Point:
 # ----------------------------------------------------------------------------
 # producing and consuming
 # ----------------------------------------------------------------------------
+@pytest.mark.any_backend
 def test_send_returns_record_metadata_with_partition_offset_timestamp_and_id(make_topic):
     t = make_topic(partitions=3)
     before = time.time()
@@ -70,6 +71,7 @@ def test_send_returns_record_metadata_with_partition_offset_timestamp_and_id(mak
     assert (md2.partition, md2.offset, md2.id) == (2, 1, "2-1")
 
 
+@pytest.mark.any_backend
 def test_round_trip_keeps_value_key_headers_correlation_id_and_metadata(make_topic):
     t = make_topic(partitions=2)
     md = t.send(b"payload", key=b"user-7", headers={"trace": b"abc", "empty": b""}, correlation_id="req-42")
@@ -86,6 +88,7 @@ def test_round_trip_keeps_value_key_headers_correlation_id_and_metadata(make_top
     c.close()
 
 
+@pytest.mark.any_backend
 def test_message_without_key_headers_or_correlation_id_has_empty_defaults(make_topic):
     t = make_topic()
     t.send(b"bare")
@@ -97,6 +100,7 @@ def test_message_without_key_headers_or_correlation_id_has_empty_defaults(make_t
     c.close()
 
 
+@pytest.mark.any_backend
 def test_str_key_round_trips_as_its_text_or_utf8_bytes(make_topic):
     t = make_topic()
     t.send(b"v", key="clé")
@@ -106,6 +110,7 @@ def test_str_key_round_trips_as_its_text_or_utf8_bytes(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_ack_and_nack_are_no_ops_for_an_independent_subscriber(make_topic):
     t = make_topic()
     for i in range(3):
@@ -123,6 +128,7 @@ def test_ack_and_nack_are_no_ops_for_an_independent_subscriber(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_offsets_start_at_zero_and_increase_by_one_per_partition(make_topic):
     t = make_topic(partitions=3)
     order = [0, 1, 1, 2, 0, 0, 2, 1, 0, 2, 2, 2]
@@ -134,6 +140,7 @@ def test_offsets_start_at_zero_and_increase_by_one_per_partition(make_topic):
         assert _bounds(t, p) == (0, order.count(p))
 
 
+@pytest.mark.any_backend
 def test_send_many_assigns_consecutive_offsets_in_order(make_topic):
     t = make_topic(partitions=1)
     t.send(b"first")
@@ -145,6 +152,7 @@ def test_send_many_assigns_consecutive_offsets_in_order(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_send_many_with_a_key_puts_every_value_on_the_key_partition(make_topic):
     t = make_topic(partitions=5)
     mds = t.send_many([b"%d" % i for i in range(10)], key=b"same-key")
@@ -152,6 +160,7 @@ def test_send_many_with_a_key_puts_every_value_on_the_key_partition(make_topic):
     assert [md.offset for md in mds] == list(range(10))
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("headers", [{"qm.x": b"1"}, {"qm.correlation_id": b"c"}, {"ok": b"1", "qm.": b""}])
 def test_reserved_qm_header_names_are_value_error_and_nothing_is_appended(make_topic, headers):
     t = make_topic()
@@ -160,6 +169,7 @@ def test_reserved_qm_header_names_are_value_error_and_nothing_is_appended(make_t
     assert _bounds(t, 0) == (0, 0)
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("headers", [{1: b"x"}, {"name": "text"}, {"name": 5}, [("name", b"x")]])
 def test_malformed_headers_are_rejected_and_nothing_is_appended(make_topic, headers):
     t = make_topic()
@@ -168,6 +178,7 @@ def test_malformed_headers_are_rejected_and_nothing_is_appended(make_topic, head
     assert _bounds(t, 0) == (0, 0)
 
 
+@pytest.mark.any_backend
 def test_two_independent_subscribers_each_receive_every_record(make_topic):
     t = make_topic(partitions=2)
     for i in range(20):
@@ -183,6 +194,7 @@ def test_two_independent_subscribers_each_receive_every_record(make_topic):
     c2.close()
 
 
+@pytest.mark.any_backend
 def test_each_partition_is_delivered_in_offset_order(make_topic):
     t = make_topic(partitions=3)
     for i in range(60):
@@ -196,6 +208,7 @@ def test_each_partition_is_delivered_in_offset_order(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_iteration_blocks_for_and_yields_records_in_offset_order(make_topic):
     t = make_topic()
     for i in range(5):
@@ -210,6 +223,7 @@ def test_iteration_blocks_for_and_yields_records_in_offset_order(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_get_on_a_caught_up_consumer_raises_empty_which_is_also_queue_empty(make_topic):
     import queue as stdqueue
 
@@ -224,6 +238,7 @@ def test_get_on_a_caught_up_consumer_raises_empty_which_is_also_queue_empty(make
     c.close()
 
 
+@pytest.mark.any_backend
 def test_get_many_returns_at_least_one_and_at_most_max_messages(make_topic):
     t = make_topic()
     for i in range(7):
@@ -240,6 +255,7 @@ def test_get_many_returns_at_least_one_and_at_most_max_messages(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_get_returns_a_record_sent_by_another_thread_while_blocked(make_topic):
     import threading
 
@@ -264,6 +280,7 @@ def _fill(t, per_partition):
             t.send(b"p%d-%d" % (p, i), partition=p)
 
 
+@pytest.mark.any_backend
 def test_start_earliest_replays_every_stored_record(make_topic):
     t = make_topic(partitions=2)
     _fill(t, 4)
@@ -274,6 +291,7 @@ def test_start_earliest_replays_every_stored_record(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_default_start_is_earliest(make_topic):
     t = make_topic()
     t.send(b"a")
@@ -282,6 +300,7 @@ def test_default_start_is_earliest(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_int_offset_starts_every_partition_there(make_topic):
     t = make_topic(partitions=3)
     _fill(t, 5)
@@ -292,6 +311,7 @@ def test_start_int_offset_starts_every_partition_there(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_dict_sets_each_partitions_first_offset(make_topic):
     t = make_topic(partitions=3)
     _fill(t, 5)
@@ -305,6 +325,7 @@ def test_start_dict_sets_each_partitions_first_offset(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_latest_sees_only_records_sent_after_the_consumer_was_created(make_topic):
     t = make_topic(partitions=2)
     _fill(t, 3)
@@ -317,6 +338,7 @@ def test_start_latest_sees_only_records_sent_after_the_consumer_was_created(make
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_latest_on_a_caught_up_topic_raises_empty(make_topic):
     t = make_topic()
     _fill(t, 3)
@@ -336,6 +358,7 @@ def _three_phases(t, gap=0.03):
     return cut, new
 
 
+@pytest.mark.any_backend
 def test_start_timestamp_dict_replays_records_sent_after_that_time(make_topic):
     t = make_topic(partitions=2)
     cut, new = _three_phases(t)
@@ -347,6 +370,7 @@ def test_start_timestamp_dict_replays_records_sent_after_that_time(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_datetime_replays_records_sent_after_that_time(make_topic):
     t = make_topic(partitions=2)
     cut, _ = _three_phases(t)
@@ -358,6 +382,7 @@ def test_start_datetime_replays_records_sent_after_that_time(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_start_timestamp_before_everything_replays_all_and_after_everything_waits(make_topic):
     t = make_topic()
     t.send(b"old")
@@ -369,6 +394,7 @@ def test_start_timestamp_before_everything_replays_all_and_after_everything_wait
     c2.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("start", ["middle", "", -1, {0: -1}, {"timestamp": "yesterday"}, {5: 0}, 2.5, [0]])
 def test_invalid_start_is_rejected(make_topic, start):
     t = make_topic(partitions=2)
@@ -377,6 +403,7 @@ def test_invalid_start_is_rejected(make_topic, start):
         t.consumer(start=start)
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("timeout, exc", [(-1, ValueError), (float("nan"), ValueError), ("1", TypeError)])
 def test_bad_get_timeout_is_rejected_and_loses_nothing(make_topic, timeout, exc):
     t = make_topic()
@@ -390,6 +417,7 @@ def test_bad_get_timeout_is_rejected_and_loses_nothing(make_topic, timeout, exc)
     c.close()
 
 
+@pytest.mark.any_backend
 def test_seek_moves_one_partition_back_and_forward(make_topic):
     t = make_topic(partitions=1)
     for i in range(10):
@@ -404,6 +432,7 @@ def test_seek_moves_one_partition_back_and_forward(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_seek_only_affects_the_named_partition(make_topic):
     t = make_topic(partitions=2)
     _fill(t, 4)
@@ -416,6 +445,7 @@ def test_seek_only_affects_the_named_partition(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_seek_to_a_missing_partition_is_value_error(make_topic):
     t = make_topic(partitions=2)
     c = t.consumer()
@@ -426,6 +456,7 @@ def test_seek_to_a_missing_partition_is_value_error(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_lag_counts_unread_records_per_partition(make_topic):
     t = make_topic(partitions=3)
     c = t.consumer()
@@ -445,6 +476,7 @@ def test_lag_counts_unread_records_per_partition(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_skipped_is_zero_per_partition_without_retention(make_topic):
     t = make_topic(partitions=2)
     _fill(t, 3)
@@ -457,6 +489,7 @@ def test_skipped_is_zero_per_partition_without_retention(make_topic):
 # ----------------------------------------------------------------------------
 # sizes and serializers
 # ----------------------------------------------------------------------------
+@pytest.mark.any_backend
 def test_empty_value_round_trips_with_empty_data(make_topic):
     t = make_topic()
     t.send(b"")
@@ -469,6 +502,7 @@ def test_empty_value_round_trips_with_empty_data(make_topic):
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.any_backend
 def test_value_of_half_the_default_segment_round_trips_and_one_more_byte_is_too_large(make_topic):
     t = make_topic()  # segment_bytes default: 64 MiB
     big = os.urandom(1024) * (32 * 1024)  # 32 MiB
@@ -489,6 +523,7 @@ def test_value_of_half_the_default_segment_round_trips_and_one_more_byte_is_too_
     c.close()
 
 
+@pytest.mark.any_backend
 def test_value_of_half_a_segment_fits_even_with_key_and_headers(make_topic):
     t = make_topic(segment_bytes=SEG)
     v = os.urandom(SEG // 2)
@@ -499,6 +534,7 @@ def test_value_of_half_a_segment_fits_even_with_key_and_headers(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_value_one_byte_over_half_a_segment_is_message_too_large_and_appends_nothing(make_topic):
     t = make_topic(segment_bytes=SEG)
     assert issubclass(pyqmem.MessageTooLarge, ValueError)
@@ -525,6 +561,7 @@ def test_records_fill_many_segments_and_all_read_back(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("serializer", [None, "raw"])
 def test_raw_serializer_rejects_str_and_other_non_bytes_with_type_error(make_topic, serializer):
     t = make_topic(serializer=serializer)
@@ -540,6 +577,7 @@ def test_raw_serializer_rejects_str_and_other_non_bytes_with_type_error(make_top
     c.close()
 
 
+@pytest.mark.any_backend
 def test_pickle_serializer_round_trips_python_objects(make_topic):
     t = make_topic(serializer="pickle")
     objs = [
@@ -562,6 +600,7 @@ def test_pickle_serializer_round_trips_python_objects(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_custom_serializer_object_is_used_both_ways(make_topic):
     class Upper:
         def dumps(self, obj):
@@ -579,6 +618,7 @@ def test_custom_serializer_object_is_used_both_ways(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_message_data_is_a_read_only_memoryview_equal_to_the_raw_value(make_topic):
     t = make_topic()
     payload = bytes(range(256)) * 40
@@ -594,6 +634,7 @@ def test_message_data_is_a_read_only_memoryview_equal_to_the_raw_value(make_topi
     c.close()
 
 
+@pytest.mark.any_backend
 def test_message_data_stays_valid_while_the_message_lives_after_more_reads(make_topic):
     t = make_topic(segment_bytes=SEG)
     first = os.urandom(5000)
@@ -636,6 +677,7 @@ def test_murmur2_is_signed_32_bit_for_many_inputs():
         assert isinstance(h, int) and -(2**31) <= h < 2**31
 
 
+@pytest.mark.any_backend
 def test_key_partition_is_murmur2_positive_modulo_partitions(make_topic):
     t = make_topic(partitions=7)
     keys = [b"21", b"foobar", "abc", "clé", b"", b"\xff\x00", "user-%d" % 99] + [b"k%d" % i for i in range(50)]
@@ -646,6 +688,7 @@ def test_key_partition_is_murmur2_positive_modulo_partitions(make_topic):
     assert t.send(b"v", key="clé").partition == t.send(b"v", key="clé".encode()).partition
 
 
+@pytest.mark.any_backend
 def test_same_key_goes_to_the_same_partition_from_two_topic_objects(make_topic, tname):
     a = make_topic(partitions=8)
     b = make_topic(partitions=8)
@@ -685,6 +728,7 @@ def test_same_key_goes_to_the_same_partition_across_process_restarts(make_topic,
     assert len(set(here)) > 1  # the keys do spread
 
 
+@pytest.mark.any_backend
 def test_round_robin_without_key_spreads_evenly_over_all_partitions(make_topic):
     t = make_topic(partitions=4)
     parts = [t.send(b"x").partition for _ in range(40)]
@@ -693,6 +737,7 @@ def test_round_robin_without_key_spreads_evenly_over_all_partitions(make_topic):
         assert sorted(parts[i:i + 4]) == [0, 1, 2, 3], parts
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("bad", [4, -1, 100])
 def test_explicit_partition_out_of_range_is_value_error(make_topic, bad):
     t = make_topic(partitions=4)
@@ -701,6 +746,7 @@ def test_explicit_partition_out_of_range_is_value_error(make_topic, bad):
     assert all(t.stats()["partitions"][p]["end_offset"] == 0 for p in range(4))
 
 
+@pytest.mark.any_backend
 def test_explicit_partition_overrides_the_key(make_topic):
     t = make_topic(partitions=4)
     k = b"foobar"
@@ -708,6 +754,7 @@ def test_explicit_partition_overrides_the_key(make_topic):
     assert t.send(b"x", key=k, partition=other).partition == other
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("bad", ["1", 1.0, b"1"])
 def test_partition_of_wrong_type_is_rejected(make_topic, bad):
     t = make_topic(partitions=4)
@@ -861,6 +908,7 @@ def test_partitions_grow_on_reopen_and_old_records_stay(make_topic, topic_dir, t
     assert len(t2.stats()["partitions"]) == 4
 
 
+@pytest.mark.any_backend
 def test_partitions_grow_while_another_handle_is_open(make_topic):
     old = make_topic(partitions=2)
     new = make_topic(partitions=3)
@@ -898,6 +946,7 @@ def test_non_str_topic_names_are_type_error(topic_dir, name):
     assert os.listdir(topic_dir) == []
 
 
+@pytest.mark.any_backend
 def test_longest_valid_name_is_accepted(make_topic):
     t = make_topic(name="a" + "b" * 127)
     assert t.send(b"x").offset == 0
@@ -933,12 +982,14 @@ def test_invalid_arguments_are_rejected_before_any_file_exists(topic_dir, tname,
     assert os.listdir(topic_dir) == []
 
 
+@pytest.mark.any_backend
 def test_unknown_keyword_is_type_error(topic_dir, tname):
     with pytest.raises(TypeError):
         pyqmem.Topic(tname, partition=2)
     assert os.listdir(topic_dir) == []
 
 
+@pytest.mark.any_backend
 def test_create_true_on_an_existing_topic_is_already_exists(make_topic, topic_dir, tname):
     make_topic(partitions=2, create=True)
     with pytest.raises(pyqmem.AlreadyExists) as ei:
@@ -953,6 +1004,7 @@ def test_create_false_on_a_missing_topic_is_not_found_and_creates_nothing(topic_
     assert os.listdir(topic_dir) == []
 
 
+@pytest.mark.any_backend
 def test_create_false_attaches_to_an_existing_topic(make_topic):
     t = make_topic(partitions=3, create=True)
     t.send(b"x", partition=1)
@@ -963,6 +1015,7 @@ def test_create_false_attaches_to_an_existing_topic(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_a_group_argument_makes_a_group_consumer(make_topic):
     t = make_topic()
     c = t.consumer(group="x")
@@ -973,6 +1026,7 @@ def test_a_group_argument_makes_a_group_consumer(make_topic):
 # ----------------------------------------------------------------------------
 # closing and pickling
 # ----------------------------------------------------------------------------
+@pytest.mark.any_backend
 def test_close_is_idempotent_and_every_later_operation_raises_closed(make_topic):
     t = make_topic()
     t.send(b"x")
@@ -990,6 +1044,7 @@ def test_close_is_idempotent_and_every_later_operation_raises_closed(make_topic)
             op()
 
 
+@pytest.mark.any_backend
 def test_consumer_close_is_idempotent_and_later_calls_raise_closed(make_topic):
     t = make_topic()
     t.send(b"x")
@@ -1014,6 +1069,7 @@ def test_context_managers_close_topic_and_consumer(topic_dir, tname):
         t.send(b"y")
 
 
+@pytest.mark.any_backend
 def test_closing_one_handle_leaves_other_handles_working(make_topic):
     a = make_topic()
     b = make_topic()
@@ -1025,6 +1081,7 @@ def test_closing_one_handle_leaves_other_handles_working(make_topic):
     c.close()
 
 
+@pytest.mark.any_backend
 def test_pickling_a_topic_in_process_reattaches_to_the_same_topic(make_topic, tracked):
     t = make_topic(partitions=3, serializer="pickle")
     t.send({"n": 1}, partition=2)
@@ -1080,6 +1137,7 @@ def test_pickling_a_topic_into_a_child_process_reattaches(make_topic, tracked, s
 # threads, handles and resources
 # ----------------------------------------------------------------------------
 @pytest.mark.timeout(120)
+@pytest.mark.any_backend
 def test_concurrent_sends_from_threads_get_distinct_dense_offsets(make_topic):
     import threading
 
@@ -1158,6 +1216,7 @@ def test_opening_and_closing_many_topics_and_consumers_does_not_exhaust_resource
     assert first.send(b"y", partition=0).offset == 0
 
 
+@pytest.mark.any_backend
 def test_closing_the_consumer_from_another_thread_interrupts_a_blocked_get(make_topic):
     import threading
 
@@ -1180,6 +1239,7 @@ def test_closing_the_consumer_from_another_thread_interrupts_a_blocked_get(make_
     assert isinstance(box.get("exc"), pyqmem.Closed), box
 
 
+@pytest.mark.any_backend
 def test_closing_the_topic_closes_its_consumers(make_topic):
     t = make_topic()
     t.send(b"x")
@@ -1214,6 +1274,7 @@ def test_message_data_stays_valid_after_its_consumer_and_topic_are_closed(topic_
     assert out.returncode == 0 and out.stdout.strip() == "ok", (out.returncode, out.stderr[-3000:])
 
 
+@pytest.mark.any_backend
 def test_consumer_limited_to_some_partitions_reads_only_those(make_topic):
     t = make_topic(partitions=3)
     _fill(t, 2)
@@ -1333,6 +1394,7 @@ def test_topic_json_of_another_format_raises_incompatible_error(make_topic, topi
     assert "999" in str(ei.value)
 
 
+@pytest.mark.any_backend
 @pytest.mark.parametrize("kw", [{"key": 5}, {"key": 1.5}, {"correlation_id": 5}, {"correlation_id": b"bytes"}],
                          ids=repr)
 def test_key_and_correlation_id_of_wrong_type_are_type_error(make_topic, kw):

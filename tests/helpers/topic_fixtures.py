@@ -7,7 +7,8 @@ make_topic``) to use them; conftest.py is not touched.
   under /dev/shm), exported as PYQMEM_DIR for this test and removed afterwards.
 - ``tname``: a unique valid topic name.
 - ``make_topic``: factory ``make_topic(name=None, **kw)`` -> pyqmem.Topic; every handle
-  (and every consumer opened through ``tracked``) is closed at teardown.
+  (and every consumer opened through ``tracked``) is closed at teardown.  In a test
+  marked ``any_backend`` the topic lives in the backend the test runs on.
 """
 from __future__ import annotations
 
@@ -119,10 +120,12 @@ def tracked():
 
 
 @pytest.fixture
-def make_topic(topic_dir, tname, tracked):
+def make_topic(topic_dir, tname, tracked, topic_backend):
     import pyqmem
+    from helpers.backends import topic_kwargs
 
     def factory(name: str | None = None, **kw):
-        return tracked(pyqmem.Topic(tname if name is None else name, **kw))
+        return tracked(pyqmem.Topic(tname if name is None else name,
+                                    **topic_kwargs(topic_backend, kw)))
 
     return factory
