@@ -25,6 +25,7 @@ cdef extern from "qmem.h" nogil:
         QM_ESTALE
         QM_EFULL
 
+    const char *qm_version()
     const char *qm_status_str(int status)
     const char *qm_last_error()
 

@@ -44,6 +44,18 @@
 extern "C" {
 #endif
 
+/* ----- version ----------------------------------------------------------- */
+/* The version of this header; qm_version() is the version of the core that
+ * was linked (they differ only when a program was built against another
+ * header than the library it runs with). */
+#define QM_VERSION_MAJOR 0
+#define QM_VERSION_MINOR 1
+#define QM_VERSION_PATCH 0
+#define QM_VERSION_STRING "0.1.0"
+
+/* The linked core's version, e.g. "0.1.0".  Never NULL. */
+const char *qm_version(void);
+
 /* ----- status codes ---------------------------------------------------- */
 enum {
     QM_OK = 0,
@@ -382,16 +394,6 @@ int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end);
  * delete whole segments, oldest first, never the active one.  *deleted
  * (may be NULL) receives how many were removed. */
 int qm_log_retain(qm_log_t *log, uint64_t *deleted);
-
-/* How long a consumer on this handle waits behind a record whose producer
- * is alive but does not commit it (frozen: SIGSTOP, a debugger, swapped
- * out) before fencing it: consumers then skip that record, and when the
- * producer resumes its put starts again at the tail (its message arrives
- * later, once; it is never lost or torn).  A dead producer's record is
- * skipped as soon as its death is seen, whatever this says.  0 = never
- * fence.  Default QM_RING_STALL_DEFAULT_NS. */
-#define QM_RING_STALL_DEFAULT_NS INT64_C(5000000000)
-void qm_ring_set_stall_timeout(qm_ring_t *ring, int64_t ns);
 
 /* Make calls blocked on this handle (in another thread) return QM_ECLOSED. */
 void qm_log_interrupt(qm_log_t *log);

@@ -15,6 +15,10 @@
 
 static _Thread_local char last_error[256];
 
+const char *qm_version(void) {
+    return QM_VERSION_STRING;
+}
+
 const char *qm_status_str(int status) {
     switch (status) {
     case QM_OK: return "ok";

@@ -134,6 +134,11 @@ cdef int _py_check_int(str what, object value, object low, object high) except -
 
 
 
+def version():
+    """The linked C core's version (qm_version()), e.g. "0.1.0"."""
+    return qm_version().decode("ascii")
+
+
 def now_ns():
     """CLOCK_MONOTONIC now, in nanoseconds: the clock of every deadline."""
     return qm_now_ns()
