@@ -1,7 +1,7 @@
 /*
  * guard.c - the public data-path calls of rings, partition logs and
  * consumer groups: each checks the handle's fault word (fault.c) before
- * and after doing its work (ring.c, log.c, group.c).
+ * and after doing its work (ring.c, the log_*.c files, group.c).
  *
  * Before: a handle whose file was truncated while mapped is dead; every
  * call says so (QM_ECORRUPT, naming the file) without touching the

@@ -269,7 +269,7 @@ int qm__ring_bind(qm_ring_t *ring, uint8_t *base, uint64_t len);
 int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t maxsize,
                     bool publish);
 
-/* ----- partition log validation (log.c): pure functions over bytes ------ */
+/* ----- partition log validation (log_open.c, log_segment.c): pure functions over bytes */
 int qm__log_ctl_check(const void *image, uint64_t len, uint64_t file_size,
                       qm_log_config_t *cfg);
 int qm__segment_check(const void *image, uint64_t file_size, uint64_t base,

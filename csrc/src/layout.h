@@ -172,6 +172,11 @@ _Static_assert(offsetof(qm_member_t, reading) == 56, "reading");
 /* Every member also holds a shared lock on this byte: whoever can take it
  * exclusively has the object to itself (and may repair it). */
 #define QM_GATE_LOCK (QM_LOCK_BASE + 2047)
+/* A partition log's control file: the roll lock (held while a segment is
+ * rolled) and the sync lock (held by the group-commit leader). */
+#define QM_LOG_ROLL_LOCK (QM_LOCK_BASE + QM_MEMBER_SLOTS)
+#define QM_LOG_SYNC_LOCK (QM_LOCK_BASE + QM_MEMBER_SLOTS + 1)
+_Static_assert(QM_LOG_SYNC_LOCK < QM_GATE_LOCK, "log locks below the gate lock");
 
 #define QM_MEMBERS_OFFSET ((uint64_t)QM_HEADER_BYTES)
 #define QM_DATA_OFFSET (QM_MEMBERS_OFFSET + (uint64_t)QM_MEMBER_SLOTS * QM_MEMBER_BYTES)

@@ -1,6 +1,6 @@
 /*
  * region.c - named shared objects: creating, opening and mapping the file
- * behind a ring or a partition log.  With ring_object.c and log.c, the only
+ * behind a ring or a partition log.  With ring_object.c and log_segment.c, the only
  * code that opens or maps files.
  *
  * Creation: openat(O_CREAT|O_EXCL|O_NOFOLLOW) 0600 (fchmod too, whatever
