@@ -33,17 +33,18 @@ def run(n, size, use_pickle, batch):
     import pyqmem
 
     name = f"callgrind-{os.getpid()}"
-    q = pyqmem.Queue(name, capacity=16 * 2**20,
-                     serializer="pickle" if use_pickle else None, create=True)
+    q = pyqmem.Queue(
+        name, capacity=16 * 2**20, serializer="pickle" if use_pickle else None, create=True
+    )
     try:
         msg = (12345, "the quick brown fox", 0.5) if use_pickle else bytes(size)
         put, get = q.put, q.get
         if batch:
             msgs = [msg] * batch
             put_many, get_many = q.put_many, q.get_many
-            for _ in range(100):                       # warm-up (not subtracted away
-                put_many(msgs)                         # by --measure, but identical
-                assert len(get_many(batch, False)) == batch   # in both runs)
+            for _ in range(100):  # warm-up (not subtracted away
+                put_many(msgs)  # by --measure, but identical
+                assert len(get_many(batch, False)) == batch  # in both runs)
             for _ in range(n):
                 put_many(msgs)
                 got = get_many(batch, False)
@@ -64,8 +65,16 @@ def run(n, size, use_pickle, batch):
 def collected(n, args):
     """Total instructions (Ir) of one callgrind run with n round trips."""
     with tempfile.TemporaryDirectory() as d:
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out",
-               sys.executable, os.path.abspath(__file__), str(n), "--size", str(args.size)]
+        cmd = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={d}/cg.out",
+            sys.executable,
+            os.path.abspath(__file__),
+            str(n),
+            "--size",
+            str(args.size),
+        ]
         if args.pickle:
             cmd.append("--pickle")
         if args.batch:
@@ -89,8 +98,11 @@ def main():
     ap.add_argument("--size", type=int, default=64, help="raw message bytes (default 64)")
     ap.add_argument("--pickle", action="store_true", help='serializer="pickle", small tuple')
     ap.add_argument("--batch", type=int, default=0, help="put_many/get_many of this many messages")
-    ap.add_argument("--measure", action="store_true",
-                    help="run under callgrind with N and 2N; print instructions per round trip")
+    ap.add_argument(
+        "--measure",
+        action="store_true",
+        help="run under callgrind with N and 2N; print instructions per round trip",
+    )
     args = ap.parse_args()
     if not args.measure:
         run(args.n, args.size, args.pickle, args.batch)
@@ -101,8 +113,10 @@ def main():
     what = "pickled tuple" if args.pickle else f"{args.size} B raw"
     op = f"put_many+get_many of {args.batch}" if args.batch else "put+get"
     print(f"Ir({args.n}) = {i1:,}   Ir({2 * args.n}) = {i2:,}")
-    print(f"{per:,.0f} instructions per {op} round trip ({what})"
-          + (f", {per / args.batch:,.0f} per message" if args.batch else ""))
+    print(
+        f"{per:,.0f} instructions per {op} round trip ({what})"
+        + (f", {per / args.batch:,.0f} per message" if args.batch else "")
+    )
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ import argparse
 import ctypes
 import functools
 import json
+import multiprocessing as mp
 import os
 import platform
 import queue as std_queue
@@ -44,21 +45,19 @@ import time
 import traceback
 import zlib
 
-import multiprocessing as mp
-
 # --------------------------------------------------------------------------
 # constants
 
-MB = 1e6                      # MB/s means 10**6 bytes per second
-CAPACITY = 16 * 2**20         # bytes of queue storage for every implementation
-SMALL = 64                    # bytes, scenarios a and b
-LARGE = 2**20                 # bytes, scenario c
-BATCH = 64                    # messages per put_many/get_many, scenario b
-SMALL_POOL = 256              # distinct 64 B messages cycled by the producer
-LARGE_POOL = 8                # distinct 1 MiB messages cycled by the producer
-STOP = b"STOP"                # raw sentinel: its length differs from every payload
+MB = 1e6  # MB/s means 10**6 bytes per second
+CAPACITY = 16 * 2**20  # bytes of queue storage for every implementation
+SMALL = 64  # bytes, scenarios a and b
+LARGE = 2**20  # bytes, scenario c
+BATCH = 64  # messages per put_many/get_many, scenario b
+SMALL_POOL = 256  # distinct 64 B messages cycled by the producer
+LARGE_POOL = 8  # distinct 1 MiB messages cycled by the producer
+STOP = b"STOP"  # raw sentinel: its length differs from every payload
 TEXT = "the quick brown fox"  # str field of the pickled tuple
-GET_TIMEOUT = 60.0            # a consumer waiting this long reports an error
+GET_TIMEOUT = 60.0  # a consumer waiting this long reports an error
 BARRIER_TIMEOUT = 120.0
 
 SCENARIOS = {
@@ -69,11 +68,12 @@ SCENARIOS = {
     "e": "idle consumer CPU (blocked get)",
 }
 
-perf = time.perf_counter      # CLOCK_MONOTONIC on Linux: comparable across processes
+perf = time.perf_counter  # CLOCK_MONOTONIC on Linux: comparable across processes
 
 
 # --------------------------------------------------------------------------
 # payloads (built identically in every process, so both sides know them)
+
 
 def small_pool():
     out = []
@@ -105,10 +105,12 @@ def ff_raw_loads(buf):
 # --------------------------------------------------------------------------
 # endpoints: a picklable spec -> (queue object, close function) in a child
 
+
 def open_endpoint(spec):
     kind = spec["kind"]
     if kind == "pyqmem":
         import pyqmem
+
         ser = None if spec["raw"] else "pickle"
         q = pyqmem.Queue(spec["name"], create=False, serializer=ser)
         return q, q.close
@@ -131,6 +133,7 @@ def bind_ops(kind, q):
 
 # --------------------------------------------------------------------------
 # producer loops: return (messages sent, crc32 of their bytes or checksum)
+
 
 def send_single(put, pool, deadline, verify):
     n = 0
@@ -184,6 +187,7 @@ def send_pickle(put, deadline):
 # --------------------------------------------------------------------------
 # consumer loops: return (messages received, crc/checksum, errors, last)
 
+
 def recv_small(get, pool, verify):
     n = bad = crc = 0
     mask = len(pool) - 1
@@ -196,7 +200,7 @@ def recv_small(get, pool, verify):
                 bad += 1
             crc = zlib.crc32(m, crc)
             n += 1
-    else:       # timed: length of every message, content of every 256th
+    else:  # timed: length of every message, content of every 256th
         p0 = pool[0]
         while True:
             m = get()
@@ -238,7 +242,7 @@ def recv_batches(get, get_many, pool, verify):
         if k == 0:
             bad += 1
             continue
-        if len(batch[-1]) != SMALL:     # sentinel is always the very last message
+        if len(batch[-1]) != SMALL:  # sentinel is always the very last message
             last = batch[-1]
             batch = batch[:-1]
             k -= 1
@@ -265,7 +269,7 @@ def recv_pickle(get, verify):
         o = get()
         if o is None:
             break
-        if o[0] != n:          # exact FIFO order, nothing lost or duplicated
+        if o[0] != n:  # exact FIFO order, nothing lost or duplicated
             bad += 1
         if verify and (o[1] != text or o[2] != n * 0.5):
             bad += 1
@@ -276,6 +280,7 @@ def recv_pickle(get, verify):
 
 # --------------------------------------------------------------------------
 # child entry points
+
 
 def _report_error(resq, who):
     try:
@@ -292,7 +297,7 @@ def producer_main(spec, scen, barrier, resq, reps, duration, warm):
             pool = small_pool() if scen == "a" else large_pool()
         elif scen == "b":
             pool = small_pool()
-            batches = [pool[i:i + BATCH] for i in range(0, len(pool), BATCH)]
+            batches = [pool[i : i + BATCH] for i in range(0, len(pool), BATCH)]
         for rep in range(-1, reps):
             verify = rep < 0
             dur = warm if verify else duration
@@ -320,8 +325,7 @@ def consumer_main(spec, scen, barrier, resq, reps):
         if kind == "pyqmem":
             get_many = functools.partial(q.get_many, BATCH, True, GET_TIMEOUT)
         elif kind == "ff":
-            get_many = functools.partial(q.get_many, True, GET_TIMEOUT,
-                                         max_messages_to_get=BATCH)
+            get_many = functools.partial(q.get_many, True, GET_TIMEOUT, max_messages_to_get=BATCH)
         else:
             get_many = None
         pool = large_pool() if scen == "c" else small_pool()
@@ -349,22 +353,31 @@ def idle_consumer_main(spec, mode, resq, idle):
     try:
         q, close = open_endpoint(spec)
         resq.put(("ready", "ok"))
-        time.sleep(0.05)                   # let the result queue's feeder thread flush
+        time.sleep(0.05)  # let the result queue's feeder thread flush
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
         w0 = perf()
         got = True
         try:
             if mode == "wake":
-                q.get()                    # blocks until the parent puts after `idle` s
+                q.get()  # blocks until the parent puts after `idle` s
             else:
-                q.get(True, idle)          # expect Empty after `idle` s
+                q.get(True, idle)  # expect Empty after `idle` s
         except std_queue.Empty:
             got = False
         w1 = perf()
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
         cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-        resq.put(("idle", cpu, w1 - w0, w1, got,
-                  ru1.ru_nvcsw - ru0.ru_nvcsw, ru1.ru_nivcsw - ru0.ru_nivcsw))
+        resq.put(
+            (
+                "idle",
+                cpu,
+                w1 - w0,
+                w1,
+                got,
+                ru1.ru_nvcsw - ru0.ru_nvcsw,
+                ru1.ru_nivcsw - ru0.ru_nivcsw,
+            )
+        )
         close()
     except BaseException:
         _report_error(resq, "C")
@@ -372,6 +385,7 @@ def idle_consumer_main(spec, mode, resq, idle):
 
 # --------------------------------------------------------------------------
 # parent side
+
 
 class RowFailed(Exception):
     pass
@@ -381,10 +395,11 @@ class Runner:
     def __init__(self, args):
         self.args = args
         self.ctx = mp.get_context(args.start_method)
-        self.created = []          # pyqmem handles created by us (unlinked at exit)
+        self.created = []  # pyqmem handles created by us (unlinked at exit)
         self.children = []
         self.seq = 0
         import pyqmem
+
         self.pyqmem = pyqmem
         self.ff = None
         self.ff_note = ""
@@ -392,9 +407,12 @@ class Runner:
             try:
                 import faster_fifo
                 import faster_fifo_reduction  # noqa: F401  (makes it picklable for spawn)
+
                 self.ff = faster_fifo
             except Exception as e:  # ImportError or a broken install
-                self.ff_note = f"faster-fifo not importable ({type(e).__name__}: {e}); its rows skipped"
+                self.ff_note = (
+                    f"faster-fifo not importable ({type(e).__name__}: {e}); its rows skipped"
+                )
         else:
             self.ff_note = "faster-fifo disabled (--no-faster-fifo)"
 
@@ -407,8 +425,9 @@ class Runner:
         size = {"a": SMALL, "b": SMALL, "c": LARGE}.get(scen, 48)
         if kind == "pyqmem":
             name = self.new_name(f"{scen}")
-            q = self.pyqmem.Queue(name, capacity=CAPACITY,
-                                  serializer=None if raw else "pickle", create=True)
+            q = self.pyqmem.Queue(
+                name, capacity=CAPACITY, serializer=None if raw else "pickle", create=True
+            )
             self.created.append(q)
             return {"kind": kind, "name": name, "raw": raw}, q
         if kind == "mp":
@@ -469,8 +488,10 @@ class Runner:
         dead_since = None
         while len(out) < want:
             if perf() > deadline:
-                raise RowFailed(f"{what}: timed out (hang?) after {len(out)}/{want} results; "
-                                f"children alive={[p.is_alive() for p in procs]}")
+                raise RowFailed(
+                    f"{what}: timed out (hang?) after {len(out)}/{want} results; "
+                    f"children alive={[p.is_alive() for p in procs]}"
+                )
             try:
                 msg = resq.get(timeout=0.25)
             except std_queue.Empty:
@@ -478,15 +499,17 @@ class Runner:
                 exited = [p for p in procs if p.exitcode is not None]
                 if dead or len(exited) == len(procs):
                     dead_since = dead_since or perf()
-                    if perf() - dead_since > 2.0:   # give the result queue time to drain
+                    if perf() - dead_since > 2.0:  # give the result queue time to drain
                         codes = {p.name: p.exitcode for p in procs}
-                        raise RowFailed(f"{what}: child exited early, exit codes {codes}")
+                        raise RowFailed(f"{what}: child exited early, exit codes {codes}") from None
                 continue
             if msg[1] == "error":
                 hint = ""
                 if "IncompatibleError" in msg[2]:
-                    hint = ("\n(hint: the child loaded a different pyqmem build than the parent: "
-                            "was pyqmem rebuilt while the benchmark ran?)")
+                    hint = (
+                        "\n(hint: the child loaded a different pyqmem build than the parent: "
+                        "was pyqmem rebuilt while the benchmark ran?)"
+                    )
                 raise RowFailed(f"{what}: {msg[0]} raised:\n{msg[2]}{hint}")
             out.append(msg)
         return out
@@ -502,12 +525,14 @@ class Runner:
             reps = a.repeats
             warm = max(0.05, min(0.25, a.duration / 4))
             cons = self.start(consumer_main, (spec, scen, barrier, resq, reps), "consumer")
-            prod = self.start(producer_main, (spec, scen, barrier, resq, reps, a.duration, warm),
-                              "producer")
+            prod = self.start(
+                producer_main, (spec, scen, barrier, resq, reps, a.duration, warm), "producer"
+            )
             procs = [cons, prod]
             budget = 60 + (reps + 1) * (4 * a.duration + 30)
-            msgs = self.collect(resq, procs, 2 * (reps + 1), perf() + budget,
-                                f"{kind} scenario {scen}")
+            msgs = self.collect(
+                resq, procs, 2 * (reps + 1), perf() + budget, f"{kind} scenario {scen}"
+            )
             self.stop(procs)
             P = {m[1]: m for m in msgs if m[0] == "P"}
             C = {m[1]: m for m in msgs if m[0] == "C"}
@@ -517,12 +542,15 @@ class Runner:
                 _, _, n_c, crc_c, t1, bad = C[rep]
                 total += n_p
                 if n_p != n_c:
-                    raise RowFailed(f"{kind} {scen} rep {rep}: producer sent {n_p}, consumer got {n_c}")
+                    raise RowFailed(
+                        f"{kind} {scen} rep {rep}: producer sent {n_p}, consumer got {n_c}"
+                    )
                 if bad:
                     raise RowFailed(f"{kind} {scen} rep {rep}: {bad} corrupt/out-of-order messages")
                 if (rep < 0 or scen == "d") and crc_p != crc_c:
-                    raise RowFailed(f"{kind} {scen} rep {rep}: checksum mismatch "
-                                    f"{crc_p:#x} != {crc_c:#x}")
+                    raise RowFailed(
+                        f"{kind} {scen} rep {rep}: checksum mismatch {crc_p:#x} != {crc_c:#x}"
+                    )
                 if rep >= 0:
                     rates.append(n_p / (t1 - t0))
             note = ""
@@ -570,8 +598,13 @@ class Runner:
                 raise RowFailed(f"{kind} idle: get() on an empty queue returned a message")
             if mode == "timeout" and abs(wall - a.idle) > 0.5:
                 raise RowFailed(f"{kind} idle: get(timeout={a.idle}) returned after {wall:.3f} s")
-            res = {"cpu_s": cpu, "wall_s": wall, "cpu_pct": 100.0 * cpu / wall,
-                   "voluntary_switches": nvcsw, "involuntary_switches": nivcsw}
+            res = {
+                "cpu_s": cpu,
+                "wall_s": wall,
+                "cpu_pct": 100.0 * cpu / wall,
+                "voluntary_switches": nvcsw,
+                "involuntary_switches": nivcsw,
+            }
             if t_put is not None:
                 res["wake_latency_us"] = (w1 - t_put) * 1e6
             resq.close()
@@ -585,13 +618,14 @@ class Runner:
 # --------------------------------------------------------------------------
 # measurements in the parent
 
+
 def memcpy_bandwidth(repeats, size=64 * 2**20, copies=4):
     """Single-core memcpy (ctypes.memmove) of a 64 MiB buffer; MB/s per repeat."""
     src = (ctypes.c_char * size)()
     dst = (ctypes.c_char * size)()
     ctypes.memset(src, 0x5A, size)
     ctypes.memset(dst, 0, size)
-    ctypes.memmove(dst, src, size)          # fault everything in
+    ctypes.memmove(dst, src, size)  # fault everything in
     out = []
     for _ in range(repeats):
         t = perf()
@@ -635,6 +669,7 @@ def machine_info(start_method):
         affinity = None
     vers = {}
     from importlib import metadata
+
     for pkg in ("pyqmem", "faster-fifo"):
         try:
             vers[pkg] = metadata.version(pkg)
@@ -662,6 +697,7 @@ def summarize(rates):
 # --------------------------------------------------------------------------
 # table
 
+
 def fmt_int(x):
     return "-" if x is None else f"{x:,.0f}"
 
@@ -678,24 +714,37 @@ def print_table(rows, out=sys.stdout):
     for r in rows:
         if r.get("kind") == "idle":
             if r.get("error"):
-                lines.append((r["scenario"], r["impl"], "FAILED", "", "", r["error"].splitlines()[0][:90]))
+                lines.append(
+                    (r["scenario"], r["impl"], "FAILED", "", "", r["error"].splitlines()[0][:90])
+                )
                 continue
-            extra = f"CPU {r['cpu_pct']:.2f}% of a core over {r['wall_s']:.2f} s; " \
-                    f"{r['voluntary_switches']} wakeups"
+            extra = (
+                f"CPU {r['cpu_pct']:.2f}% of a core over {r['wall_s']:.2f} s; "
+                f"{r['voluntary_switches']} wakeups"
+            )
             if "wake_latency_us" in r:
                 extra += f"; wake latency {r['wake_latency_us']:.0f} us"
             verdict = "OK" if r["cpu_pct"] < 1.0 else "OVER 1% TARGET"
             lines.append((r["scenario"], r["impl"], "", "", "", f"{extra} [{verdict}]"))
             continue
         if r.get("error"):
-            lines.append((r["scenario"], r["impl"], "FAILED", "", "", r["error"].splitlines()[0][:90]))
+            lines.append(
+                (r["scenario"], r["impl"], "FAILED", "", "", r["error"].splitlines()[0][:90])
+            )
             continue
         if r.get("skipped"):
             lines.append((r["scenario"], r["impl"], "skipped", "", "", r["skipped"]))
             continue
-        lines.append((r["scenario"], r["impl"], fmt_int(r.get("msgs_s")), fmt_mb(r.get("mb_s")),
-                      f"±{r['spread_pct'] / 2:.0f}%" if r.get("spread_pct") is not None else "",
-                      r.get("notes", "")))
+        lines.append(
+            (
+                r["scenario"],
+                r["impl"],
+                fmt_int(r.get("msgs_s")),
+                fmt_mb(r.get("mb_s")),
+                f"±{r['spread_pct'] / 2:.0f}%" if r.get("spread_pct") is not None else "",
+                r.get("notes", ""),
+            )
+        )
     widths = [max(len(str(x[i])) for x in lines + [hdr]) for i in range(len(hdr))]
     align = ["<", "<", ">", ">", ">", "<"]
 
@@ -715,18 +764,25 @@ def print_table(rows, out=sys.stdout):
 # --------------------------------------------------------------------------
 # main
 
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="3 repeats of 0.3 s, 1 s idle (whole run < 60 s)")
+    ap.add_argument(
+        "--quick", action="store_true", help="3 repeats of 0.3 s, 1 s idle (whole run < 60 s)"
+    )
     ap.add_argument("--repeats", type=int, help="timed repeats per row (default 5; quick 3)")
-    ap.add_argument("--duration", type=float,
-                    help="seconds of traffic per repeat (default 1.5; quick 0.3)")
-    ap.add_argument("--idle", type=float, help="seconds the idle consumer blocks (default 2; quick 1)")
+    ap.add_argument(
+        "--duration", type=float, help="seconds of traffic per repeat (default 1.5; quick 0.3)"
+    )
+    ap.add_argument(
+        "--idle", type=float, help="seconds the idle consumer blocks (default 2; quick 1)"
+    )
     ap.add_argument("--only", help="comma-separated scenarios out of a,b,c,d,e")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     ap.add_argument("--start-method", choices=("spawn", "fork", "forkserver"), default="spawn")
-    ap.add_argument("--no-faster-fifo", action="store_true", help="skip faster-fifo even if installed")
+    ap.add_argument(
+        "--no-faster-fifo", action="store_true", help="skip faster-fifo even if installed"
+    )
     args = ap.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 5
@@ -743,6 +799,7 @@ def main(argv=None):
     # SIGTERM/SIGHUP -> SystemExit so the finally below unlinks our queues
     def _die(signum, _frame):
         raise SystemExit(128 + signum)
+
     signal.signal(signal.SIGTERM, _die)
     signal.signal(signal.SIGHUP, _die)
 
@@ -752,13 +809,20 @@ def main(argv=None):
     if runner.ff is None:
         info["versions"]["faster-fifo"] = "not used"
     print(f"pyqmem bench/compare.py  --  {time.strftime('%Y-%m-%d %H:%M:%S')}")
-    print(f"machine: nproc={info['nproc']} (cpu_count={info['cpu_count']}), CPU: {info['cpu_model']}, "
-          f"loadavg {' '.join(f'{x:.2f}' for x in info['loadavg'])}")
-    print(f"python {info['python']} ({info['implementation']}) on {info['platform']}; "
-          f"pyqmem {info['versions']['pyqmem']}, faster-fifo {info['versions']['faster-fifo']}")
-    print(f"method: 1 producer process -> 1 consumer process, start method '{args.start_method}', "
-          f"median of {args.repeats} repeats x {args.duration:g} s (+1 verified warm-up); "
-          f"queues bounded to 16 MiB; MB = 10^6 bytes", flush=True)
+    print(
+        f"machine: nproc={info['nproc']} (cpu_count={info['cpu_count']}), CPU: {info['cpu_model']}, "
+        f"loadavg {' '.join(f'{x:.2f}' for x in info['loadavg'])}"
+    )
+    print(
+        f"python {info['python']} ({info['implementation']}) on {info['platform']}; "
+        f"pyqmem {info['versions']['pyqmem']}, faster-fifo {info['versions']['faster-fifo']}"
+    )
+    print(
+        f"method: 1 producer process -> 1 consumer process, start method '{args.start_method}', "
+        f"median of {args.repeats} repeats x {args.duration:g} s (+1 verified warm-up); "
+        f"queues bounded to 16 MiB; MB = 10^6 bytes",
+        flush=True,
+    )
 
     if runner.ff_note:
         print("note:", runner.ff_note)
@@ -766,7 +830,7 @@ def main(argv=None):
 
     rows = []
     failures = 0
-    results = {}   # (scen, impl) -> row
+    results = {}  # (scen, impl) -> row
 
     def add(scen, impl, kind, fn):
         nonlocal failures
@@ -789,16 +853,28 @@ def main(argv=None):
         def fn():
             res = runner.throughput(kind, scen, raw)
             med, spread = summarize(res["rates"])
-            d = {"msgs_s": med, "spread_pct": spread, "rates": res["rates"],
-                 "mb_s": med * size / MB if size else None}
+            d = {
+                "msgs_s": med,
+                "spread_pct": spread,
+                "rates": res["rates"],
+                "mb_s": med * size / MB if size else None,
+            }
             if res["note"]:
                 d["notes"] = "WARNING " + res["note"]
             return d
+
         return fn
 
     def skip_ff(scen, impl):
-        rows.append({"scenario": f"{scen} {SCENARIOS[scen]}", "id": scen, "impl": impl,
-                     "kind": "tp", "skipped": "faster-fifo not available"})
+        rows.append(
+            {
+                "scenario": f"{scen} {SCENARIOS[scen]}",
+                "id": scen,
+                "impl": impl,
+                "kind": "tp",
+                "skipped": "faster-fifo not available",
+            }
+        )
 
     def ratio_notes(scen, pq_impl, others):
         pq = results.get((scen, pq_impl))
@@ -810,7 +886,9 @@ def main(argv=None):
                 parts.append(f"{pq['msgs_s'] / row['msgs_s']:.2f}x {label}")
         if parts:
             pq["ratios"] = parts
-            pq["notes"] = ("pyqmem = " + ", ".join(parts) + ("; " + pq["notes"] if pq.get("notes") else ""))
+            pq["notes"] = (
+                "pyqmem = " + ", ".join(parts) + ("; " + pq["notes"] if pq.get("notes") else "")
+            )
 
     try:
         mp_single = None
@@ -821,9 +899,14 @@ def main(argv=None):
                 add("a", "faster_fifo.Queue (raw)", "ff", tp("a", "ff", SMALL))
             else:
                 skip_ff("a", "faster_fifo.Queue (raw)")
-            ratio_notes("a", "pyqmem (serializer=None)",
-                        [("mp.Queue", results.get(("a", "multiprocessing.Queue"))),
-                         ("faster-fifo", results.get(("a", "faster_fifo.Queue (raw)")))])
+            ratio_notes(
+                "a",
+                "pyqmem (serializer=None)",
+                [
+                    ("mp.Queue", results.get(("a", "multiprocessing.Queue"))),
+                    ("faster-fifo", results.get(("a", "faster_fifo.Queue (raw)"))),
+                ],
+            )
         if "b" in only:
             add("b", "pyqmem put_many/get_many", "pyqmem", tp("b", "pyqmem", SMALL))
             if runner.ff:
@@ -832,28 +915,57 @@ def main(argv=None):
                 skip_ff("b", "faster_fifo put_many/get_many")
             if mp_single is None:
                 mp_single = add("a", "multiprocessing.Queue", "mp", tp("a", "mp", SMALL))
-                rows.pop()   # shown under b only
+                rows.pop()  # shown under b only
             base = dict(mp_single)
-            base.update({"scenario": f"b {SCENARIOS['b']}", "id": "b",
-                         "impl": "mp.Queue single put/get (no batch API)", "notes": "baseline (single ops)"})
+            base.update(
+                {
+                    "scenario": f"b {SCENARIOS['b']}",
+                    "id": "b",
+                    "impl": "mp.Queue single put/get (no batch API)",
+                    "notes": "baseline (single ops)",
+                }
+            )
             rows.append(base)
             results[("b", "mp-baseline")] = base
-            ratio_notes("b", "pyqmem put_many/get_many",
-                        [("mp.Queue single", base),
-                         ("faster-fifo batch", results.get(("b", "faster_fifo put_many/get_many")))])
+            ratio_notes(
+                "b",
+                "pyqmem put_many/get_many",
+                [
+                    ("mp.Queue single", base),
+                    ("faster-fifo batch", results.get(("b", "faster_fifo put_many/get_many"))),
+                ],
+            )
         if "c" in only:
             bw = memcpy_bandwidth(max(3, args.repeats))
             med_bw, spread_bw = summarize(bw)
             bw_ring = memcpy_ring_bandwidth(max(3, args.repeats))
             med_ring, spread_ring = summarize(bw_ring)
-            rows.append({"scenario": f"c {SCENARIOS['c']}", "id": "c", "kind": "memcpy",
-                         "impl": "memcpy 64 MiB, 1 core (ctypes.memmove)", "msgs_s": None,
-                         "mb_s": med_bw, "spread_pct": spread_bw, "rates_mb_s": bw,
-                         "notes": "the reference for 'of memcpy'"})
-            rows.append({"scenario": f"c {SCENARIOS['c']}", "id": "c", "kind": "memcpy",
-                         "impl": "memcpy 1 MiB into 16 MiB ring, 1 core", "msgs_s": None,
-                         "mb_s": med_ring, "spread_pct": spread_ring, "rates_mb_s": bw_ring,
-                         "notes": f"{med_ring / med_bw:.2f} of memcpy (cache-warmer copies)"})
+            rows.append(
+                {
+                    "scenario": f"c {SCENARIOS['c']}",
+                    "id": "c",
+                    "kind": "memcpy",
+                    "impl": "memcpy 64 MiB, 1 core (ctypes.memmove)",
+                    "msgs_s": None,
+                    "mb_s": med_bw,
+                    "spread_pct": spread_bw,
+                    "rates_mb_s": bw,
+                    "notes": "the reference for 'of memcpy'",
+                }
+            )
+            rows.append(
+                {
+                    "scenario": f"c {SCENARIOS['c']}",
+                    "id": "c",
+                    "kind": "memcpy",
+                    "impl": "memcpy 1 MiB into 16 MiB ring, 1 core",
+                    "msgs_s": None,
+                    "mb_s": med_ring,
+                    "spread_pct": spread_ring,
+                    "rates_mb_s": bw_ring,
+                    "notes": f"{med_ring / med_bw:.2f} of memcpy (cache-warmer copies)",
+                }
+            )
             add("c", "pyqmem (serializer=None)", "pyqmem", tp("c", "pyqmem", LARGE))
             add("c", "multiprocessing.Queue", "mp", tp("c", "mp", LARGE))
             if runner.ff:
@@ -863,10 +975,17 @@ def main(argv=None):
             for r in rows:
                 if r.get("id") == "c" and r.get("mb_s") and r.get("kind") != "memcpy":
                     r["vs_memcpy"] = r["mb_s"] / med_bw
-                    r["notes"] = f"{r['vs_memcpy']:.2f} of memcpy" + ("; " + r["notes"] if r.get("notes") else "")
-            ratio_notes("c", "pyqmem (serializer=None)",
-                        [("mp.Queue", results.get(("c", "multiprocessing.Queue"))),
-                         ("faster-fifo", results.get(("c", "faster_fifo.Queue (raw)")))])
+                    r["notes"] = f"{r['vs_memcpy']:.2f} of memcpy" + (
+                        "; " + r["notes"] if r.get("notes") else ""
+                    )
+            ratio_notes(
+                "c",
+                "pyqmem (serializer=None)",
+                [
+                    ("mp.Queue", results.get(("c", "multiprocessing.Queue"))),
+                    ("faster-fifo", results.get(("c", "faster_fifo.Queue (raw)"))),
+                ],
+            )
         if "d" in only:
             add("d", "pyqmem (serializer='pickle')", "pyqmem", tp("d", "pyqmem", None, raw=False))
             add("d", "multiprocessing.Queue", "mp", tp("d", "mp", None, raw=False))
@@ -874,14 +993,28 @@ def main(argv=None):
                 add("d", "faster_fifo.Queue (pickle)", "ff", tp("d", "ff", None, raw=False))
             else:
                 skip_ff("d", "faster_fifo.Queue (pickle)")
-            ratio_notes("d", "pyqmem (serializer='pickle')",
-                        [("mp.Queue", results.get(("d", "multiprocessing.Queue"))),
-                         ("faster-fifo", results.get(("d", "faster_fifo.Queue (pickle)")))])
+            ratio_notes(
+                "d",
+                "pyqmem (serializer='pickle')",
+                [
+                    ("mp.Queue", results.get(("d", "multiprocessing.Queue"))),
+                    ("faster-fifo", results.get(("d", "faster_fifo.Queue (pickle)"))),
+                ],
+            )
         if "e" in only:
             add("e", "pyqmem get() woken by a put", "idle", lambda: runner.idle("pyqmem", "wake"))
-            add("e", f"pyqmem get(timeout={args.idle:g}) -> Empty", "idle",
-                lambda: runner.idle("pyqmem", "timeout"))
-            add("e", "multiprocessing.Queue get() (reference)", "idle", lambda: runner.idle("mp", "wake"))
+            add(
+                "e",
+                f"pyqmem get(timeout={args.idle:g}) -> Empty",
+                "idle",
+                lambda: runner.idle("pyqmem", "timeout"),
+            )
+            add(
+                "e",
+                "multiprocessing.Queue get() (reference)",
+                "idle",
+                lambda: runner.idle("mp", "wake"),
+            )
     finally:
         runner.cleanup()
 
@@ -894,9 +1027,13 @@ def main(argv=None):
             print(f"\nFAILED {r['scenario']} / {r['impl']}:\n{r['error']}")
 
     if args.json:
-        doc = {"machine": info, "args": {k: v for k, v in vars(args).items()},
-               "elapsed_s": elapsed, "rows": rows,
-               "units": {"msgs_s": "messages per second", "mb_s": "10^6 bytes per second"}}
+        doc = {
+            "machine": info,
+            "args": {k: v for k, v in vars(args).items()},
+            "elapsed_s": elapsed,
+            "rows": rows,
+            "units": {"msgs_s": "messages per second", "mb_s": "10^6 bytes per second"},
+        }
         with open(args.json, "w") as f:
             json.dump(doc, f, indent=2, default=str)
         print(f"wrote {args.json}")

@@ -48,32 +48,37 @@ def run_cases(n):
     try:
         q = pyqmem.Queue(f"{tag}-q", capacity=2**20, serializer=None, create=True)
         try:
+
             def queue_round_trip():
                 put, get = q.put, q.get
                 for _ in range(n):
                     put(SMALL)
                     get()
+
             out["queue put+get 64 B"] = _per_call(queue_round_trip, n)
         finally:
             q.unlink()
             q.close()
 
         def topic(name, partitions=1):
-            return pyqmem.Topic(name, dir=root, partitions=partitions,
-                                segment_bytes=256 * 2**20)
+            return pyqmem.Topic(name, dir=root, partitions=partitions, segment_bytes=256 * 2**20)
 
         with topic("send") as t:
+
             def send():
                 s = t.send
                 for _ in range(n):
                     s(SMALL)
+
             out["topic send 64 B"] = _per_call(send, n)
 
         with topic("sendkey", 4) as t:
+
             def send_key():
                 s = t.send
                 for _ in range(n):
                     s(SMALL, key="user-42")
+
             out["topic send 64 B, key, 4 partitions"] = _per_call(send_key, n)
 
         with topic("sendmany") as t:
@@ -83,15 +88,18 @@ def run_cases(n):
                 s = t.send_many
                 for _ in range(batches):
                     s(BATCH)
+
             out["topic send_many 64 x 64 B (per record)"] = _per_call(send_many, batches * 64)
 
         with topic("read") as t:
             t.send_many([SMALL] * (2 * n))
             with t.consumer(start="earliest") as c:
+
                 def get():
                     g = c.get
                     for _ in range(n):
                         g(timeout=0)
+
                 out["subscriber get"] = _per_call(get, n)
             with t.consumer(start="earliest") as c:
                 batches = n // 64
@@ -100,6 +108,7 @@ def run_cases(n):
                     g = c.get_many
                     for _ in range(batches):
                         g(64, timeout=0)
+
                 out["subscriber get_many(64) (per record)"] = _per_call(get_many, batches * 64)
             with t.consumer(group="g", visibility_timeout=60) as c:
                 batches = n // 64
@@ -108,8 +117,10 @@ def run_cases(n):
                     g, a = c.get_many, c.ack_many
                     for _ in range(batches):
                         a(g(64, timeout=0))
+
                 out["group get_many(64)+ack_many (per record)"] = _per_call(
-                    group_cycle, batches * 64)
+                    group_cycle, batches * 64
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return out
@@ -117,8 +128,11 @@ def run_cases(n):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--against", metavar="PYTHON",
-                    help="another interpreter (with another pyqmem) to compare with")
+    ap.add_argument(
+        "--against",
+        metavar="PYTHON",
+        help="another interpreter (with another pyqmem) to compare with",
+    )
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--n", type=int, default=20000, help="calls per case and repeat")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -133,11 +147,14 @@ def main():
     for _ in range(args.repeats):
         for b, py in builds.items():
             cmd = [py, os.path.abspath(__file__), "--child", "--n", str(args.n)]
-            done = subprocess.run(cmd, capture_output=True, text=True, cwd="/",
-                                  timeout=600, check=True)
+            done = subprocess.run(
+                cmd, capture_output=True, text=True, cwd="/", timeout=600, check=True
+            )
             results[b].append(json.loads(done.stdout))
-    print(f"nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, "
-          f"{args.repeats} interleaved repeats x {args.n} calls; ns per call, median")
+    print(
+        f"nproc {os.cpu_count()}, load {os.getloadavg()[0]:.2f}, "
+        f"{args.repeats} interleaved repeats x {args.n} calls; ns per call, median"
+    )
     cases = list(results["this"][0])
     head = f"{'case':44} {'this':>9}"
     if args.against:

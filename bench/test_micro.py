@@ -12,6 +12,7 @@ pipe.  Cross-process throughput is bench/compare.py's job.
 
 Marked ``bench``: skipped unless run with --benchmark-only (see conftest.py).
 """
+
 import itertools
 import multiprocessing as mp
 import os
@@ -28,7 +29,7 @@ SMALL = bytes(range(64))
 BIG = random.Random(1).randbytes(2**20)
 BATCH = [bytes([i]) * 64 for i in range(64)]
 OBJ = (12345, "the quick brown fox", 0.5)
-TIMEOUT = 10.0       # no benchmark may hang: a lost message fails the test
+TIMEOUT = 10.0  # no benchmark may hang: a lost message fails the test
 
 _seq = itertools.count()
 
@@ -80,6 +81,7 @@ def _roundtrip(q, msg):
     def rt():
         put(msg)
         return get(True, TIMEOUT)
+
     return rt
 
 
@@ -87,10 +89,12 @@ def _roundtrip_many(put_many, get_many, msgs):
     def rt():
         put_many(msgs)
         return get_many()
+
     return rt
 
 
 # ---- 64 B raw bytes, put + get -------------------------------------------
+
 
 @pytest.mark.benchmark(group="roundtrip 64 B raw")
 def test_pyqmem_raw_64B(benchmark, pq_raw):
@@ -109,10 +113,10 @@ def test_faster_fifo_raw_64B(benchmark):
 
 # ---- 64 x 64 B, put_many + get_many -----------------------------------------
 
+
 @pytest.mark.benchmark(group="batch 64 x 64 B raw")
 def test_pyqmem_raw_batch64(benchmark, pq_raw):
-    rt = _roundtrip_many(pq_raw.put_many,
-                         lambda: pq_raw.get_many(64, True, TIMEOUT), BATCH)
+    rt = _roundtrip_many(pq_raw.put_many, lambda: pq_raw.get_many(64, True, TIMEOUT), BATCH)
     assert benchmark(rt) == BATCH
 
 
@@ -125,17 +129,21 @@ def test_mp_queue_64_single_ops(benchmark, mpq):
         for m in BATCH:
             put(m)
         return [get(True, TIMEOUT) for _ in BATCH]
+
     assert benchmark(rt) == BATCH
 
 
 @pytest.mark.benchmark(group="batch 64 x 64 B raw")
 def test_faster_fifo_raw_batch64(benchmark):
     q = _ff(raw=True)
-    rt = _roundtrip_many(q.put_many, lambda: q.get_many(True, TIMEOUT, max_messages_to_get=64), BATCH)
+    rt = _roundtrip_many(
+        q.put_many, lambda: q.get_many(True, TIMEOUT, max_messages_to_get=64), BATCH
+    )
     assert benchmark(rt) == BATCH
 
 
 # ---- pickled small object, put + get ----------------------------------------
+
 
 @pytest.mark.benchmark(group="roundtrip pickled (int, str, float)")
 def test_pyqmem_pickle_small(benchmark, pq_pickle):
@@ -153,6 +161,7 @@ def test_faster_fifo_pickle_small(benchmark):
 
 
 # ---- 1 MiB raw bytes, put + get -----------------------------------------------
+
 
 @pytest.mark.benchmark(group="roundtrip 1 MiB raw")
 def test_pyqmem_raw_1MiB(benchmark, pq_raw):

@@ -84,23 +84,23 @@ def subscriber(spec, n, mode, ready, out):
             if t0 is None:
                 t0 = time.perf_counter()
             for m in msgs:
-                data = m.data                     # every record's value is looked at
+                data = m.data  # every record's value is looked at
                 if not (got & 255) and bytes(data) != bytes([got % BATCH]) * SMALL:
-                    bad += 1   # the producer sends values[:BATCH] over and over
+                    bad += 1  # the producer sends values[:BATCH] over and over
                 got += 1
     elif mode == "large":
         while got < n:
             m = c.get(timeout=30)
             if t0 is None:
                 t0 = time.perf_counter()
-            buf[:] = m.data                       # one memcpy out of the mapping
+            buf[:] = m.data  # one memcpy out of the mapping
             got += 1
     else:
         while got < n:
             m = c.get(timeout=30)
             if t0 is None:
                 t0 = time.perf_counter()
-            data = m.data                         # every record's value is looked at
+            data = m.data  # every record's value is looked at
             if not (got & 255) and bytes(data) != bytes([got & 0xFF]) * SMALL:
                 bad += 1
             got += 1
@@ -157,6 +157,7 @@ def mp_pair(n, out_q, ready, go):
             if t0 is None:
                 t0 = time.perf_counter()
         res.put(n / (time.perf_counter() - t0))
+
     res = mp.Queue()
     c = mp.Process(target=consume, args=(q, n, res))
     c.start()
@@ -189,8 +190,10 @@ class Bench:
         out = self.ctx.Queue()
         ready = self.ctx.Barrier(subscribers + 1)
         go = self.ctx.Event()
-        subs = [self.ctx.Process(target=subscriber, args=(spec, n, mode, ready, out))
-                for _ in range(subscribers)]
+        subs = [
+            self.ctx.Process(target=subscriber, args=(spec, n, mode, ready, out))
+            for _ in range(subscribers)
+        ]
         for p in subs:
             p.start()
         prod = self.ctx.Process(target=producer, args=(spec, n, mode, ready, go, out))
@@ -202,7 +205,7 @@ class Bench:
         t.close()
         shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
         prod = next(r for r in results if r[0] == "producer")
-        self.last_producer_cpu_ns = prod[3] / prod[1] * 1e9   # CPU ns per record
+        self.last_producer_cpu_ns = prod[3] / prod[1] * 1e9  # CPU ns per record
         subs_res = [r for r in results if r[0] == "subscriber"]
         for r in subs_res:
             if r[1] != n or r[3]:
@@ -214,40 +217,59 @@ class Bench:
         return statistics.median(vals), vals
 
     def row(self, scen, what, value, unit, note=""):
-        self.rows.append({"scenario": scen, "what": what, "value": value, "unit": unit,
-                          "note": note})
+        self.rows.append(
+            {"scenario": scen, "what": what, "value": value, "unit": unit, "note": note}
+        )
         print(f"{scen:3} {what:52} {value:>14,.0f} {unit:10} {note}", flush=True)
 
     def t1(self, n, n_mp):
         mp_rate, _ = self.median(lambda: mp_pair(n_mp, None, None, None))
         self.row("t1", "multiprocessing.Queue put/get 64 B", mp_rate, "msg/s")
         rate, _ = self.median(lambda: self.run_pair(n, "single")[1])
-        self.row("t1", "Topic send -> get 64 B (1 subscriber)", rate, "rec/s",
-                 f"= {rate / mp_rate:.1f}x mp.Queue (target >= 10x)")
+        self.row(
+            "t1",
+            "Topic send -> get 64 B (1 subscriber)",
+            rate,
+            "rec/s",
+            f"= {rate / mp_rate:.1f}x mp.Queue (target >= 10x)",
+        )
 
     def t2(self, n):
         rate, _ = self.median(lambda: self.run_pair(n, "batch")[1])
-        self.row("t2", "Topic send_many(64) -> get_many(64)", rate, "rec/s",
-                 "(target >= 2,000,000)")
+        self.row(
+            "t2", "Topic send_many(64) -> get_many(64)", rate, "rec/s", "(target >= 2,000,000)"
+        )
 
     def t3(self, n):
         """Wall rate is bounded by the cores (4 busy processes on this
         machine's count); the producer's own CPU time per record shows what
         subscribers cost it (readers write nothing the producer reads,
         except the sleepers flag of the wake line)."""
+
         def run(subs):
             rate = self.run_pair(n, "batch", subs)[0]
             return rate, self.last_producer_cpu_ns
+
         one = [run(1) for _ in range(self.args.repeats)]
         three = [run(3) for _ in range(self.args.repeats)]
         r1, r3 = (statistics.median(r for r, _ in x) for x in (one, three))
         c1, c3 = (statistics.median(c for _, c in x) for x in (one, three))
-        self.row("t3", "producer send_many, 1 subscriber", r1, "rec/s",
-                 f"producer CPU {c1:.0f} ns/record")
-        self.row("t3", "producer send_many, 3 subscribers", r3, "rec/s",
-                 f"producer CPU {c3:.0f} ns/record: cost {100 * (c3 / c1 - 1):+.1f}% CPU, "
-                 f"{100 * (1 - r3 / r1):.1f}% wall on {os.cpu_count()} cores "
-                 "(target < 10%)")
+        self.row(
+            "t3",
+            "producer send_many, 1 subscriber",
+            r1,
+            "rec/s",
+            f"producer CPU {c1:.0f} ns/record",
+        )
+        self.row(
+            "t3",
+            "producer send_many, 3 subscribers",
+            r3,
+            "rec/s",
+            f"producer CPU {c3:.0f} ns/record: cost {100 * (c3 / c1 - 1):+.1f}% CPU, "
+            f"{100 * (1 - r3 / r1):.1f}% wall on {os.cpu_count()} cores "
+            "(target < 10%)",
+        )
 
     def t4(self, n):
         """1 MiB values.  The reference is memcpy of the same bytes in the
@@ -258,20 +280,20 @@ class Bench:
         kernel maps every 4 KiB page into the process); "warm": the same
         consumer reads again with its mappings in place (a live consumer
         reading what it has mapped).  With and without the CRC pass."""
-        total = min(n, 256)                   # 256 MiB: 4 segments, over the caches
+        total = min(n, 256)  # 256 MiB: 4 segments, over the caches
         spec, t = self.new_topic()
         value = os.urandom(MIB)
         for _ in range(total):
             t.send(value)
         src = bytearray(total * MIB)
         for i in range(total):
-            src[i * MIB:(i + 1) * MIB] = value
+            src[i * MIB : (i + 1) * MIB] = value
         view, dst = memoryview(src), bytearray(MIB)
 
         def memcpy():
             t0 = time.perf_counter()
             for i in range(total):
-                dst[:] = view[i * MIB:(i + 1) * MIB]
+                dst[:] = view[i * MIB : (i + 1) * MIB]
             return total * MIB / (time.perf_counter() - t0) / 1e6
 
         def read(c):
@@ -287,24 +309,41 @@ class Bench:
         ref, _ = self.median(memcpy)
         self.row("t4", f"memcpy {total} x 1 MiB from a {total} MiB buffer", ref, "MB/s")
         for crc in (True, False):
+
             def cold():
                 with t.consumer(check_crcs=crc) as c:
                     return read(c)
+
             with t.consumer(check_crcs=crc) as c:
-                read(c)                           # maps every segment once
+                read(c)  # maps every segment once
                 warm, _ = self.median(lambda: read(c))
             cold_rate, _ = self.median(cold)
             what = "CRC checked" if crc else "check_crcs=False"
-            self.row("t4", f"replay 1 MiB zero-copy + 1 copy, warm, {what}", warm, "MB/s",
-                     f"= {warm / ref:.2f} of memcpy (target >= 0.80)")
-            self.row("t4", f"replay 1 MiB zero-copy + 1 copy, cold, {what}", cold_rate,
-                     "MB/s", f"= {cold_rate / ref:.2f} of memcpy")
+            self.row(
+                "t4",
+                f"replay 1 MiB zero-copy + 1 copy, warm, {what}",
+                warm,
+                "MB/s",
+                f"= {warm / ref:.2f} of memcpy (target >= 0.80)",
+            )
+            self.row(
+                "t4",
+                f"replay 1 MiB zero-copy + 1 copy, cold, {what}",
+                cold_rate,
+                "MB/s",
+                f"= {cold_rate / ref:.2f} of memcpy",
+            )
         t.close()
         shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
         rate, _ = self.median(lambda: self.run_pair(n, "large")[1])
         mbs = rate * MIB / 1e6
-        self.row("t4", "live: producer process -> subscriber process, 1 MiB", mbs, "MB/s",
-                 f"= {mbs / ref:.2f} of memcpy (the producer writes fresh tmpfs pages)")
+        self.row(
+            "t4",
+            "live: producer process -> subscriber process, 1 MiB",
+            mbs,
+            "MB/s",
+            f"= {mbs / ref:.2f} of memcpy (the producer writes fresh tmpfs pages)",
+        )
 
     def t5(self, seconds):
         fdir = self.args.fsync_dir or tempfile.mkdtemp(prefix="qmbench-fsync-", dir="/tmp")
@@ -313,8 +352,10 @@ class Bench:
             spec, t = self.new_topic(dir=fdir, durability="fsync")
             out = self.ctx.Queue()
             go = self.ctx.Event()
-            ps = [self.ctx.Process(target=fsync_sender, args=(spec, seconds, go, out))
-                  for _ in range(4)]
+            ps = [
+                self.ctx.Process(target=fsync_sender, args=(spec, seconds, go, out))
+                for _ in range(4)
+            ]
             for p in ps:
                 p.start()
             time.sleep(0.2)
@@ -326,8 +367,13 @@ class Bench:
             t.close()
             syncs = st.get("syncs") or 0
             appends = st.get("synced_appends") or total
-            self.row("t5", f"fsync on disk ({fdir}), 4 senders", total / seconds, "rec/s",
-                     f"{appends / syncs:.1f} records per fdatasync" if syncs else "")
+            self.row(
+                "t5",
+                f"fsync on disk ({fdir}), 4 senders",
+                total / seconds,
+                "rec/s",
+                f"{appends / syncs:.1f} records per fdatasync" if syncs else "",
+            )
         finally:
             if not self.args.fsync_dir:
                 shutil.rmtree(fdir, ignore_errors=True)
@@ -336,14 +382,17 @@ class Bench:
         """A producer, a plain subscriber and a group member, each its own
         process, in the same run: the member's acked rate beside the plain
         subscriber's read rate (both look at every record's data)."""
+
         def run():
             spec, t = self.new_topic()
             out = self.ctx.Queue()
             ready = self.ctx.Barrier(3)
             go = self.ctx.Event()
-            procs = [self.ctx.Process(target=subscriber, args=(spec, n, "batch", ready, out)),
-                     self.ctx.Process(target=group_member, args=(spec, n, ready, out)),
-                     self.ctx.Process(target=producer, args=(spec, n, "batch", ready, go, out))]
+            procs = [
+                self.ctx.Process(target=subscriber, args=(spec, n, "batch", ready, out)),
+                self.ctx.Process(target=group_member, args=(spec, n, ready, out)),
+                self.ctx.Process(target=producer, args=(spec, n, "batch", ready, go, out)),
+            ]
             for p in procs:
                 p.start()
             go.set()
@@ -356,15 +405,22 @@ class Bench:
                 r = results[who]
                 if r[1] != n or r[3]:
                     raise SystemExit(f"g1: {who} got {r[1]} of {n}, {r[3]} bad/stale/uncommitted")
-            return results["subscriber"][1] / results["subscriber"][2], \
-                results["group"][1] / results["group"][2]
+            return results["subscriber"][1] / results["subscriber"][2], results["group"][
+                1
+            ] / results["group"][2]
+
         runs = [run() for _ in range(self.args.repeats)]
         plain = statistics.median(p for p, _ in runs)
         group = statistics.median(g for _, g in runs)
         ratio = statistics.median(p / g for p, g in runs)
         self.row("g1", "plain subscriber get_many(64), same run", plain, "rec/s")
-        self.row("g1", "group member get_many(64) + ack_many, at-least-once", group, "rec/s",
-                 f"(target >= 500,000); plain / group = {ratio:.2f} (target < 2)")
+        self.row(
+            "g1",
+            "group member get_many(64) + ack_many, at-least-once",
+            group,
+            "rec/s",
+            f"(target >= 500,000); plain / group = {ratio:.2f} (target < 2)",
+        )
         # the consumers' own cost, without the producer setting the pace:
         # both drain the same stored records, one after the other
         spec, t = self.new_topic(segment_bytes=256 * MIB)
@@ -381,13 +437,14 @@ class Bench:
             while got < n:
                 msgs = c.get_many(BATCH, timeout=10)
                 for m in msgs:
-                    m.data
+                    m.data  # noqa: B018  (touch the zero-copy view)
                 if group and c.ack_many(msgs):
                     raise SystemExit("g1: stale acks in replay")
                 got += len(msgs)
             rate = n / (time.perf_counter() - t0)
             c.close()
             return rate
+
         pairs = [(drain(False), drain(True)) for _ in range(self.args.repeats)]
         t.close()
         shutil.rmtree(os.path.join(spec["dir"], spec["name"]), ignore_errors=True)
@@ -395,8 +452,13 @@ class Bench:
         group = statistics.median(g for _, g in pairs)
         ratio = statistics.median(p / g for p, g in pairs)
         self.row("g1", "replay: plain subscriber drains get_many(64)", plain, "rec/s")
-        self.row("g1", "replay: group member drains get_many(64) + ack_many", group, "rec/s",
-                 f"plain / group = {ratio:.2f}: the group bookkeeping alone")
+        self.row(
+            "g1",
+            "replay: group member drains get_many(64) + ack_many",
+            group,
+            "rec/s",
+            f"plain / group = {ratio:.2f}: the group bookkeeping alone",
+        )
 
     def close(self):
         shutil.rmtree(self.root, ignore_errors=True)
@@ -413,11 +475,14 @@ def main(argv=None):
     args.repeats = args.repeats or (1 if args.quick else 3)
     scale = 1 if args.quick else 4
     b = Bench(args)
-    print(f"pyqmem topic benchmarks: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
-          f"median of {args.repeats}", flush=True)
+    print(
+        f"pyqmem topic benchmarks: {os.cpu_count()} cores, python {sys.version.split()[0]}, "
+        f"median of {args.repeats}",
+        flush=True,
+    )
     try:
         only = set(args.only.split(","))
-        if "t1" in only:   # enough records that one run lasts ~0.1 s or more
+        if "t1" in only:  # enough records that one run lasts ~0.1 s or more
             b.t1(250_000 * scale, 12_500 * scale)
         if "t2" in only:
             b.t2(BATCH * 10_000 * scale)

@@ -15,6 +15,8 @@ No broker, no daemon; a killed process never wedges the others.
     b'hello'
 """
 
+from . import _native  # noqa: F401  (the compiled core, configured; first)
+from .consumer import Consumer
 from .errors import (
     AlreadyExists,
     Closed,
@@ -27,9 +29,6 @@ from .errors import (
     QmemError,
     StaleAck,
 )
-
-from . import _native  # noqa: F401  (the compiled core, configured; first)
-from .consumer import Consumer
 from .group import GroupConsumer
 from .queue import Queue
 from .redrive import redrive

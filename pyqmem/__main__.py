@@ -1,7 +1,7 @@
 """``python -m pyqmem``: command-line tools.
 
-    python -m pyqmem redrive SOURCE [--dir DIR] [--dead-letter TOPIC] [--max N] [--wait S]
-        move SOURCE's dead-lettered records back to it (see pyqmem.redrive)
+python -m pyqmem redrive SOURCE [--dir DIR] [--dead-letter TOPIC] [--max N] [--wait S]
+    move SOURCE's dead-lettered records back to it (see pyqmem.redrive)
 """
 
 import argparse
@@ -16,15 +16,21 @@ def main(argv=None):
     rd.add_argument("--dir", default=None, help="topics folder (default: as pyqmem.Topic)")
     rd.add_argument("--dead-letter", default=None, help="dead-letter topic (default SOURCE.dlq)")
     rd.add_argument("--max", type=int, default=None, help="move at most this many")
-    rd.add_argument("--wait", type=float, default=0.0,
-                    help="seconds to wait for more once drained (default 0)")
+    rd.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for more once drained (default 0)"
+    )
     args = ap.parse_args(argv)
     from . import QmemError
     from .redrive import redrive
 
     try:
-        moved = redrive(args.source, dir=args.dir, dead_letter=args.dead_letter,
-                        max_records=args.max, timeout=args.wait)
+        moved = redrive(
+            args.source,
+            dir=args.dir,
+            dead_letter=args.dead_letter,
+            max_records=args.max,
+            timeout=args.wait,
+        )
     except (QmemError, ValueError, TypeError) as exc:
         print(f"pyqmem redrive: {exc}", file=sys.stderr)
         return 1

@@ -5,8 +5,15 @@ TypeError/ValueError a bad number or timeout raises."""
 import math
 import numbers
 
-__all__ = ["check_int", "check_timeout", "check_create", "check_segment_bytes",
-           "check_retention_bytes", "check_retention_seconds", "check_durability"]
+__all__ = [
+    "check_int",
+    "check_timeout",
+    "check_create",
+    "check_segment_bytes",
+    "check_retention_bytes",
+    "check_retention_seconds",
+    "check_durability",
+]
 
 SEGMENT_MIN = 64 * 1024
 SEGMENT_MAX = 4 * 2**30
@@ -30,11 +37,12 @@ def check_timeout(timeout):
         return None
     if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool):
         raise TypeError(f"timeout must be None or a number, not {type(timeout).__name__}")
-    if not timeout >= 0:
+    seconds = float(timeout)
+    if not seconds >= 0:
         raise ValueError("'timeout' must be a non-negative number")
-    if math.isinf(timeout):
+    if math.isinf(seconds):
         return None
-    return float(timeout)
+    return seconds
 
 
 def check_create(create):
@@ -59,7 +67,8 @@ def check_retention_seconds(value):
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"retention_seconds must be None or a number, not {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value) and value <= _RETENTION_SECONDS_MAX):
+    seconds = float(value)
+    if not (seconds > 0 and math.isfinite(seconds) and seconds <= _RETENTION_SECONDS_MAX):
         raise ValueError(f"retention_seconds must be positive and finite, got {value}")
 
 

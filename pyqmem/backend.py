@@ -25,8 +25,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional, Protocol, runtime_checkable
 
-__all__ = ["TopicConfig", "Start", "Backend", "TopicStore", "Sender", "SubscriberReader",
-           "GroupMember", "Message", "GroupOptions"]
+__all__ = [
+    "TopicConfig",
+    "Start",
+    "Backend",
+    "TopicStore",
+    "Sender",
+    "SubscriberReader",
+    "GroupMember",
+    "Message",
+    "GroupOptions",
+]
 
 
 class TopicConfig(NamedTuple):
@@ -36,7 +45,7 @@ class TopicConfig(NamedTuple):
     segment_bytes: int
     retention_bytes: Optional[int]
     retention_seconds: Optional[float]
-    durability: str          # "os" or "fsync"
+    durability: str  # "os" or "fsync"
 
 
 class Start(NamedTuple):
@@ -59,11 +68,11 @@ class Start(NamedTuple):
 class GroupOptions(NamedTuple):
     """How a member of a consumer group reads (validated by the policy layer)."""
 
-    start: Start                    # applies when the group is created
-    ordered: bool                   # one owner and one record in flight per partition
-    at_most_once: bool              # complete each record when it is claimed
-    visibility_timeout: float       # seconds a lease lasts
-    max_deliveries: Optional[int]   # None: never dead-letter
+    start: Start  # applies when the group is created
+    ordered: bool  # one owner and one record in flight per partition
+    at_most_once: bool  # complete each record when it is claimed
+    visibility_timeout: float  # seconds a lease lasts
+    max_deliveries: Optional[int]  # None: never dead-letter
     check_crcs: bool
 
 
@@ -94,8 +103,15 @@ class Sender(Protocol):
     given.  The Topic binds its methods to these, so they must behave
     exactly as the general path does."""
 
-    def send(self, value: Any, *, key: Any = None, headers: Any = None,
-             partition: Optional[int] = None, correlation_id: Optional[str] = None) -> Any: ...
+    def send(
+        self,
+        value: Any,
+        *,
+        key: Any = None,
+        headers: Any = None,
+        partition: Optional[int] = None,
+        correlation_id: Optional[str] = None,
+    ) -> Any: ...
     def send_many(self, values: Iterable[Any], *, key: Any = None) -> list: ...
     def round_robin(self) -> int: ...
     def close(self) -> None: ...
@@ -141,23 +157,44 @@ class TopicStore(Protocol):
     released by ``close()``, after which calls raise Closed."""
 
     config: TopicConfig
-    max_value: int           # the largest record value it takes, in bytes
-    location: str            # where it lives (a folder, a URL), for messages
+    max_value: int  # the largest record value it takes, in bytes
+    location: str  # where it lives (a folder, a URL), for messages
 
-    def append(self, partition: int, key: Optional[bytes], headers: bytes, value: Any,
-               timestamp_ns: int) -> int: ...
-    def append_many(self, partition: int, key: Optional[bytes], values: Sequence[Any],
-                    timestamp_ns: int) -> list: ...
-    def sender(self, *, round_robin_start: int, raw: bool,
-               general_send: Callable[[], Optional[Callable[..., Any]]],
-               general_send_many: Callable[[], Optional[Callable[..., Any]]]
-               ) -> Optional[Sender]: ...
-    def subscribe(self, partitions: Sequence[int], start: Start, *, serializer: Any, raw: bool,
-                  check_crcs: bool) -> SubscriberReader: ...
-    def join_group(self, group: str, partitions: Sequence[int], options: GroupOptions, *,
-                   serializer: Any, raw: bool, retry_delay: Callable[[int], float],
-                   error_text: Callable[[Any], str],
-                   dead_letter: Callable[[Any, list], None]) -> GroupMember: ...
+    def append(
+        self, partition: int, key: Optional[bytes], headers: bytes, value: Any, timestamp_ns: int
+    ) -> int: ...
+    def append_many(
+        self, partition: int, key: Optional[bytes], values: Sequence[Any], timestamp_ns: int
+    ) -> list: ...
+    def sender(
+        self,
+        *,
+        round_robin_start: int,
+        raw: bool,
+        general_send: Callable[[], Optional[Callable[..., Any]]],
+        general_send_many: Callable[[], Optional[Callable[..., Any]]],
+    ) -> Optional[Sender]: ...
+    def subscribe(
+        self,
+        partitions: Sequence[int],
+        start: Start,
+        *,
+        serializer: Any,
+        raw: bool,
+        check_crcs: bool,
+    ) -> SubscriberReader: ...
+    def join_group(
+        self,
+        group: str,
+        partitions: Sequence[int],
+        options: GroupOptions,
+        *,
+        serializer: Any,
+        raw: bool,
+        retry_delay: Callable[[int], float],
+        error_text: Callable[[Any], str],
+        dead_letter: Callable[[Any, list], None],
+    ) -> GroupMember: ...
     def bounds(self, partition: int) -> tuple: ...
     def partition_stats(self, partition: int) -> dict: ...
     def group_stats(self) -> dict: ...
@@ -170,8 +207,9 @@ class Backend(Protocol):
     re-attaches through its backend."""
 
     name: str
-    dir: Optional[str]       # the shared-memory backend's root folder; None elsewhere
+    dir: Optional[str]  # the shared-memory backend's root folder; None elsewhere
 
-    def open_topic(self, name: str, wanted: TopicConfig, *, grow_to: Optional[int],
-                   create: Optional[bool]) -> TopicStore: ...
+    def open_topic(
+        self, name: str, wanted: TopicConfig, *, grow_to: Optional[int], create: Optional[bool]
+    ) -> TopicStore: ...
     def topic_exists(self, name: str) -> bool: ...

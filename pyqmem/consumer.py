@@ -66,17 +66,19 @@ def _timestamp_ns(start):
         seconds = start["timestamp"]
         if not isinstance(seconds, numbers.Real) or isinstance(seconds, bool):
             raise TypeError(f"start timestamp must be a number, not {type(seconds).__name__}")
-        if not -9e9 < seconds < 9e9:
+        if not -9e9 < float(seconds) < 9e9:
             raise ValueError(f"start timestamp {seconds} is out of range")
-        return round(seconds * 1e9)
+        return round(float(seconds) * 1e9)
     return None
 
 
 def _check_start(start, partitions):
     if isinstance(start, str):
         if start not in ("earliest", "latest"):
-            raise ValueError(f'start must be "earliest", "latest", an offset, a dict or a '
-                             f"datetime, got {start!r}")
+            raise ValueError(
+                f'start must be "earliest", "latest", an offset, a dict or a '
+                f"datetime, got {start!r}"
+            )
     elif isinstance(start, int) and not isinstance(start, bool):
         _check_int("start offset", start, 0, _OFFSET_MAX)
     elif _timestamp_ns(start) is not None:
@@ -89,8 +91,16 @@ def _check_start(start, partitions):
         raise TypeError(f"start must be a str, int, dict or datetime, not {type(start).__name__}")
 
 
-def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_deliveries,
-                        dead_letter, ordered, partitions):
+def check_consumer_args(
+    topic_partitions,
+    start,
+    mode,
+    visibility_timeout,
+    max_deliveries,
+    dead_letter,
+    ordered,
+    partitions,
+):
     """Validate ``Topic.consumer`` arguments; return the partitions to read
     and where to start (a pyqmem.backend.Start)."""
     if not isinstance(mode, str):
@@ -98,24 +108,30 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     if not isinstance(visibility_timeout, numbers.Real) or isinstance(visibility_timeout, bool):
-        raise TypeError(f"visibility_timeout must be a number, not {type(visibility_timeout).__name__}")
-    if not 0 < visibility_timeout < 1e9:
-        raise ValueError(f"visibility_timeout must be in (0, 1e9) seconds, got {visibility_timeout}")
+        raise TypeError(
+            f"visibility_timeout must be a number, not {type(visibility_timeout).__name__}"
+        )
+    if not 0 < float(visibility_timeout) < 1e9:
+        raise ValueError(
+            f"visibility_timeout must be in (0, 1e9) seconds, got {visibility_timeout}"
+        )
     if max_deliveries is not None:
         _check_int("max_deliveries", max_deliveries, 1, 2**31 - 1)
     if isinstance(dead_letter, str):
         check_name(dead_letter, "dead_letter topic name")
     elif not isinstance(dead_letter, bool):
-        raise TypeError(f"dead_letter must be True, False or a topic name, not "
-                        f"{type(dead_letter).__name__}")
+        raise TypeError(
+            f"dead_letter must be True, False or a topic name, not {type(dead_letter).__name__}"
+        )
     if not isinstance(ordered, bool):
         raise TypeError(f"ordered must be True or False, not {type(ordered).__name__}")
     if partitions is None:
         chosen = list(range(topic_partitions))
     else:
         if isinstance(partitions, (str, bytes)) or not hasattr(partitions, "__iter__"):
-            raise TypeError(f"partitions must be None or an iterable of ints, not "
-                            f"{type(partitions).__name__}")
+            raise TypeError(
+                f"partitions must be None or an iterable of ints, not {type(partitions).__name__}"
+            )
         chosen = list(partitions)
         for k in chosen:
             _check_int("partition", k, 0, topic_partitions - 1)
@@ -127,7 +143,9 @@ def check_consumer_args(topic_partitions, start, mode, visibility_timeout, max_d
     if isinstance(start, Mapping) and _timestamp_ns(start) is None:
         unread = set(start) - set(chosen)
         if unread:
-            raise ValueError(f"start names partitions this consumer does not read: {sorted(unread)}")
+            raise ValueError(
+                f"start names partitions this consumer does not read: {sorted(unread)}"
+            )
     return chosen, _resolve_start(start)
 
 
@@ -145,7 +163,6 @@ def _resolve_start(start):
     return Start(default=start)
 
 
-
 def iterate(consumer):
     """``get()`` forever: the iteration of a consumer (independent or group
     member); ends when the consumer is closed meanwhile."""
@@ -158,6 +175,7 @@ def iterate(consumer):
             if consumer._closed:
                 return
             raise
+
 
 class Consumer:
     """Reads a topic's partitions; made by ``Topic.consumer()``.
@@ -174,8 +192,8 @@ class Consumer:
         self._reader = reader
         self._closed = False
         # the reader's get and get_many, bound: no Python frame of ours per call
-        self.get = reader.get
-        self.get_many = reader.get_many
+        self.get = reader.get  # type: ignore[method-assign]
+        self.get_many = reader.get_many  # type: ignore[method-assign]
 
     def get(self, timeout=None):
         """The next message, waiting up to `timeout` seconds (None: forever).

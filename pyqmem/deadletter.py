@@ -35,8 +35,18 @@ from typing import NamedTuple
 
 from .errors import CorruptError, MessageTooLarge, StaleAck
 
-__all__ = ["ERROR_MAX", "PREFIX", "OMITTED", "DeadLetterInfo", "DeadLetters",
-           "dead_letter_headers", "info", "omitted_headers", "original_headers", "error_text"]
+__all__ = [
+    "ERROR_MAX",
+    "PREFIX",
+    "OMITTED",
+    "DeadLetterInfo",
+    "DeadLetters",
+    "dead_letter_headers",
+    "info",
+    "omitted_headers",
+    "original_headers",
+    "error_text",
+]
 
 PREFIX = "dlq."
 OMITTED = PREFIX + "omitted"
@@ -53,7 +63,7 @@ class DeadLetterInfo(NamedTuple):
     offset: int
     delivery_count: int
     error: str
-    timestamp: int   # ns since the epoch
+    timestamp: int  # ns since the epoch
 
 
 def error_text(error):
@@ -71,8 +81,9 @@ def error_text(error):
     return text
 
 
-def dead_letter_headers(headers, *, topic, group, partition, offset, delivery_count,
-                        error=None, timestamp_ns=None):
+def dead_letter_headers(
+    headers, *, topic, group, partition, offset, delivery_count, error=None, timestamp_ns=None
+):
     """A new dict: the record's user `headers` (any earlier ``dlq.*`` ones
     dropped) plus the ``dlq.*`` headers for this dead-lettering."""
     out = original_headers(headers)
@@ -97,9 +108,11 @@ def omitted_headers(headers, msg, user_headers, error):
     out."""
     out = {k: v for k, v in headers.items() if k.startswith(PREFIX)}
     user = sum(len(k) + len(v) for k, v in user_headers.items())
-    text = (f"value of {len(msg.data)} bytes, key of {len(msg.key or b'')} bytes, "
-            f"{len(user_headers)} user headers ({user} bytes) and the correlation id "
-            f"did not fit the dead-letter topic: {error_text(error)}")
+    text = (
+        f"value of {len(msg.data)} bytes, key of {len(msg.key or b'')} bytes, "
+        f"{len(user_headers)} user headers ({user} bytes) and the correlation id "
+        f"did not fit the dead-letter topic: {error_text(error)}"
+    )
     out[OMITTED] = text.encode("utf-8")[:ERROR_MAX]
     return out
 
@@ -115,7 +128,7 @@ def info(headers):
     or malformed."""
     if not headers or PREFIX + "offset" not in headers:
         return None
-    values = {}
+    values: dict = {}
     for field in DeadLetterInfo._fields:
         raw = headers.get(PREFIX + field)
         if raw is None:
@@ -126,8 +139,10 @@ def info(headers):
             raise ValueError(f"dead-letter header {PREFIX + field!r} is not UTF-8") from None
         if field in _INT_FIELDS:
             if not text.isdigit() or not text.isascii():
-                raise ValueError(f"dead-letter header {PREFIX + field!r} is not a "
-                                 f"non-negative integer: {text[:40]!r}")
+                raise ValueError(
+                    f"dead-letter header {PREFIX + field!r} is not a "
+                    f"non-negative integer: {text[:40]!r}"
+                )
             values[field] = int(text)
         else:
             values[field] = text
@@ -169,7 +184,7 @@ class DeadLetters:
                 self._send(self._target(), m, member.errors.get(key))
             try:
                 m.ack()
-            except StaleAck:   # another member settled it meanwhile
+            except StaleAck:  # another member settled it meanwhile
                 continue
             member.errors.pop(key, None)
             member.count_dead_lettered(m.partition, 1)
@@ -177,21 +192,33 @@ class DeadLetters:
     def _send(self, dlq, m, error):
         try:
             user_headers, correlation_id = m.headers, m.correlation_id
-        except CorruptError as exc:   # a malformed header block: drop it, say so
+        except CorruptError as exc:  # a malformed header block: drop it, say so
             user_headers, correlation_id = {}, None
             error = error or exc
         headers = dead_letter_headers(
-            user_headers, topic=self._source, group=self._group, partition=m.partition,
-            offset=m.offset, delivery_count=max(1, m.delivery_count - 1), error=error)
+            user_headers,
+            topic=self._source,
+            group=self._group,
+            partition=m.partition,
+            offset=m.offset,
+            delivery_count=max(1, m.delivery_count - 1),
+            error=error,
+        )
         partition = m.partition % dlq.partitions
         try:
-            dlq.send(m.data, key=m.key, headers=headers, partition=partition,
-                     correlation_id=correlation_id)
+            dlq.send(
+                m.data,
+                key=m.key,
+                headers=headers,
+                partition=partition,
+                correlation_id=correlation_id,
+            )
         except MessageTooLarge as exc:
             # it does not fit the dead-letter topic (made by someone with
             # smaller segments, or the dlq.* headers tipped key + headers over)
-            dlq.send(b"", partition=partition,
-                     headers=omitted_headers(headers, m, user_headers, exc))
+            dlq.send(
+                b"", partition=partition, headers=omitted_headers(headers, m, user_headers, exc)
+            )
 
     def close(self):
         """Close the dead-letter topic if it was opened (idempotent)."""

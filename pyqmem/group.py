@@ -67,8 +67,7 @@ class GroupConsumer:
     context manager.
     """
 
-    def __init__(self, topic_name, name, topic_partitions, partitions, member, retry,
-                 dead_letters):
+    def __init__(self, topic_name, name, topic_partitions, partitions, member, retry, dead_letters):
         """`member`: the backend's pyqmem.backend.GroupMember, joined with
         `retry`'s delays and `dead_letters` (a pyqmem.deadletter.DeadLetters,
         closed with this consumer)."""
@@ -81,9 +80,9 @@ class GroupConsumer:
         self._dead_letters = dead_letters
         self._closed = False
         # the member's hot paths, bound: no Python frame of ours per call
-        self.get = member.get
-        self.get_many = member.get_many
-        self.ack_many = member.ack_many
+        self.get = member.get  # type: ignore[method-assign]
+        self.get_many = member.get_many  # type: ignore[method-assign]
+        self.ack_many = member.ack_many  # type: ignore[method-assign]
 
     def get(self, timeout=None):
         """The next message for this member, waiting up to `timeout` seconds
@@ -218,5 +217,7 @@ class GroupConsumer:
 
     def __repr__(self):
         state = " closed" if self._closed else ""
-        return (f"<pyqmem.GroupConsumer group={self._name!r} of {self._topic!r} "
-                f"partitions={self.partitions}{state}>")
+        return (
+            f"<pyqmem.GroupConsumer group={self._name!r} of {self._topic!r} "
+            f"partitions={self.partitions}{state}>"
+        )

@@ -38,12 +38,14 @@ def encode(headers, correlation_id, limit=None):
     encoding would exceed `limit` bytes, before a value is copied."""
     if headers is None:
         if correlation_id is None:
-            return b""   # the common case: no header block at all
+            return b""  # the common case: no header block at all
         headers = {}
     elif not isinstance(headers, Mapping):
         raise TypeError(f"headers must be a dict of str -> bytes, not {type(headers).__name__}")
     if correlation_id is not None and not isinstance(correlation_id, str):
-        raise TypeError(f"correlation_id must be a str or None, not {type(correlation_id).__name__}")
+        raise TypeError(
+            f"correlation_id must be a str or None, not {type(correlation_id).__name__}"
+        )
     items = []
     for name, value in headers.items():
         if not isinstance(name, str):
@@ -52,9 +54,11 @@ def encode(headers, correlation_id, limit=None):
             raise ValueError(f"header name {name!r}: names starting with 'qm.' are reserved")
         items.append((name, value))
     if correlation_id is not None:
-        if limit is not None and len(correlation_id) > limit:   # >= 1 UTF-8 byte a character
-            raise MessageTooLarge(f"correlation id of {len(correlation_id)} characters is larger "
-                                  f"than the limit of {limit} bytes left for the headers")
+        if limit is not None and len(correlation_id) > limit:  # >= 1 UTF-8 byte a character
+            raise MessageTooLarge(
+                f"correlation id of {len(correlation_id)} characters is larger "
+                f"than the limit of {limit} bytes left for the headers"
+            )
         items.append((CORRELATION_ID, correlation_id.encode("utf-8")))
     if not items:
         return b""
@@ -72,16 +76,22 @@ def encode(headers, correlation_id, limit=None):
             raise TypeError(
                 f"header {name!r}: values must be bytes-like, not {type(value).__name__}"
             ) from None
-        with view:   # sizes checked before the value is copied
+        with view:  # sizes checked before the value is copied
             size += _NAME_LEN.size + len(raw_name) + _VALUE_LEN.size + view.nbytes
             if limit is not None and size > limit:
                 raise MessageTooLarge(
                     f"headers of at least {size} bytes are larger than the limit of {limit} "
-                    "bytes left for them (a topic's segment_bytes // 4 for key and headers)")
+                    "bytes left for them (a topic's segment_bytes // 4 for key and headers)"
+                )
             if view.nbytes > _U32_MAX:
                 raise ValueError(f"header {name!r}: value of {view.nbytes} bytes is too long")
             raw_value = view.tobytes()
-        parts += (_NAME_LEN.pack(len(raw_name)), raw_name, _VALUE_LEN.pack(len(raw_value)), raw_value)
+        parts += (
+            _NAME_LEN.pack(len(raw_name)),
+            raw_name,
+            _VALUE_LEN.pack(len(raw_value)),
+            raw_value,
+        )
     return b"".join(parts)
 
 

@@ -54,7 +54,7 @@ def key_bytes(key, limit=None):
     before the key is encoded or copied (a bytes-like key may claim far more
     memory than there is, e.g. a sparse mapping)."""
     if isinstance(key, str):
-        if limit is not None and len(key) > limit:   # UTF-8 has at least one byte per character
+        if limit is not None and len(key) > limit:  # UTF-8 has at least one byte per character
             raise _key_too_large(len(key), limit)
         raw = key.encode("utf-8")
     elif isinstance(key, bytes):
@@ -63,7 +63,9 @@ def key_bytes(key, limit=None):
         try:
             view = memoryview(key)
         except TypeError:
-            raise TypeError(f"key must be str, bytes-like or None, not {type(key).__name__}") from None
+            raise TypeError(
+                f"key must be str, bytes-like or None, not {type(key).__name__}"
+            ) from None
         with view:
             if limit is not None and view.nbytes > limit:
                 raise _key_too_large(view.nbytes, limit)
@@ -74,8 +76,10 @@ def key_bytes(key, limit=None):
 
 
 def _key_too_large(size, limit):
-    return MessageTooLarge(f"key of {size} bytes is larger than the limit of {limit} bytes "
-                           "for key and headers together (a topic's segment_bytes // 4)")
+    return MessageTooLarge(
+        f"key of {size} bytes is larger than the limit of {limit} bytes "
+        "for key and headers together (a topic's segment_bytes // 4)"
+    )
 
 
 def partition_for_key(key, partitions):

@@ -35,7 +35,7 @@ def _deadline(block, timeout):
     if timeout is None:
         return _core.FOREVER
     kind = type(timeout)
-    if (kind is float or kind is int) and 0 <= timeout < 1e9:   # the common case, fast
+    if (kind is float or kind is int) and 0 <= timeout < 1e9:  # the common case, fast
         return _core.now_ns() + int(timeout * 1e9)
     return _core.deadline_ns(check_timeout(timeout))
 
@@ -50,11 +50,13 @@ def _stall_ns(stall_timeout):
     if stall_timeout is None:
         return 0
     if isinstance(stall_timeout, bool) or not isinstance(stall_timeout, (int, float)):
-        raise TypeError(f"stall_timeout must be a number of seconds or None, "
-                        f"not {type(stall_timeout).__name__}")
-    if not 0 <= stall_timeout <= 86400 * 365:   # NaN fails both comparisons
-        raise ValueError(f"stall_timeout must be between 0 and one year (seconds), "
-                         f"got {stall_timeout!r}")
+        raise TypeError(
+            f"stall_timeout must be a number of seconds or None, not {type(stall_timeout).__name__}"
+        )
+    if not 0 <= stall_timeout <= 86400 * 365:  # NaN fails both comparisons
+        raise ValueError(
+            f"stall_timeout must be between 0 and one year (seconds), got {stall_timeout!r}"
+        )
     return int(stall_timeout * 1e9)
 
 
@@ -81,8 +83,16 @@ class Queue:
       for the producer however long it takes.
     """
 
-    def __init__(self, name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle", create=None,
-                 stall_timeout=5.0):
+    def __init__(
+        self,
+        name,
+        *,
+        capacity=16 * 2**20,
+        maxsize=0,
+        serializer="pickle",
+        create=None,
+        stall_timeout=5.0,
+    ):
         check_name(name, "queue name")
         _check_int("capacity", capacity, 4096, 2**40)
         _check_int("maxsize", maxsize, 0, 2**63 - 1)
@@ -98,7 +108,7 @@ class Queue:
         self._origin = _core.Ring.open(name, _MODES[create], capacity, maxsize)
         self._origin.set_stall_timeout(stall_ns)
         self._stall_timeout = stall_timeout
-        self._others = weakref.WeakSet()
+        self._others: weakref.WeakSet = weakref.WeakSet()
         self._local = threading.local()
         self._local.ring = self._origin
         self._capacity = self._origin.capacity
@@ -107,7 +117,7 @@ class Queue:
 
     def _ring(self):
         """This thread's handle."""
-        local = self._local.__dict__   # a dict lookup is the cheapest way in
+        local = self._local.__dict__  # a dict lookup is the cheapest way in
         if "ring" in local:
             return local["ring"]
         with self._lock:
@@ -151,7 +161,7 @@ class Queue:
         deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
         if self._raw and type(obj) is bytes:
-            ring.put(obj, deadline)   # the core refuses an oversize one before copying
+            ring.put(obj, deadline)  # the core refuses an oversize one before copying
         else:
             ring.put(self._serializer.encode(obj, self._max_message), deadline)
 
@@ -167,7 +177,7 @@ class Queue:
         ring = self._ring()
         if self._raw:
             records = objs if type(objs) is list else list(objs)
-            try:   # bytes-like objects go straight to the ring (it checks every size first)
+            try:  # bytes-like objects go straight to the ring (it checks every size first)
                 ring.put_many(records, deadline)
                 return
             except (BufferError, ValueError) as exc:

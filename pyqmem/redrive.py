@@ -26,8 +26,7 @@ from .topic import Topic
 __all__ = ["redrive"]
 
 
-def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0,
-            backend=None):
+def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0, backend=None):
     """Send the records of `source`'s dead-letter topic (``"<source>.dlq"``,
     or the topic named by `dead_letter`) back to `source`; returns how many
     were sent.
@@ -39,14 +38,15 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     topic is opened (so is the progress group's name: a `source` of more than
     120 characters has none and is ValueError).  `dir` or `backend`: where
     the topics live, as for Topic."""
-    if max_records is not None and (isinstance(max_records, bool)
-                                    or not isinstance(max_records, int)):
+    if max_records is not None and (
+        isinstance(max_records, bool) or not isinstance(max_records, int)
+    ):
         raise TypeError(f"max_records must be an int or None, not {type(max_records).__name__}")
     if max_records is not None and max_records < 0:
         raise ValueError(f"max_records must be >= 0, not {max_records}")
     if dead_letter is not None and not isinstance(dead_letter, str):
         raise TypeError(f"dead_letter must be a topic name, not {type(dead_letter).__name__}")
-    check_name(source, "topic name")   # every name, before anything is opened
+    check_name(source, "topic name")  # every name, before anything is opened
     dlq_name = f"{source}.dlq" if dead_letter is None else dead_letter
     check_name(dlq_name, "dead-letter topic name")
     check_name(f"{source}.redrive", "redrive group name (source + '.redrive')")
@@ -55,8 +55,9 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
     try:
         dlq = Topic(dlq_name, backend=src.backend, create=False)
         try:
-            consumer = dlq.consumer(group=f"{source}.redrive", start="earliest",
-                                    max_deliveries=None, dead_letter=False)
+            consumer = dlq.consumer(
+                group=f"{source}.redrive", start="earliest", max_deliveries=None, dead_letter=False
+            )
             with consumer:
                 while max_records is None or moved < max_records:
                     try:
@@ -65,17 +66,21 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
                         break
                     info = _deadletter.info(msg.headers)
                     if info is not None and info.topic != source:
-                        msg.ack()          # another source's record: not ours to move
+                        msg.ack()  # another source's record: not ours to move
                         continue
                     if _deadletter.OMITTED in msg.headers:
-                        msg.ack()          # a stand-in without its payload: nothing to move
+                        msg.ack()  # a stand-in without its payload: nothing to move
                         continue
                     partition = None
                     if info is not None and info.partition < src.partitions:
                         partition = info.partition
-                    src.send(bytes(msg.data), key=msg.key, partition=partition,
-                             headers=_deadletter.original_headers(msg.headers) or None,
-                             correlation_id=msg.correlation_id)
+                    src.send(
+                        bytes(msg.data),
+                        key=msg.key,
+                        partition=partition,
+                        headers=_deadletter.original_headers(msg.headers) or None,
+                        correlation_id=msg.correlation_id,
+                    )
                     msg.ack()
                     moved += 1
         finally:

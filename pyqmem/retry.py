@@ -25,8 +25,9 @@ def _seconds(name, value, allow_zero=True):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, "
-                         f"not {value!r}")
+        raise ValueError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, not {value!r}"
+        )
     return float(value)
 
 
@@ -86,13 +87,19 @@ class RetryPolicy:
         return self._rng.uniform(base * (1.0 - self.jitter), base)
 
     def __repr__(self):
-        return (f"RetryPolicy(initial={self.initial!r}, multiplier={self.multiplier!r}, "
-                f"maximum={self.maximum!r}, jitter={self.jitter!r})")
+        return (
+            f"RetryPolicy(initial={self.initial!r}, multiplier={self.multiplier!r}, "
+            f"maximum={self.maximum!r}, jitter={self.jitter!r})"
+        )
 
     def __eq__(self, other):
         if not isinstance(other, RetryPolicy):
             return NotImplemented
         return (self.initial, self.multiplier, self.maximum, self.jitter) == (
-            other.initial, other.multiplier, other.maximum, other.jitter)
+            other.initial,
+            other.multiplier,
+            other.maximum,
+            other.jitter,
+        )
 
-    __hash__ = None
+    __hash__ = None  # type: ignore[assignment]

@@ -75,7 +75,7 @@ def _check_buffer_size(obj, kind, limit):
         if len(_NO_BUFFER) < _NO_BUFFER_MAX:
             _NO_BUFFER.add(kind)
         return
-    except BufferError:   # exports no buffer now (e.g. a released one): pickle decides
+    except BufferError:  # exports no buffer now (e.g. a released one): pickle decides
         return
     with view:
         if view.nbytes > limit:
@@ -100,7 +100,7 @@ class PickleSerializer:
                 raise _too_large(nbytes, limit)
         elif kind not in _NO_BUFFER:
             _check_buffer_size(obj, kind, limit)
-        buffers = []
+        buffers: list = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
             if len(data) > limit:
@@ -131,9 +131,7 @@ class PickleSerializer:
             return obj
         if tag == _TAG_OUT_OF_BAND:
             return _load_frame(obj)
-        raise CorruptError(
-            f"record does not start with a pickle serializer tag (first byte {tag})"
-        )
+        raise CorruptError(f"record does not start with a pickle serializer tag (first byte {tag})")
 
     def decode_view(self, view):
         """The object of a whole record.  Out-of-band buffers are copied

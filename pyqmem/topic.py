@@ -39,11 +39,18 @@ import random
 import threading
 import time
 import weakref
+from typing import Union
 
-from ._args import (check_create, check_durability, check_int, check_retention_bytes,
-                    check_retention_seconds, check_segment_bytes)
-from ._native import _core
 from . import headers as _headers
+from ._args import (
+    check_create,
+    check_durability,
+    check_int,
+    check_retention_bytes,
+    check_retention_seconds,
+    check_segment_bytes,
+)
+from ._native import _core
 from .backend import GroupOptions, TopicConfig
 from .consumer import Consumer, check_consumer_args
 from .deadletter import DeadLetters, error_text
@@ -58,7 +65,7 @@ from .shm import SharedMemory
 __all__ = ["Topic", "RecordMetadata", "Message", "resolve_backend"]
 
 MAX_PARTITIONS = 128
-_DLQ_SEGMENT_BYTES = 64 * 2**20   # the default segment size
+_DLQ_SEGMENT_BYTES = 64 * 2**20  # the default segment size
 
 # Where ``send`` put a record: partition, offset, timestamp (float seconds
 # since the epoch, UTC), id (f"{partition}-{offset}", unique within the
@@ -79,12 +86,15 @@ def resolve_backend(backend, dir):
     if backend is None:
         return SharedMemory(dir)
     if dir is not None:
-        raise ValueError("dir is the shared-memory backend's argument: give dir or backend, "
-                         "not both")
+        raise ValueError(
+            "dir is the shared-memory backend's argument: give dir or backend, not both"
+        )
     for attr in ("open_topic", "topic_exists"):
         if not callable(getattr(backend, attr, None)):
-            raise TypeError(f"backend must be None or a pyqmem backend (with {attr}()), not "
-                            f"{type(backend).__name__}")
+            raise TypeError(
+                f"backend must be None or a pyqmem backend (with {attr}()), not "
+                f"{type(backend).__name__}"
+            )
     return backend
 
 
@@ -122,9 +132,20 @@ class Topic:
     The configuration of an existing topic wins over these arguments.
     """
 
-    def __init__(self, name, *, partitions=None, dir=None, segment_bytes=64 * 2**20,
-                 retention_bytes=None, retention_seconds=None, durability="os",
-                 serializer=None, create=None, backend=None):
+    def __init__(
+        self,
+        name,
+        *,
+        partitions=None,
+        dir=None,
+        segment_bytes=64 * 2**20,
+        retention_bytes=None,
+        retention_seconds=None,
+        durability="os",
+        serializer=None,
+        create=None,
+        backend=None,
+    ):
         check_name(name, "topic name")
         if partitions is not None:
             check_int("partitions", partitions, 1, MAX_PARTITIONS)
@@ -140,9 +161,10 @@ class Topic:
         self._name = name
         self._lock = threading.Lock()
         self._closed = False
-        self._consumers = weakref.WeakSet()
-        wanted = TopicConfig(partitions or 1, segment_bytes, retention_bytes, retention_seconds,
-                             durability)
+        self._consumers: weakref.WeakSet = weakref.WeakSet()
+        wanted = TopicConfig(
+            partitions or 1, segment_bytes, retention_bytes, retention_seconds, durability
+        )
         self._store = backend.open_topic(name, wanted, grow_to=partitions, create=create)
         self._config = self._store.config
         self._max_value = self._store.max_value
@@ -152,12 +174,15 @@ class Topic:
         # holds weakly so a dropped Topic frees its handles at once
         rr = random.randrange(self._config.partitions)
         self._sender = self._store.sender(
-            round_robin_start=rr, raw=self._raw, general_send=weakref.WeakMethod(self._send),
-            general_send_many=weakref.WeakMethod(self._send_many))
+            round_robin_start=rr,
+            raw=self._raw,
+            general_send=weakref.WeakMethod(self._send),
+            general_send_many=weakref.WeakMethod(self._send_many),
+        )
         if self._sender is not None:
             self._round_robin = self._sender.round_robin
-            self.send = self._sender.send
-            self.send_many = self._sender.send_many
+            self.send = self._sender.send  # type: ignore[method-assign]
+            self.send_many = self._sender.send_many  # type: ignore[method-assign]
         else:
             counter = iter(range(rr, 2**63))
             self._round_robin = lambda: next(counter) % self._config.partitions
@@ -263,12 +288,12 @@ class Topic:
 
     def _send(self, value, key, headers, partition, correlation_id):
         """send() in general."""
-        limit = self._max_value // 2   # key and headers: segment_bytes // 4
+        limit = self._max_value // 2  # key and headers: segment_bytes // 4
         raw_key = None if key is None else key_bytes(key, limit)
         p = self._partition(partition, raw_key)
         head = _headers.encode(headers, correlation_id, limit - len(raw_key or b""))
         if self._raw and type(value) is bytes and len(value) <= self._max_value:
-            return self._append(p, raw_key, head, value)   # nothing to encode or check
+            return self._append(p, raw_key, head, value)  # nothing to encode or check
         return self._append(p, raw_key, head, self._encode(value))
 
     def _send_many(self, values, key):
@@ -276,14 +301,14 @@ class Topic:
         raw_key = None if key is None else key_bytes(key, self._max_value // 2)
         limit = self._max_value
         if self._raw and all(type(v) is bytes and len(v) <= limit for v in values):
-            records = values   # nothing to encode or check
+            records = values  # nothing to encode or check
         else:
             records = [self._encode(value) for value in values]
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
         # one batch per partition, each in order (round-robin or by key)
         parts = [self._partition(None, raw_key) for _ in records]
-        batches = {}
+        batches: dict = {}
         for i, p in enumerate(parts):
             batches.setdefault(p, []).append(i)
         now = time.time_ns()
@@ -296,9 +321,20 @@ class Topic:
         return [RecordMetadata(p, off, ts, None) for p, off in zip(parts, offsets)]
 
     # ----- consuming --------------------------------------------------------
-    def consumer(self, group=None, *, start="earliest", mode="at_least_once",
-                 visibility_timeout=30.0, max_deliveries=5, dead_letter=True, ordered=False,
-                 partitions=None, retry=None, check_crcs=True):
+    def consumer(
+        self,
+        group=None,
+        *,
+        start="earliest",
+        mode="at_least_once",
+        visibility_timeout=30.0,
+        max_deliveries=5,
+        dead_letter=True,
+        ordered=False,
+        partitions=None,
+        retry=None,
+        check_crcs=True,
+    ):
         """A Consumer of this topic (see pyqmem.consumer), or with `group` a
         member of that consumer group (a GroupConsumer, see pyqmem.group and
         docs/design/group-consumer.md).
@@ -319,13 +355,21 @@ class Topic:
         if group is not None:
             check_name(group, "group name")
         chosen, begin = check_consumer_args(
-            self._config.partitions, start, mode, visibility_timeout, max_deliveries,
-            dead_letter, ordered, partitions)
+            self._config.partitions,
+            start,
+            mode,
+            visibility_timeout,
+            max_deliveries,
+            dead_letter,
+            ordered,
+            partitions,
+        )
         if retry is None:
             retry = RetryPolicy()
         elif not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be None or a pyqmem.RetryPolicy, not "
-                            f"{type(retry).__name__}")
+            raise TypeError(
+                f"retry must be None or a pyqmem.RetryPolicy, not {type(retry).__name__}"
+            )
         if not isinstance(check_crcs, bool):
             raise TypeError(f"check_crcs must be True or False, not {type(check_crcs).__name__}")
         if group is not None and dead_letter is True:
@@ -333,26 +377,44 @@ class Topic:
         with self._lock:
             if self._closed:
                 raise Closed(f"topic {self._name!r} is closed")
+        consumer: Union[Consumer, GroupConsumer]
         if group is None:
-            consumer = Consumer(self._name, chosen, self._store.subscribe(
-                chosen, begin, serializer=self._serializer, raw=self._raw,
-                check_crcs=check_crcs))
+            consumer = Consumer(
+                self._name,
+                chosen,
+                self._store.subscribe(
+                    chosen, begin, serializer=self._serializer, raw=self._raw, check_crcs=check_crcs
+                ),
+            )
         else:
-            options = GroupOptions(begin, ordered, mode == "at_most_once",
-                                   float(visibility_timeout), max_deliveries, check_crcs)
+            options = GroupOptions(
+                begin,
+                ordered,
+                mode == "at_most_once",
+                float(visibility_timeout),
+                max_deliveries,
+                check_crcs,
+            )
             dead_letters = self._dead_letters(group, dead_letter)
             try:
                 member = self._store.join_group(
-                    group, chosen, options, serializer=self._serializer, raw=self._raw,
-                    retry_delay=retry.delay, error_text=error_text,
-                    dead_letter=dead_letters.publish)
+                    group,
+                    chosen,
+                    options,
+                    serializer=self._serializer,
+                    raw=self._raw,
+                    retry_delay=retry.delay,
+                    error_text=error_text,
+                    dead_letter=dead_letters.publish,
+                )
             except BaseException:
                 dead_letters.close()
                 raise
-            consumer = GroupConsumer(self._name, group, self._config.partitions, chosen, member,
-                                     retry, dead_letters)
+            consumer = GroupConsumer(
+                self._name, group, self._config.partitions, chosen, member, retry, dead_letters
+            )
         with self._lock:
-            if self._closed:   # closed meanwhile: do not leak the consumer
+            if self._closed:  # closed meanwhile: do not leak the consumer
                 consumer.close()
                 raise Closed(f"topic {self._name!r} is closed")
             self._consumers.add(consumer)
@@ -371,10 +433,16 @@ class Topic:
 
         def open_topic():
             try:
-                return Topic(name, backend=backend, partitions=partitions,
-                             segment_bytes=segment_bytes, create=True)
+                return Topic(
+                    name,
+                    backend=backend,
+                    partitions=partitions,
+                    segment_bytes=segment_bytes,
+                    create=True,
+                )
             except AlreadyExists:
                 return Topic(name, backend=backend, create=False)
+
         return DeadLetters(self._name, group, open_topic)
 
     # ----- state ------------------------------------------------------------
@@ -432,5 +500,7 @@ class Topic:
 
     def __repr__(self):
         state = " closed" if self._closed else ""
-        return (f"<pyqmem.Topic {self._name!r} at {self._store.location!r} "
-                f"partitions={self._config.partitions}{state}>")
+        return (
+            f"<pyqmem.Topic {self._name!r} at {self._store.location!r} "
+            f"partitions={self._config.partitions}{state}>"
+        )

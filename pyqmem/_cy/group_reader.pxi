@@ -1,6 +1,7 @@
 # GroupReader: the hot paths of a consumer group member.
 # Included by pyqmem/_core.pyx (one extension module; see the order there).
 
+@cython.final
 @cython.auto_pickle(False)
 cdef class GroupReader:
     """The hot paths of ``pyqmem.group.GroupConsumer``, held by it (its

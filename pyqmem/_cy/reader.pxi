@@ -5,6 +5,7 @@ cdef enum:
     _SPIN_ROUNDS = 256   # NOWAIT rounds over a multi-partition consumer before sleeping
 
 
+@cython.final
 @cython.auto_pickle(False)
 cdef class TopicReader:
     """The hot paths of ``pyqmem.Consumer``, held by it (its ``get`` and

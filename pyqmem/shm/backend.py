@@ -17,7 +17,7 @@ class SharedMemory:
     name = "shm"
 
     def __init__(self, dir=None):
-        dir_argument(dir)   # TypeError/ValueError now, before anything is touched
+        dir_argument(dir)  # TypeError/ValueError now, before anything is touched
         self._dir = None if dir is None else os.path.abspath(os.fspath(dir))
 
     @property
@@ -27,7 +27,7 @@ class SharedMemory:
 
     def open_topic(self, name, wanted, *, grow_to, create):
         store = ShmTopicStore(self._dir, name, wanted, grow_to, create)
-        store.backend = SharedMemory(store.dir)   # finds the same topic from any process
+        store.backend = SharedMemory(store.dir)  # finds the same topic from any process
         return store
 
     def topic_exists(self, name):

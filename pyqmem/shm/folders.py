@@ -34,18 +34,35 @@ import json
 import os
 import stat
 
-from .._args import (check_durability, check_int, check_retention_bytes,
-                     check_retention_seconds, check_segment_bytes)
+from .._args import (
+    check_durability,
+    check_int,
+    check_retention_bytes,
+    check_retention_seconds,
+    check_segment_bytes,
+)
 from .._native import _core
 from ..backend import TopicConfig
 from ..errors import CorruptError, IncompatibleError
 
-__all__ = ["FORMAT", "MAX_PARTITIONS", "META", "META_TMP", "dir_argument", "check_private",
-           "root", "open_private", "read_meta", "write_meta", "MetaLock", "partition_path",
-           "log_args"]
+__all__ = [
+    "FORMAT",
+    "MAX_PARTITIONS",
+    "META",
+    "META_TMP",
+    "dir_argument",
+    "check_private",
+    "root",
+    "open_private",
+    "read_meta",
+    "write_meta",
+    "MetaLock",
+    "partition_path",
+    "log_args",
+]
 
 FORMAT = 1
-MAX_PARTITIONS = 128     # the C core waits on at most 128 logs at once
+MAX_PARTITIONS = 128  # the C core waits on at most 128 logs at once
 META = "topic.json"
 META_TMP = ".topic.json.tmp"
 _LOCK = ".lock"
@@ -57,8 +74,12 @@ def log_args(config):
     retention_ns = 0
     if config.retention_seconds is not None:
         retention_ns = max(1, min(round(config.retention_seconds * 1e9), 2**63 - 1))
-    return (config.segment_bytes, config.retention_bytes or 0, retention_ns,
-            _DURABILITY[config.durability])
+    return (
+        config.segment_bytes,
+        config.retention_bytes or 0,
+        retention_ns,
+        _DURABILITY[config.durability],
+    )
 
 
 def dir_argument(dir):
@@ -115,8 +136,11 @@ def open_private(path, flags):
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise PermissionError(errno.EPERM, "object is not private to this user "
-                                  "(refusing to follow a symlink)", path) from None
+            raise PermissionError(
+                errno.EPERM,
+                "object is not private to this user (refusing to follow a symlink)",
+                path,
+            ) from None
         raise
     st = os.fstat(fd)
     reason = None
@@ -179,7 +203,7 @@ def write_meta(folder, config):
     entry in its parent too: a topic whose records were fsynced must not
     lose its folder on power loss)."""
     tmp = os.path.join(folder, META_TMP)
-    try:   # a leftover of a writer that died (or a planted link): never write through it
+    try:  # a leftover of a writer that died (or a planted link): never write through it
         os.unlink(tmp)
     except FileNotFoundError:
         pass
@@ -209,7 +233,7 @@ class MetaLock:
         return self
 
     def __exit__(self, *exc_info):
-        os.close(self._fd)   # releases the lock
+        os.close(self._fd)  # releases the lock
 
 
 def partition_path(folder, k):

@@ -13,6 +13,7 @@ writer died (a gap) or that retention removed is completed silently.
 import errno
 import os
 import time
+from typing import Any
 
 from .._native import _core
 from ..errors import NotFound, QmemError
@@ -44,7 +45,7 @@ def group_stats(group, ends):
 
 def topic_group_stats(folder, ends):
     """group_stats of every group file in the topic folder `folder`, by name."""
-    out = {}
+    out: dict = {}
     try:
         names = sorted(os.listdir(os.path.join(folder, _GROUPS_DIR)))
     except FileNotFoundError:
@@ -52,10 +53,10 @@ def topic_group_stats(folder, ends):
     for entry in names:
         if not entry.endswith(_SUFFIX):
             continue
-        name = entry[:-len(_SUFFIX)]
+        name = entry[: -len(_SUFFIX)]
         try:
             group = _core.Group.open(folder, name, _core.OPEN_ONLY)
-        except (NotFound, ValueError):   # removed meanwhile, or not a group name
+        except (NotFound, ValueError):  # removed meanwhile, or not a group name
             continue
         except (OSError, QmemError) as exc:
             if _being_created(exc):
@@ -73,14 +74,28 @@ def _being_created(exc):
     writing: QM_ENOTREADY, or the empty file before it is sized (EINVAL)."""
     if isinstance(exc, NotFound):
         return False
-    if type(exc) is QmemError:   # QM_ENOTREADY, not e.g. a full member table
+    if type(exc) is QmemError:  # QM_ENOTREADY, not e.g. a full member table
         return getattr(exc, "status", None) == _core.ENOTREADY
     return type(exc) is OSError and exc.errno == errno.EINVAL
 
 
 class ShmGroupMember:
-    def __init__(self, topic_name, folder, topic_partitions, chosen, log_args, serializer, raw,
-                 name, options, *, retry_delay, error_text, dead_letter):
+    def __init__(
+        self,
+        topic_name,
+        folder,
+        topic_partitions,
+        chosen,
+        log_args,
+        serializer,
+        raw,
+        name,
+        options,
+        *,
+        retry_delay,
+        error_text,
+        dead_letter,
+    ):
         """`chosen`: the partitions to claim from, in the order to try them;
         `options`: a pyqmem.backend.GroupOptions."""
         self._folder = folder
@@ -88,27 +103,42 @@ class ShmGroupMember:
         self._nparts = topic_partitions
         self._log_args = log_args
         self._logs = {}
-        self._group = None
-        self._reader = None
+        self._group: Any = None
+        self._reader: Any = None
         try:
             for k in chosen:
-                self._logs[k] = _core.Log.open(partition_path(folder, k), _core.OPEN_ONLY,
-                                               *log_args)
+                self._logs[k] = _core.Log.open(
+                    partition_path(folder, k), _core.OPEN_ONLY, *log_args
+                )
             group = self._group = self._open_group(options.start, options.ordered)
             if group.partitions < topic_partitions:
                 raise ValueError(
                     f"consumer group {name!r} holds {group.partitions} partitions but topic "
                     f"{topic_name!r} has {topic_partitions}: a group file's partition count is "
-                    "fixed when it is created")
+                    "fixed when it is created"
+                )
             stored = bool(group.flags & _core.GROUP_ORDERED)
             if stored != options.ordered:
-                raise ValueError(f"consumer group {name!r} was created with ordered={stored}; "
-                                 f"it cannot be opened with ordered={options.ordered}")
+                raise ValueError(
+                    f"consumer group {name!r} was created with ordered={stored}; "
+                    f"it cannot be opened with ordered={options.ordered}"
+                )
             self._reader = _core.GroupReader(
-                topic_name, group, list(chosen), [self._logs[k] for k in chosen], serializer,
-                raw, float(options.visibility_timeout), options.at_most_once, options.ordered,
-                options.max_deliveries or 0, options.check_crcs, retry_delay=retry_delay,
-                error_text=error_text, dead_letter=dead_letter)
+                topic_name,
+                group,
+                list(chosen),
+                [self._logs[k] for k in chosen],
+                serializer,
+                raw,
+                float(options.visibility_timeout),
+                options.at_most_once,
+                options.ordered,
+                options.max_deliveries or 0,
+                options.check_crcs,
+                retry_delay=retry_delay,
+                error_text=error_text,
+                dead_letter=dead_letter,
+            )
         except BaseException:
             self.close()
             raise
@@ -152,24 +182,13 @@ class ShmGroupMember:
                         raise
                 if starts is None:
                     starts = self._start_offsets(start)
-                return _core.Group.open(self._folder, self._name, _core.OPEN_OR_CREATE,
-                                        self._nparts, 0, flags, starts)
+                return _core.Group.open(
+                    self._folder, self._name, _core.OPEN_OR_CREATE, self._nparts, 0, flags, starts
+                )
             except (OSError, QmemError) as exc:
                 if not _being_created(exc) or time.monotonic() > give_up:
                     raise
             time.sleep(0.005)
-
-    def _with_log(self, k, fn):
-        """fn(log) with a handle on partition k (this consumer's, or a
-        temporary one for a partition it does not read)."""
-        log = self._logs.get(k)
-        if log is not None:
-            return fn(log)
-        log = _core.Log.open(partition_path(self._folder, k), _core.OPEN_ONLY, *self._log_args)
-        try:
-            return fn(log)
-        finally:
-            log.close()
 
     def _with_log(self, k, fn):
         """fn(log) with a handle on partition k (this member's, or a
@@ -185,6 +204,7 @@ class ShmGroupMember:
 
     def _start_offsets(self, start):
         """Each partition's first offset for a new group."""
+
         def first(k, log):
             lo, hi = log.bounds()
             if start.latest:
@@ -207,8 +227,11 @@ class ShmGroupMember:
 
     def lag(self):
         def lags():
-            return {k: max(0, log.bounds()[1] - self._group.partition_stats(k)["committed"])
-                    for k, log in self._logs.items()}
+            return {
+                k: max(0, log.bounds()[1] - self._group.partition_stats(k)["committed"])
+                for k, log in self._logs.items()
+            }
+
         return self._locked(lags)
 
     def seek(self, partition, offset):
@@ -216,11 +239,15 @@ class ShmGroupMember:
             lo, hi = self._with_log(partition, lambda log: log.bounds())
             self._group.seek(partition, min(max(offset, lo), hi))
             self._reader.after_seek(partition)
+
         self._locked(do)
 
     def stats(self):
-        return self._locked(lambda: group_stats(
-            self._group, lambda k: self._with_log(k, lambda log: log.bounds()[1])))
+        return self._locked(
+            lambda: group_stats(
+                self._group, lambda k: self._with_log(k, lambda log: log.bounds()[1])
+            )
+        )
 
     def close(self):
         """Leave the group: this member's leases go back at once."""

@@ -20,19 +20,37 @@ import re
 import shutil
 import threading
 import weakref
+from typing import Any
 
 from .._native import _core
 from ..errors import AlreadyExists, Closed, CorruptError, NotFound
-from .folders import (META, META_TMP, MetaLock, check_private, log_args, partition_path,
-                      read_meta, root, write_meta)
+from .folders import (
+    META,
+    META_TMP,
+    MetaLock,
+    check_private,
+    log_args,
+    partition_path,
+    read_meta,
+    root,
+    write_meta,
+)
 from .group_member import ShmGroupMember, topic_group_stats
 from .subscriber import ShmSubscriber
 
 __all__ = ["ShmTopicStore"]
 
 _PARTITION_DIR = re.compile(r"p[0-9]+")
-_STATS = ("start_offset", "end_offset", "bytes", "segments", "segments_rolled", "abandoned",
-          "syncs", "synced_appends")
+_STATS = (
+    "start_offset",
+    "end_offset",
+    "bytes",
+    "segments",
+    "segments_rolled",
+    "abandoned",
+    "syncs",
+    "synced_appends",
+)
 
 
 class ShmTopicStore:
@@ -42,7 +60,8 @@ class ShmTopicStore:
         self._name = name
         self._lock = threading.Lock()
         self._closed = False
-        self._handles = weakref.WeakSet()     # every partition handle of this store
+        self._handles: weakref.WeakSet = weakref.WeakSet()  # every partition handle of this store
+        self.backend: Any = None  # set by the backend that opened it
         self._local = threading.local()
         top = root(dir, make=create is not False)
         if top is None:
@@ -90,7 +109,7 @@ class ShmTopicStore:
             if config is not None and create is True:
                 raise AlreadyExists(errno.EEXIST, f"topic {self._name!r} exists", self._folder)
             if config is None:
-                if create is False:   # removed since we looked
+                if create is False:  # removed since we looked
                     raise NotFound(errno.ENOENT, f"no topic {self._name!r}", self._folder)
                 self._remove_leftovers()
                 config = wanted
@@ -98,7 +117,7 @@ class ShmTopicStore:
             elif self._grows(config, partitions):
                 fresh = range(config.partitions, partitions)
                 config = config._replace(partitions=partitions)
-            else:   # grown to this size by another process meanwhile
+            else:  # grown to this size by another process meanwhile
                 fresh = range(0)
             self.config = config
             try:
@@ -119,8 +138,7 @@ class ShmTopicStore:
     def _undo_create(self, fresh):
         """A new topic failed to be created (a full disk, ...): give back the
         space its partition folders took, unless topic.json made it visible."""
-        if len(fresh) != self.config.partitions or os.path.exists(
-                os.path.join(self._folder, META)):
+        if len(fresh) != self.config.partitions or os.path.exists(os.path.join(self._folder, META)):
             return
         try:
             self._remove_leftovers()
@@ -133,9 +151,12 @@ class ShmTopicStore:
         for entry in os.listdir(self._folder):
             if _PARTITION_DIR.fullmatch(entry):
                 path = os.path.join(self._folder, entry)
-                if os.path.islink(path):   # rmtree would refuse too, with a vaguer OSError
-                    raise PermissionError(errno.EPERM, "object is not private to this user "
-                                          "(refusing to follow a symlink)", path)
+                if os.path.islink(path):  # rmtree would refuse too, with a vaguer OSError
+                    raise PermissionError(
+                        errno.EPERM,
+                        "object is not private to this user (refusing to follow a symlink)",
+                        path,
+                    )
                 shutil.rmtree(path)
 
     def _open_logs(self, partitions, created=range(0)):
@@ -156,11 +177,14 @@ class ShmTopicStore:
         try:
             log = _core.Log.open(path, mode, *log_args(self.config))
         except NotFound:
-            raise CorruptError(f"topic {self._name!r}: partition folder {path} is missing") from None
+            raise CorruptError(
+                f"topic {self._name!r}: partition folder {path} is missing"
+            ) from None
         if log.config()["segment_bytes"] != self.config.segment_bytes:
             log.close()
-            raise CorruptError(f"topic {self._name!r}: partition {k} has another segment size "
-                               "than topic.json")
+            raise CorruptError(
+                f"topic {self._name!r}: partition {k} has another segment size than topic.json"
+            )
         self._handles.add(log)
         return log
 
@@ -190,22 +214,50 @@ class ShmTopicStore:
 
     def sender(self, *, round_robin_start, raw, general_send, general_send_many):
         """The C fast path of send/send_many on the opening thread's handles."""
-        return _core.TopicSender(self._name, self._owner_logs, self.config.partitions,
-                                 round_robin_start, self.max_value, raw, general_send,
-                                 general_send_many)
+        return _core.TopicSender(
+            self._name,
+            self._owner_logs,
+            self.config.partitions,
+            round_robin_start,
+            self.max_value,
+            raw,
+            general_send,
+            general_send_many,
+        )
 
     # ----- reading ------------------------------------------------------------
     def subscribe(self, partitions, start, *, serializer, raw, check_crcs):
-        return self._track(lambda: ShmSubscriber(
-            self._name, [(k, partition_path(self._folder, k)) for k in partitions],
-            log_args(self.config), serializer, raw, start, check_crcs))
+        return self._track(
+            lambda: ShmSubscriber(
+                self._name,
+                [(k, partition_path(self._folder, k)) for k in partitions],
+                log_args(self.config),
+                serializer,
+                raw,
+                start,
+                check_crcs,
+            )
+        )
 
-    def join_group(self, group, partitions, options, *, serializer, raw, retry_delay,
-                   error_text, dead_letter):
-        return self._track(lambda: ShmGroupMember(
-            self._name, self._folder, self.config.partitions, partitions, log_args(self.config),
-            serializer, raw, group, options, retry_delay=retry_delay, error_text=error_text,
-            dead_letter=dead_letter))
+    def join_group(
+        self, group, partitions, options, *, serializer, raw, retry_delay, error_text, dead_letter
+    ):
+        return self._track(
+            lambda: ShmGroupMember(
+                self._name,
+                self._folder,
+                self.config.partitions,
+                partitions,
+                log_args(self.config),
+                serializer,
+                raw,
+                group,
+                options,
+                retry_delay=retry_delay,
+                error_text=error_text,
+                dead_letter=dead_letter,
+            )
+        )
 
     def _track(self, make):
         with self._lock:
@@ -225,7 +277,8 @@ class ShmTopicStore:
         def end(k):
             if k < self.config.partitions:
                 return self._log(k).bounds()[1]
-            return 0   # a partition another process added since this store opened
+            return 0  # a partition another process added since this store opened
+
         return topic_group_stats(self._folder, end)
 
     def retain(self):

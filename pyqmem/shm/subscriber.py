@@ -7,6 +7,8 @@ before the subscriber read them are counted in ``skipped()``; the cursor
 then continues at the partition's start.
 """
 
+from typing import Any
+
 from .._native import _core
 from ..errors import NotFound
 
@@ -19,7 +21,7 @@ class ShmSubscriber:
         `start`: a pyqmem.backend.Start."""
         self._logs = {}
         self._cursors = {}
-        self._reader = None
+        self._reader: Any = None
         try:
             for k, path in paths:
                 self._logs[k] = _core.Log.open(path, _core.OPEN_ONLY, *log_args)
@@ -30,8 +32,13 @@ class ShmSubscriber:
             raise
         order = [k for k, _ in paths]
         self._reader = _core.TopicReader(
-            topic_name, order, [self._logs[k] for k in order], [self._cursors[k] for k in order],
-            serializer, raw)
+            topic_name,
+            order,
+            [self._logs[k] for k in order],
+            [self._cursors[k] for k in order],
+            serializer,
+            raw,
+        )
         self.get = self._reader.get
         self.get_many = self._reader.get_many
 
