@@ -6,6 +6,9 @@
 - ``qname`` gives every test a unique, valid queue name and removes its file(s) at
   teardown; ``make_queue`` opens queues on it and closes them at teardown.
 - ``reaper`` SIGKILLs and reaps any child process a test registered.
+- ``helpers/topic_fixtures.py`` is registered as a plugin (``pytest_plugins``): its
+  fixtures (topic_dir, tname, tracked, make_topic) serve every module without imports.
+- Tests marked ``any_backend`` run once per topic backend (helpers/backends.py).
 - A per-test timeout guard: SIGALRM raises ``GuardTimeout`` in the main thread after
   the test's budget (``@pytest.mark.timeout(seconds)``, default 120 s); if the
   interpreter is stuck in C and never runs the handler, faulthandler dumps every
@@ -29,6 +32,9 @@ import pytest
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if TESTS_DIR not in sys.path:
     sys.path.insert(0, TESTS_DIR)
+
+# fixtures shared by several test modules (topic_dir, tname, tracked, make_topic)
+pytest_plugins = ["helpers.topic_fixtures"]
 
 DEFAULT_TIMEOUT = float(os.environ.get("PYQMEM_TEST_TIMEOUT", "120"))
 HARD_KILL_GRACE = 30.0

@@ -1,6 +1,6 @@
 """Disk full and I/O errors: a typed error, nothing partial, nothing falsely durable.
 
-reliability.md rows B5 (ENOSPC during append, roll, preallocation, offset
+reliability-matrix.md rows B5 (ENOSPC during append, roll, preallocation, offset
 commit, group file creation), B6 (EIO from fdatasync/fsync: the partition
 turns read-only, no later success is reported for unsynced data) and E4
 (/dev/shm too small when a Queue is created: an error at create, never a

@@ -1,4 +1,4 @@
-"""Row B7 of reliability.md (KAFKA-3968): in ``durability="fsync"`` no record is
+"""Row B7 of reliability-matrix.md (KAFKA-3968): in ``durability="fsync"`` no record is
 acknowledged while the segment file holding it could vanish on power loss.
 
 A power cut cannot be staged here, so the test checks the order of the system calls

@@ -15,10 +15,9 @@ import time
 import pytest
 
 import pyqmem
+from helpers.backends import topic_kwargs
 from pyqmem import deadletter
 from pyqmem.retry import RetryPolicy
-from helpers.backends import topic_kwargs
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 # every behaviour here is the group contract, not the shared-memory backend's own:
 # each test runs on every backend (docs/design/backends.md)

@@ -28,7 +28,6 @@ import pyqmem
 import pyqmem.deadletter
 from helpers import group_workers as gw
 from helpers import msgs
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 if not gw.groups_implemented():
     pytest.skip("consumer groups not implemented (Topic.consumer(group=...) raises "
@@ -261,7 +260,7 @@ def test_record_whose_handler_always_dies_is_dead_lettered_after_max_deliveries_
         t.send(msgs.encode(2, seq, 30), partition=1)
     kw = {"visibility_timeout": 30.0, "max_deliveries": max_deliveries, "ordered": ordered}
     rep = gw.Reports()
-    stop = ctx.Event()
+    stop = gw.StopFlag(ctx)
     procs = {}
     exits = []
 
@@ -275,7 +274,6 @@ def test_record_whose_handler_always_dies_is_dead_lettered_after_max_deliveries_
         spawn(i)
     spawned = 2
     dl = []
-    more = []
     end = time.monotonic() + 60
     while time.monotonic() < end and not rep.errors:
         rep.pump(0.05)
@@ -288,7 +286,7 @@ def test_record_whose_handler_always_dies_is_dead_lettered_after_max_deliveries_
         if not dl and pyqmem.Topic.exists(tname + ".dlq", dir=topic_dir):
             dl = _read_dlq(topic_dir, tname + ".dlq", 1, 0.05)
             if dl:   # the group goes on: records sent after the dead-lettering are processed too
-                more = [t.send(msgs.encode(3, seq, 30), partition=1) for seq in range(3)]
+                [t.send(msgs.encode(3, seq, 30), partition=1) for seq in range(3)]
         goods = {(a[5], a[6]) for a in rep.acks}
         if dl and len(goods) == 8 + 6 + 3:
             break
@@ -436,7 +434,7 @@ def test_failing_records_reach_the_dead_letter_topic_at_least_once_while_members
     kw = {"visibility_timeout": 30.0, "max_deliveries": max_deliveries,
           "retry": {"initial": 0.005, "multiplier": 2.0, "maximum": 0.05, "jitter": 0.0}}
     rep = gw.Reports()
-    stop = ctx.Event()
+    stop = gw.StopFlag(ctx)
     procs, killed = {}, {}
 
     def spawn(i):
@@ -515,7 +513,7 @@ def test_at_most_once_record_of_a_killed_member_is_never_redelivered(topic_dir, 
     a.join(10)
     held = {(d[3], d[4]) for d in rep.deliveries if d[1] == "A"}
     assert len(held) == held_n
-    stop = ctx.Event()
+    stop = gw.StopFlag(ctx)
     gw.start(reaper, ctx, gw.member, (topic_dir, tname, "g", "B", kw, _pipe(ctx, rep, "B"), stop, 30),
              {"get_timeout": 0.1, "max_batch": 4})
     rep.pump(15, lambda: len(rep.acks) >= total - held_n or rep.errors)
@@ -550,7 +548,7 @@ def _check_ordered(rep, kills, parts_end):
         if ds[0][4] != 0:
             problems.append(f"p{p}: first delivery is offset {ds[0][4]}")
         for prev, cur in zip(ds, ds[1:]):
-            ppid, poff, pt, pdc = prev[2], prev[4], prev[8], prev[5]
+            ppid, poff, pdc = prev[2], prev[4], prev[5]
             cpid, coff, ct, cdc = cur[2], cur[4], cur[8], cur[5]
             ack = acks.get((ppid, p, poff))
             if coff == poff + 1:
@@ -594,7 +592,7 @@ def test_ordered_partitions_keep_order_and_one_live_owner_across_member_kills(
         t.send(msgs.encode(1, seq, 30), partition=seq % parts)
     kw = {"visibility_timeout": 30.0, "ordered": True}
     rep = gw.Reports()
-    stop = ctx.Event()
+    stop = gw.StopFlag(ctx)
     procs = {}
 
     def spawn(i):
@@ -759,7 +757,7 @@ class Trial:
     def __init__(self, ctx, reaper, topic_dir, name, rng, n):
         self.ctx, self.reaper, self.dir, self.name, self.rng, self.n = ctx, reaper, topic_dir, name, rng, n
         self.rep = gw.Reports()
-        self.stop = ctx.Event()
+        self.stop = gw.StopFlag(ctx)
         self.members = {}                 # who -> Process
         self.producers = {}
         self.killed_members = {}          # pid -> kill time

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 
 import pytest
 
 import pyqmem
 import pyqmem.deadletter
-from pyqmem.retry import RetryPolicy
 from helpers import group_workers as gw
 from helpers import msgs
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
+from pyqmem.retry import RetryPolicy
 
 if not gw.groups_implemented():
     pytest.skip("consumer groups not implemented (Topic.consumer(group=...) raises "

@@ -1,8 +1,8 @@
 """Unit tests for tests/helpers/history.py: it must catch each kind of error."""
-from helpers.history import History
-from helpers import msgs
-
 import pytest
+
+from helpers import msgs
+from helpers.history import History
 
 
 def _clean_history():

@@ -1,4 +1,4 @@
-"""Hostile bytes at the Python level (reliability.md C6, C8).
+"""Hostile bytes at the Python level (reliability-matrix.md C6, C8).
 
 C6: a file with our magic but another format version, layout fingerprint,
 byte order, header size, object kind or feature flags is refused with
@@ -7,7 +7,7 @@ for a Queue, a Topic (control file, segment) and a consumer group, and the
 refused file is left exactly as it was (never re-created over).
 
 C8: a Queue unlinked or replaced (rm, then a new queue of the same name)
-while attached.  API.md: unlink() "removes the shared object (attached
+while attached.  docs/api.md: unlink() "removes the shared object (attached
 handles keep working until closed)".  pyqmem therefore does not detect it:
 an attached handle stays bound to the object it opened, like an open file
 after rm; a new open of the name gets the new object.  These tests pin

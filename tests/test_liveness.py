@@ -1,4 +1,4 @@
-"""Liveness beyond a plain SIGKILL (reliability.md rows A2, A6, A7, A8, G4, I1):
+"""Liveness beyond a plain SIGKILL (reliability-matrix.md rows A2, A6, A7, A8, G4, I1):
 
 - A2: a producer frozen (SIGSTOP) inside its reservation holds back every consumer of
   the queue (FIFO: the next record is still WRITING and its owner is alive) until it is
@@ -27,7 +27,6 @@ from __future__ import annotations
 import mmap
 import os
 import random
-import shutil
 import signal
 import struct
 import subprocess
@@ -39,7 +38,6 @@ import pytest
 import pyqmem
 from helpers import live_workers as lw
 from helpers.paths import queue_path
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 SCALE = float(os.environ.get("PYQMEM_LIVE_TRIALS", "1"))
 SEED = int(os.environ.get("PYQMEM_LIVE_SEED", str(time.time_ns() % 2**31)))
@@ -615,7 +613,7 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
         xs = sorted(xs)
         return f"{len(xs)} trials, median {xs[len(xs) // 2] * 1e3:.1f} ms, max {xs[-1] * 1e3:.1f} ms" if xs else "-"
 
-    print(f"\nI1: SIGINT latency: " + "; ".join(f"{m} {fig(v)}" for m, v in latency.items())
+    print("\nI1: SIGINT latency: " + "; ".join(f"{m} {fig(v)}" for m, v in latency.items())
           + f"; queue get: {fed} fed, {len(qgot)} reported, {len(rest)} left, {len(lost_get)} taken by a "
           f"get the signal ended after the copy; queue put: {len(puts)} returned, {len(maybe)} interrupted "
           f"({len(set(drained_p) & maybe)} of those delivered); topic: {len(tgot)} of {sent} read by the "

@@ -1,4 +1,4 @@
-"""The ring and consumer-group protocols, model-checked by spin (reliability.md G2).
+"""The ring and consumer-group protocols, model-checked by spin (reliability-matrix.md G2).
 
 model/ring.pml and model/group.pml are Promela models of csrc/src/ring.c + wait.c and
 csrc/src/group.c in which any process may die at any step (its liveness lock frees).

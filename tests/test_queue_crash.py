@@ -1,4 +1,4 @@
-"""Crash tests (reliability.md rows A1, A3/F1, I-level counts): SIGKILL producers and consumers at
+"""Crash tests (reliability-matrix.md rows A1, A3/F1, I-level counts): SIGKILL producers and consumers at
 random points while others keep working; a history checker (helpers/history.py) decides.
 
 Producers report every sequence number whose put returned through a multiprocessing Pipe
@@ -25,6 +25,7 @@ import pyqmem
 from helpers import msgs, workers
 from helpers.collector import Collector
 from helpers.history import History
+from helpers.stopflag import StopFlag
 
 TRIALS = int(os.environ.get("PYQMEM_CRASH_TRIALS", "200"))
 RECOVERY_LIMIT = 1.0      # consumers must receive post-kill messages within 1 s of a kill
@@ -142,7 +143,7 @@ def test_producer_sigkill_at_random_points_never_tears_loses_duplicates_or_wedge
     col.start()
     rig = Rig(ctx, reaper, col)
     rng = random.Random(20240601)
-    prod_stop, cons_stop = ctx.Event(), ctx.Event()
+    prod_stop, cons_stop = StopFlag(ctx), StopFlag(ctx)
     try:
         consumer, cons_eof = rig.start("consumer", workers.report_consumer, qname, "c0", _W, cons_stop, 0.0, BUDGET)
         survivors = [0, 1, 2]
@@ -210,7 +211,7 @@ def test_consumer_sigkill_mid_get_loses_at_most_the_in_flight_message_and_never_
     col.start()
     rig = Rig(ctx, reaper, col)
     rng = random.Random(20240602)
-    prod_stop, cons_stop = ctx.Event(), ctx.Event()
+    prod_stop, cons_stop = StopFlag(ctx), StopFlag(ctx)
     kills = 0
     try:
         producer, prod_eof = rig.start(("producer", 0), workers.report_producer, qname, 0, _W, prod_stop,
@@ -286,7 +287,7 @@ def test_sigkilled_processes_never_leave_a_bounded_queue_miscounted(qname, make_
     col.start()
     rig = Rig(ctx, reaper, col)
     rng = random.Random(20240603)
-    stop = ctx.Event()
+    stop = StopFlag(ctx)
     kills = 3 * TRIALS
     try:
         if victim == "consumer":

@@ -9,11 +9,9 @@ import pickle
 import random
 import time
 from array import array
-from collections import Counter
 
 import pytest
 
-import pyqmem
 from helpers import workers
 from helpers.history import History
 

@@ -1,4 +1,4 @@
-"""pyqmem.Queue semantics in one process (contract: shared/design/API.md, Queue + Errors)."""
+"""pyqmem.Queue semantics in one process (contract: docs/api.md, Queue and Errors)."""
 from __future__ import annotations
 
 import dataclasses

@@ -8,7 +8,6 @@ import pytest
 import pyqmem
 from pyqmem import deadletter
 from pyqmem.redrive import redrive
-from helpers.topic_fixtures import make_topic, tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,11 +1,11 @@
-"""Resource bounds and denial of service (reliability.md rows E1, E3, E5, E6, E7, I2, I4,
+"""Resource bounds and denial of service (reliability-matrix.md rows E1, E3, E5, E6, E7, I2, I4,
 and A10: fork with open handles).
 
 No test here asserts on time: durations are measured and printed (run with ``-s`` to
 see them, they also go to the test report via ``record_property``).  Memory is
 asserted with bounds (tracemalloc, RSS).  ``PYQMEM_LEAK_N`` scales the leak tests
-(default 2 * 10**5 single put/get; 10**6 is the reliability.md figure),
-``PYQMEM_CYCLES`` the open/close test (default 10**3; reliability.md asks 10**4).
+(default 2 * 10**5 single put/get; 10**6 is the reliability-matrix.md figure),
+``PYQMEM_CYCLES`` the open/close test (default 10**3; reliability-matrix.md asks 10**4).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import tracemalloc
 import pytest
 
 import pyqmem
-from helpers.topic_fixtures import make_topic, topic_dir, tname, tracked  # noqa: F401 (fixtures)
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 

@@ -1,4 +1,4 @@
-"""Kill everything, restart, repeat (reliability.md rows A9 and A12).
+"""Kill everything, restart, repeat (reliability-matrix.md rows A9 and A12).
 
 Each iteration starts, as separate processes, a queue producer, a queue consumer, a topic
 sender and a consumer-group member; lets them run for a random few milliseconds; then
@@ -33,7 +33,6 @@ import pytest
 import pyqmem
 from helpers import live_workers as lw
 from helpers.history import History
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 ITERATIONS = int(os.environ.get("PYQMEM_RESTART_ITERATIONS", "200"))
 SECONDS = float(os.environ.get("PYQMEM_RESTART_SECONDS", "20"))

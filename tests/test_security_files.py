@@ -1,4 +1,4 @@
-"""Files and permissions of every pyqmem object (reliability.md rows D2-D5, C7).
+"""Files and permissions of every pyqmem object (reliability-matrix.md rows D2-D5, C7).
 
 Objects: a Queue's shared-memory file (``$PYQMEM_SHM_DIR/pyqmem.<uid>.q.<name>``), a
 Topic's folder (topic.json, .lock, ``p<k>/`` with control, segment and index files), a

@@ -1,4 +1,4 @@
-"""Names of queues, topics, consumer groups and dead-letter topics (reliability.md D1).
+"""Names of queues, topics, consumer groups and dead-letter topics (reliability-matrix.md D1).
 
 Hypothesis generates hostile names (path tricks, NUL, look-alikes, too long, any
 Unicode, non-str objects) and valid ones, and every public call that takes a name
@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pyqmem
-from helpers.security import NAME_RE, NameCalls, name_strategies
+from helpers.security import NameCalls, name_strategies
 from helpers.tools import require_tool
 
 EXAMPLES = int(os.environ.get("PYQMEM_SECURITY_EXAMPLES", "150"))

@@ -1,4 +1,4 @@
-"""Wall-clock jumps (reliability.md row F5), with libfaketime.
+"""Wall-clock jumps (reliability-matrix.md row F5), with libfaketime.
 
 What the code uses (checked in csrc/ and pyqmem/):
 
@@ -38,7 +38,6 @@ import pytest
 
 import pyqmem
 from helpers.tools import require_tool
-from helpers.topic_fixtures import tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 
 def _libfaketime() -> str:

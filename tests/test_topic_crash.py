@@ -21,13 +21,8 @@ import pytest
 import pyqmem
 from helpers import msgs, topic_workers
 from helpers.history import History
-from helpers.topic_fixtures import (  # noqa: F401  (fixtures)
-    assert_nothing_more,
-    mp_ctx,
-    tname,
-    topic_dir,
-    tracked,
-)
+from helpers.stopflag import StopFlag
+from helpers.topic_fixtures import assert_nothing_more, mp_ctx
 
 TRIALS = int(os.environ.get("PYQMEM_CRASH_TRIALS", "50"))
 SEED = int(os.environ.get("PYQMEM_CRASH_SEED", str(time.time_ns() % 2**31)))
@@ -136,7 +131,7 @@ def test_killed_writers_lose_no_acknowledged_record_and_tear_none(topic_dir, tna
     _start(reaper, ctx, topic_workers.sentinel_subscriber, (topic_dir, tname, PARTS, "live", w, BUDGET))
     w.close()
     rep.add(r, "live")
-    stop = ctx.Event()
+    stop = StopFlag(ctx)
     r, w = ctx.Pipe(duplex=False)
     _start(reaper, ctx, topic_workers.survivor_writer,
            (topic_dir, tname, PARTS, 0, SEED, w, stop, BUDGET, MAX_SIZE))

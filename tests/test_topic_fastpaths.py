@@ -18,7 +18,6 @@ from pyqmem import _core
 from pyqmem.headers import encode
 from pyqmem.partitioning import murmur2
 from pyqmem.shm.folders import log_args
-from helpers.topic_fixtures import make_topic, tname, topic_dir, tracked  # noqa: F401  (fixtures)
 
 
 def test_c_murmur2_matches_the_python_definition():

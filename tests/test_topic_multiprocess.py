@@ -17,15 +17,7 @@ import pytest
 
 import pyqmem
 from helpers import msgs, topic_workers
-from helpers.topic_fixtures import (  # noqa: F401  (fixtures)
-    assert_nothing_more,
-    drain,
-    make_topic,
-    mp_ctx,
-    tname,
-    topic_dir,
-    tracked,
-)
+from helpers.topic_fixtures import assert_nothing_more, drain, mp_ctx
 
 SCALE = float(os.environ.get("PYQMEM_STRESS_SCALE", "1"))
 N = max(100, int(SCALE * 2500))  # records per producer

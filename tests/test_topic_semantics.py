@@ -1,4 +1,4 @@
-"""pyqmem.Topic semantics in one process (contract: shared/design/API.md, Topic section,
+"""pyqmem.Topic semantics in one process (contract: docs/api.md, Topic,
 plus this step's decisions: folder layout, murmur2 partitioning, RecordMetadata.id
 "<partition>-<offset>", reserved "qm." headers, group=None only).
 
@@ -21,17 +21,7 @@ import pytest
 
 import pyqmem
 from helpers import topic_workers
-from helpers.topic_fixtures import (  # noqa: F401  (fixtures)
-    assert_nothing_more,
-    drain,
-    make_topic,
-    mp_ctx,
-    partition_for,
-    tname,
-    topic_dir,
-    tracked,
-    tree,
-)
+from helpers.topic_fixtures import assert_nothing_more, drain, mp_ctx, partition_for, tree
 
 SEG = 65536  # smallest segment; segment_bytes // 2 == 32768
 
@@ -106,7 +96,7 @@ def test_str_key_round_trips_as_its_text_or_utf8_bytes(make_topic):
     t.send(b"v", key="clé")
     c = t.consumer()
     m = c.get(timeout=5)
-    assert m.key in ("clé", "clé".encode("utf-8"))
+    assert m.key in ("clé", "clé".encode())
     c.close()
 
 

@@ -1,6 +1,6 @@
 /*
  * adversary.c - a peer that scribbles over shared bytes at full speed while
- * this process reads them (reliability.md C3, double fetch / XSA-155).
+ * this process reads them (reliability-matrix.md C3, double fetch / XSA-155).
  *
  * Ring: formatted in a heap block of exactly its size (aligned_alloc), so
  * AddressSanitizer reports any read or write even one byte outside it.  An

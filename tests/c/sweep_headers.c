@@ -1,7 +1,7 @@
 /*
  * sweep_headers.c - every header byte of a ring, a partition log and a
  * consumer group, set to 0x00, 0xFF and a random value in the real file,
- * then the real operations run on it (reliability.md C1 live sweep, C4).
+ * then the real operations run on it (reliability-matrix.md C1 live sweep, C4).
  *
  * Objects and bytes swept (layout.h):
  *   ring      header page bytes 0..1023 (header, tail/read/head lines, wake

@@ -1,6 +1,6 @@
 /*
  * sweep_segment_bits.c - damage at rest in log segments, and junk left
- * behind by a record that was never finished (reliability.md B8, B9).
+ * behind by a record that was never finished (reliability-matrix.md B8, B9).
  *
  * B8: a log with a sealed segment (full of records, then END) and an
  * active one.  Every bit of the first and last 4 KiB of both segments is

@@ -1,5 +1,5 @@
 /*
- * test_wrap.c - counters near their wrap (reliability.md row G5).
+ * test_wrap.c - counters near their wrap (reliability-matrix.md row G5).
  *
  * The core has no test hook to start a ring's counters anywhere but 0, so
  * each case formats a fresh ring in caller memory and, before any handle is

@@ -32,6 +32,7 @@ from collections import defaultdict
 from multiprocessing.connection import wait as mp_wait
 
 from . import msgs
+from .stopflag import StopFlag  # noqa: F401  (gw.StopFlag)
 
 POISON = 0xFFFF_FFFE          # producer id of a record whose handler dies (os._exit(1))
 

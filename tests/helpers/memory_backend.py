@@ -22,7 +22,7 @@ from pyqmem import headers as _headers
 from pyqmem._args import check_int, check_timeout
 from pyqmem.errors import AlreadyExists, Closed, Empty, NotFound, StaleAck
 
-_REGISTRY: "weakref.WeakValueDictionary[int, MemoryBackend]" = weakref.WeakValueDictionary()
+_REGISTRY: weakref.WeakValueDictionary[int, MemoryBackend] = weakref.WeakValueDictionary()
 _ids = itertools.count(1)
 
 

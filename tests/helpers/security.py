@@ -1,4 +1,4 @@
-"""Tools of the security tests (reliability.md rows C7, D1-D5).
+"""Tools of the security tests (reliability-matrix.md rows C7, D1-D5).
 
 - ``Canary``: a file or folder a planted link points at; ``untouched()`` says whether
   it was read, written, replaced or listed since it was armed (content, mtime, inode,

@@ -1,7 +1,7 @@
 """Fixtures and small utilities shared by the tests/test_topic_*.py files.
 
-Import the fixtures into a test module (``from helpers.topic_fixtures import topic_dir,
-make_topic``) to use them; conftest.py is not touched.
+tests/conftest.py registers this module as a plugin (``pytest_plugins``), so every test
+module may use its fixtures without importing them; the plain helpers below are imported.
 
 - ``topic_dir``: a fresh 0700 folder under the session's private PYQMEM_SHM_DIR (itself
   under /dev/shm), exported as PYQMEM_DIR for this test and removed afterwards.
