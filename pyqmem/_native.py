@@ -6,7 +6,7 @@ that); this module is the one place that wires it to the policy layer.
 Policy modules import ``_core`` from here.
 """
 
-from . import _args, errors, headers
+from . import _args, errors, headers, serializers
 
 try:
     from . import _core
@@ -25,6 +25,7 @@ _core.configure(
     check_timeout=_args.check_timeout,
     headers_encode=headers.encode,
     headers_decode=headers.decode,
+    frame_tags=(serializers.TAG_BYTES, serializers.TAG_OUT_OF_BAND),
 )
 
 __all__ = ["_core"]

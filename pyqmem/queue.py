@@ -12,6 +12,7 @@ first use (released when that thread ends, or by ``close()``).
 import sys
 import threading
 import weakref
+from typing import Any, Dict, Iterable, List, Optional
 
 from ._args import check_int as _check_int
 from ._args import check_timeout
@@ -38,6 +39,16 @@ def _deadline(block, timeout):
     if (kind is float or kind is int) and 0 <= timeout < 1e9:  # the common case, fast
         return _core.now_ns() + int(timeout * 1e9)
     return _core.deadline_ns(check_timeout(timeout))
+
+
+def _keep_if_interrupted(ring, items, exc):
+    """A get took `items` but deserializing them raised `exc`.  Ctrl-C (or
+    another signal handler's KeyboardInterrupt or SystemExit) that lands
+    there must not lose them: they go back to the handle, and its next get
+    returns them.  A record that cannot be deserialized (an Exception) is
+    not given back: it would fail every later get."""
+    if not isinstance(exc, Exception):
+        ring.keep(items)
 
 
 def _attach(name, serializer, stall_timeout=5.0):
@@ -85,14 +96,14 @@ class Queue:
 
     def __init__(
         self,
-        name,
+        name: str,
         *,
-        capacity=16 * 2**20,
-        maxsize=0,
-        serializer="pickle",
-        create=None,
-        stall_timeout=5.0,
-    ):
+        capacity: int = 16 * 2**20,
+        maxsize: int = 0,
+        serializer: Any = "pickle",
+        create: Optional[bool] = None,
+        stall_timeout: Optional[float] = 5.0,
+    ) -> None:
         check_name(name, "queue name")
         _check_int("capacity", capacity, 4096, 2**40)
         _check_int("maxsize", maxsize, 0, 2**63 - 1)
@@ -130,32 +141,32 @@ class Queue:
 
     # ----- properties ---------------------------------------------------
     @property
-    def name(self):
+    def name(self) -> str:
         """The queue's name."""
         return self._name
 
     @property
-    def capacity(self):
+    def capacity(self) -> int:
         """Ring bytes."""
         return self._capacity
 
     @property
-    def max_message(self):
+    def max_message(self) -> int:
         """Largest serialized message accepted, in bytes (capacity // 4)."""
         return self._max_message
 
     @property
-    def maxsize(self):
+    def maxsize(self) -> int:
         """Bound on the number of messages, 0 = only the bytes bound."""
         return self._maxsize
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True after close()."""
         return self._closed
 
     # ----- put ------------------------------------------------------------
-    def put(self, obj, block=True, timeout=None):
+    def put(self, obj: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         """Put `obj`, waiting for room if `block` (at most `timeout` seconds;
         None = forever).  Raises Full when there is no room in time."""
         deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
@@ -165,11 +176,13 @@ class Queue:
         else:
             ring.put(self._serializer.encode(obj, self._max_message), deadline)
 
-    def put_nowait(self, obj):
+    def put_nowait(self, obj: Any) -> None:
         """Put `obj` if there is room now, else raise Full."""
         self.put(obj, False)
 
-    def put_many(self, objs, block=True, timeout=None):
+    def put_many(
+        self, objs: Iterable[Any], block: bool = True, timeout: Optional[float] = None
+    ) -> None:
         """Put every object of `objs`, in order.  Every object is serialized
         (and checked against max_message) before the first is put.  When the
         time runs out, raises Full with ``.count`` = how many were put."""
@@ -204,7 +217,7 @@ class Queue:
             raise
 
     # ----- get ------------------------------------------------------------
-    def get(self, block=True, timeout=None):
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         """Remove and return the next object, waiting for one if `block` (at
         most `timeout` seconds; None = forever).  Raises Empty if none came."""
         deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
@@ -212,15 +225,20 @@ class Queue:
         if self._raw:
             return ring.get(deadline)
         serializer = self._serializer
-        if serializer.frames:
-            return serializer.decode(ring.get_frame(deadline))
-        return serializer.decode(ring.get(deadline))
+        item = ring.get_frame(deadline) if serializer.frames else ring.get(deadline)
+        try:
+            return serializer.decode(item)
+        except BaseException as exc:
+            _keep_if_interrupted(ring, [item], exc)
+            raise
 
-    def get_nowait(self):
+    def get_nowait(self) -> Any:
         """Remove and return the next object if there is one, else raise Empty."""
         return self.get(False)
 
-    def get_many(self, max_messages, block=True, timeout=None):
+    def get_many(
+        self, max_messages: int, block: bool = True, timeout: Optional[float] = None
+    ) -> List[Any]:
         """Remove and return up to `max_messages` objects as a list: waits (as
         get) for the first, then takes what is already there.  Raises Empty
         if none came."""
@@ -231,26 +249,30 @@ class Queue:
         items = ring.get_many(max_messages, deadline, serializer.frames)
         if self._raw:
             return items
-        return [serializer.decode(item) for item in items]
+        try:
+            return [serializer.decode(item) for item in items]
+        except BaseException as exc:
+            _keep_if_interrupted(ring, items, exc)
+            raise
 
     # ----- state ----------------------------------------------------------
-    def qsize(self):
+    def qsize(self) -> int:
         """Messages in the queue at the instant of the call."""
         return self._ring().depth()
 
-    def __len__(self):
+    def __len__(self) -> int:
         return self.qsize()
 
-    def empty(self):
+    def empty(self) -> bool:
         """True if the queue holds no message at the instant of the call."""
         return self.qsize() == 0
 
-    def full(self):
+    def full(self) -> bool:
         """True if maxsize > 0 and the queue holds maxsize messages or more."""
         depth = self.qsize()
         return self._maxsize > 0 and depth >= self._maxsize
 
-    def stats(self):
+    def stats(self) -> Dict[str, int]:
         """Counters as a dict: put, got, bytes_put, bytes_got, depth,
         depth_bytes, used_bytes, capacity, max_message, maxsize, producers,
         consumers, members (queue-wide) and abandoned, reclaimed, member_slot
@@ -258,7 +280,7 @@ class Queue:
         return self._ring().stats()
 
     # ----- lifetime -------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         """Release this process's handles (idempotent); later calls raise
         Closed, also calls blocked in other threads.  The queue itself stays
         (see unlink)."""
@@ -270,7 +292,7 @@ class Queue:
         for ring in rings:
             ring.close()
 
-    def unlink(self, missing_ok=False):
+    def unlink(self, missing_ok: bool = False) -> None:
         """Remove the queue's name so it can no longer be attached; handles
         already attached (in any process) keep working until closed.
         Raises NotFound if there is none, unless `missing_ok`.  Also works
@@ -282,14 +304,14 @@ class Queue:
                 raise
 
     @staticmethod
-    def exists(name):
+    def exists(name: str) -> bool:
         """True if a queue called `name` exists."""
         return _core.exists(check_name(name, "queue name"))
 
-    def __enter__(self):
+    def __enter__(self) -> "Queue":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __reduce__(self):

@@ -35,9 +35,12 @@ __all__ = ["resolve"]
 _BIG_BYTES = 64 * 1024
 _ALIGN = 64
 _ZEROS = bytes(_ALIGN)
-_TAG_PICKLE = 0x80
-_TAG_BYTES = ord("B")
-_TAG_OUT_OF_BAND = ord("O")
+# The first byte of a pickle record (docs/design/format.md).  pyqmem._native
+# hands TAG_BYTES and TAG_OUT_OF_BAND to _core, whose Ring.get_frame splits
+# them off: this is the one place they are written down.
+TAG_PICKLE = 0x80
+TAG_BYTES = ord("B")
+TAG_OUT_OF_BAND = ord("O")
 _FRAME_HEAD = struct.Struct("<QQ")
 
 
@@ -125,11 +128,11 @@ class PickleSerializer:
     def decode(self, item):
         """The object of a ``(tag, obj)`` item from ``Ring.get_frame``."""
         tag, obj = item
-        if tag == _TAG_PICKLE:
+        if tag == TAG_PICKLE:
             return pickle.loads(obj)
-        if tag == _TAG_BYTES:
+        if tag == TAG_BYTES:
             return obj
-        if tag == _TAG_OUT_OF_BAND:
+        if tag == TAG_OUT_OF_BAND:
             return _load_frame(obj)
         raise CorruptError(f"record does not start with a pickle serializer tag (first byte {tag})")
 
@@ -140,9 +143,9 @@ class PickleSerializer:
         if not view:
             raise CorruptError("empty record: no pickle serializer tag")
         tag = view[0]
-        if tag == _TAG_PICKLE:
+        if tag == TAG_PICKLE:
             return pickle.loads(view)
-        if tag == _TAG_BYTES:
+        if tag == TAG_BYTES:
             return view[1:].tobytes()
         return self.decode((tag, bytearray(view[1:])))
 

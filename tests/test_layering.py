@@ -40,7 +40,7 @@ errors = types.SimpleNamespace(**{n: type(n, (Boom,), {}) for n in (
     "QmemError Full Empty Closed MessageTooLarge CorruptError IncompatibleError "
     "NotFound AlreadyExists StaleAck").split()})
 core.configure(errors=errors, check_int=None, check_timeout=None,
-               headers_encode=None, headers_decode=None)
+               headers_encode=None, headers_decode=None, frame_tags=(0x42, 0x4F))
 try:
     core.unlink("no-such-ring-for-the-layering-test")
 except errors.NotFound:

@@ -213,3 +213,46 @@ def test_get_with_timeout_in_main_thread_still_times_out_while_another_thread_wa
     q.put("for the thread")
     t.join(10)
     assert box.get("v") == "for the thread"
+
+
+class _InterruptedLoads:
+    """A serializer whose loads raises `exc` on the calls numbered in `fail_on`
+    (from 1), as a Ctrl-C landing while a get deserializes would."""
+
+    def __init__(self, exc, fail_on):
+        self.exc, self.fail_on, self.calls = exc, set(fail_on), 0
+
+    def dumps(self, obj):
+        return obj.encode()
+
+    def loads(self, buf):
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise self.exc
+        return bytes(buf).decode()
+
+
+def test_ctrl_c_while_a_get_deserializes_keeps_its_message_for_the_next_get(make_queue):
+    q = make_queue(serializer=_InterruptedLoads(KeyboardInterrupt(), {1}))
+    for s in ("a", "b"):
+        q.put(s)
+    with pytest.raises(KeyboardInterrupt):
+        q.get(timeout=1)
+    assert [q.get(timeout=1), q.get(timeout=1)] == ["a", "b"]
+
+
+def test_ctrl_c_while_get_many_deserializes_keeps_the_whole_batch_in_order(make_queue):
+    q = make_queue(serializer=_InterruptedLoads(KeyboardInterrupt(), {2}))
+    q.put_many(["a", "b", "c"])
+    with pytest.raises(KeyboardInterrupt):
+        q.get_many(3, timeout=1)
+    assert q.get_many(3, timeout=1) == ["a", "b", "c"]
+
+
+def test_a_record_that_fails_to_deserialize_is_not_given_back(make_queue):
+    q = make_queue(serializer=_InterruptedLoads(ValueError("bad record"), {1}))
+    for s in ("a", "b"):
+        q.put(s)
+    with pytest.raises(ValueError):
+        q.get(timeout=1)
+    assert q.get(timeout=1) == "b"   # "a" failed for good; it does not block the queue

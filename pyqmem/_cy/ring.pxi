@@ -248,6 +248,14 @@ cdef class Ring:
             raise
         return 0
 
+    def keep(self, list items):
+        """Give back `items` this handle's get returned but the caller could
+        not hand on (a signal handler raised while it deserialized them): the
+        handle's next get returns them first, in order."""
+        if self._stash is None:
+            self._stash = []
+        self._stash[:0] = items
+
     cdef object _get(self, int64_t deadline_ns, bint frame):
         cdef qm_record_t rec
         cdef qm_ring_t *r = self._handle()

@@ -13,8 +13,13 @@ EMEMBERS = QM_EMEMBERS      # the .status of a QmemError: member table full
 cdef enum:
     _SLICE_NS = 50000000        # longest stay in C before signal handlers run
     _GIL_COPY_MAX = 65536       # records up to this size are first tried holding the GIL
-    _TAG_BYTES = 0x42           # b"B": the rest of the payload is one bytes
-    _TAG_OUT_OF_BAND = 0x4F     # b"O": the rest is a pickle frame (writable)
+
+# Ring.get_frame's tags (the pickle serializer's record framing, which
+# pyqmem.serializers defines): the rest of a record tagged _TAG_BYTES comes
+# back as bytes, the rest of one tagged _TAG_OUT_OF_BAND as one writable
+# bytearray.  Set by configure(); until then no tag matches.
+cdef int _TAG_BYTES = -2
+cdef int _TAG_OUT_OF_BAND = -2
 
 
 _DETAILED = frozenset((QM_ETOOBIG, QM_ECORRUPT, QM_EINCOMPAT, QM_EINVAL, QM_EPERM,
@@ -95,7 +100,8 @@ IncompatibleError = NotFound = AlreadyExists = StaleAck = None
 _check_int = _check_timeout = _headers_encode = _headers_decode = None
 
 
-def configure(*, errors, check_int, check_timeout, headers_encode, headers_decode):
+def configure(*, errors, check_int, check_timeout, headers_encode, headers_decode,
+              frame_tags):
     """Give _core what it raises and falls back on: `errors` (a namespace
     with QmemError, Full, Empty, Closed, MessageTooLarge, CorruptError,
     IncompatibleError, NotFound, AlreadyExists, StaleAck); `check_int(what,
@@ -104,16 +110,19 @@ def configure(*, errors, check_int, check_timeout, headers_encode, headers_decod
     `headers_encode(headers, correlation_id, limit)` and
     `headers_decode(block) -> (headers, correlation_id)` (the fast codec
     here hands them what it does not take, and a malformed block for its
-    CorruptError)."""
+    CorruptError); `frame_tags` = (tag of a bytes record, tag of an
+    out-of-band frame), the first byte values Ring.get_frame splits off."""
     global QmemError, Full, Empty, Closed, MessageTooLarge, CorruptError
     global IncompatibleError, NotFound, AlreadyExists, StaleAck
     global _check_int, _check_timeout, _headers_encode, _headers_decode
+    global _TAG_BYTES, _TAG_OUT_OF_BAND
     QmemError, Full, Empty, Closed = errors.QmemError, errors.Full, errors.Empty, errors.Closed
     MessageTooLarge, CorruptError = errors.MessageTooLarge, errors.CorruptError
     IncompatibleError, NotFound = errors.IncompatibleError, errors.NotFound
     AlreadyExists, StaleAck = errors.AlreadyExists, errors.StaleAck
     _check_int, _check_timeout = check_int, check_timeout
     _headers_encode, _headers_decode = headers_encode, headers_decode
+    _TAG_BYTES, _TAG_OUT_OF_BAND = frame_tags
 
 
 def deadline_ns(seconds):
