@@ -159,6 +159,8 @@ class TopicStore(Protocol):
     config: TopicConfig
     max_value: int  # the largest record value it takes, in bytes
     location: str  # where it lives (a folder, a URL), for messages
+    backend: Backend  # a backend that finds this topic from any process
+    dir: Optional[str]  # its root folder (the shared-memory backend); None elsewhere
 
     def append(
         self, partition: int, key: Optional[bytes], headers: bytes, value: Any, timestamp_ns: int

@@ -43,10 +43,11 @@ Threads
 import datetime
 import numbers
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from typing import Dict, List, Optional
 
 from ._args import check_int as _check_int
-from .backend import Start
+from .backend import Message, Start
 from .errors import Closed
 from .naming import check_name
 
@@ -195,18 +196,18 @@ class Consumer:
         self.get = reader.get  # type: ignore[method-assign]
         self.get_many = reader.get_many  # type: ignore[method-assign]
 
-    def get(self, timeout=None):
+    def get(self, timeout: Optional[float] = None) -> Message:
         """The next message, waiting up to `timeout` seconds (None: forever).
         Raises Empty if none came in time."""
         return self._reader.get(timeout)
 
-    def get_many(self, max_messages, timeout=None):
+    def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[Message]:
         """Up to `max_messages` messages: waits (as get) for the first, then
         takes what is already there, one partition after another.  Raises
         Empty if none came."""
         return self._reader.get_many(max_messages, timeout)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Message]:
         """Messages as they come, blocking for more.  Iteration ends when the
         consumer is closed while iterating (from another thread); iterating a
         closed consumer raises Closed."""
@@ -216,7 +217,7 @@ class Consumer:
         if self._closed:
             raise Closed(f"consumer of topic {self._topic!r} is closed")
 
-    def seek(self, partition, offset):
+    def seek(self, partition: int, offset: int) -> None:
         """Continue `partition` at `offset` (its start if `offset` is before
         it, its end if past it)."""
         _check_int("partition", partition, 0, sys.maxsize)
@@ -226,42 +227,42 @@ class Consumer:
         self._check_open()
         self._reader.seek(partition, offset)
 
-    def position(self):
+    def position(self) -> Dict[int, int]:
         """``{partition: offset of the next record to read}``."""
         return self._reader.position()
 
-    def lag(self):
+    def lag(self) -> Dict[int, int]:
         """``{partition: records stored after this consumer's position}``
         (end offset minus position; records retention removed are not counted)."""
         self._check_open()
         return self._reader.lag()
 
-    def skipped(self):
+    def skipped(self) -> Dict[int, int]:
         """``{partition: records retention removed before this consumer read
         them}``, counted since the consumer opened or its last seek() there."""
         return self._reader.skipped()
 
     @property
-    def partitions(self):
+    def partitions(self) -> List[int]:
         """The partitions this consumer reads."""
         return list(self._order)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True after close()."""
         return self._closed
 
-    def close(self):
+    def close(self) -> None:
         """Release the consumer's handles (idempotent).  A get blocked in
         another thread raises Closed.  Messages already delivered keep their
         data valid."""
         self._closed = True
         self._reader.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Consumer":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self):

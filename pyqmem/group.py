@@ -49,10 +49,14 @@ Threads
 """
 
 import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Dict, List, Optional
 
 from ._args import check_int as _check_int
+from .backend import Message
 from .consumer import _OFFSET_MAX, iterate
 from .errors import Closed, Empty, StaleAck
+from .retry import RetryPolicy
 
 __all__ = ["GroupConsumer"]
 
@@ -84,17 +88,17 @@ class GroupConsumer:
         self.get_many = member.get_many  # type: ignore[method-assign]
         self.ack_many = member.ack_many  # type: ignore[method-assign]
 
-    def get(self, timeout=None):
+    def get(self, timeout: Optional[float] = None) -> Message:
         """The next message for this member, waiting up to `timeout` seconds
         (None: forever).  Raises Empty if none came in time."""
         return self._member.get(timeout)
 
-    def get_many(self, max_messages, timeout=None):
+    def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[Message]:
         """Up to `max_messages` messages: waits (as get) for the first, then
         claims what is already there.  Raises Empty if none came."""
         return self._member.get_many(max_messages, timeout)
 
-    def ack_many(self, msgs):
+    def ack_many(self, msgs: Iterable[Message]) -> int:
         """Ack every message of `msgs` (of this consumer) in one call.
         Returns how many were stale (their leases had moved on: they raise
         nothing); already acked ones are skipped, and at-most-once ones are
@@ -102,13 +106,13 @@ class GroupConsumer:
         return self._member.ack_many(msgs)
 
     # ----- consuming ----------------------------------------------------------
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Message]:
         """Messages as they come, blocking for more.  Iteration ends when the
         consumer is closed while iterating (from another thread); iterating a
         closed consumer raises Closed."""
         return iterate(self)
 
-    def run(self, handler, *, stop=None):
+    def run(self, handler: Callable[[Message], Any], *, stop: Any = None) -> int:
         """Call ``handler(msg)`` for each record until ``stop.is_set()``
         (checked at least every 0.1 s) or the consumer is closed.  On return
         the record is acked; on an Exception it is nacked with the retry
@@ -154,12 +158,12 @@ class GroupConsumer:
         if self._closed:
             raise Closed(f"consumer of topic {self._topic!r} is closed")
 
-    def lag(self):
+    def lag(self) -> Dict[int, int]:
         """``{partition: log end - committed offset}`` for this member's partitions."""
         self._check_open()
         return self._member.lag()
 
-    def seek(self, partition, offset):
+    def seek(self, partition: int, offset: int) -> None:
         """Replay `partition` from `offset` for the whole group (clamped to the
         log's start and end): pending leases there become stale."""
         _check_int("partition", partition, 0, sys.maxsize)
@@ -169,7 +173,7 @@ class GroupConsumer:
         self._check_open()
         self._member.seek(partition, offset)
 
-    def stats(self):
+    def stats(self) -> Dict[int, Dict[str, int]]:
         """This member's group as ``t.stats()["groups"][name]`` shows it:
         ``{partition: {committed, pending, lag, redelivered, dead_lettered,
         skipped}}`` for every partition of the group."""
@@ -177,31 +181,31 @@ class GroupConsumer:
         return self._member.stats()
 
     @property
-    def stale_acks(self):
+    def stale_acks(self) -> int:
         """Acks and nacks run() found stale (the lease had moved on)."""
         return self._member.stale_acks
 
     @property
-    def group(self):
+    def group(self) -> str:
         """The group's name."""
         return self._name
 
     @property
-    def partitions(self):
+    def partitions(self) -> List[int]:
         """The partitions this member claims from."""
         return list(self._order)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True after close()."""
         return self._closed
 
     @property
-    def retry(self):
+    def retry(self) -> RetryPolicy:
         """The RetryPolicy of nack() without a delay and of run()."""
         return self._retry
 
-    def close(self):
+    def close(self) -> None:
         """Leave the group (idempotent): this member's leases are given back at
         once (their delivery counts kept) and its ordered partitions freed.  A
         get blocked in another thread raises Closed."""
@@ -209,10 +213,10 @@ class GroupConsumer:
         self._member.close()
         self._dead_letters.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "GroupConsumer":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self):

@@ -35,11 +35,13 @@ Handles
     runs it now.
 """
 
+import os
 import random
 import threading
 import time
 import weakref
-from typing import Union
+from collections.abc import Iterable, Mapping
+from typing import Any, Dict, List, Optional, Union, overload
 
 from . import headers as _headers
 from ._args import (
@@ -51,7 +53,7 @@ from ._args import (
     check_segment_bytes,
 )
 from ._native import _core
-from .backend import GroupOptions, TopicConfig
+from .backend import Backend, GroupOptions, TopicConfig
 from .consumer import Consumer, check_consumer_args
 from .deadletter import DeadLetters, error_text
 from .errors import AlreadyExists, Closed
@@ -134,18 +136,18 @@ class Topic:
 
     def __init__(
         self,
-        name,
+        name: str,
         *,
-        partitions=None,
-        dir=None,
-        segment_bytes=64 * 2**20,
-        retention_bytes=None,
-        retention_seconds=None,
-        durability="os",
-        serializer=None,
-        create=None,
-        backend=None,
-    ):
+        partitions: Optional[int] = None,
+        dir: Union[str, "os.PathLike[str]", None] = None,
+        segment_bytes: int = 64 * 2**20,
+        retention_bytes: Optional[int] = None,
+        retention_seconds: Optional[float] = None,
+        durability: str = "os",
+        serializer: Any = None,
+        create: Optional[bool] = None,
+        backend: Optional[Backend] = None,
+    ) -> None:
         check_name(name, "topic name")
         if partitions is not None:
             check_int("partitions", partitions, 1, MAX_PARTITIONS)
@@ -189,60 +191,60 @@ class Topic:
 
     # ----- properties -----------------------------------------------------
     @property
-    def name(self):
+    def name(self) -> str:
         """The topic's name."""
         return self._name
 
     @property
-    def dir(self):
+    def dir(self) -> Optional[str]:
         """The absolute root folder the topic lives in (None for a backend
         without folders)."""
-        return getattr(self._store, "dir", None)
+        return self._store.dir
 
     @property
-    def path(self):
+    def path(self) -> str:
         """Where the topic lives: its folder ``dir/name`` in the
         shared-memory backend."""
         return self._store.location
 
     @property
-    def partitions(self):
+    def partitions(self) -> int:
         """Number of partitions (as of opening this Topic object)."""
         return self._config.partitions
 
     @property
-    def segment_bytes(self):
+    def segment_bytes(self) -> int:
         """Bytes of each segment file."""
         return self._config.segment_bytes
 
     @property
-    def retention_bytes(self):
+    def retention_bytes(self) -> Optional[int]:
         """Per-partition bytes bound of retention, or None."""
         return self._config.retention_bytes
 
     @property
-    def retention_seconds(self):
+    def retention_seconds(self) -> Optional[float]:
         """Age bound of retention in seconds, or None."""
         return self._config.retention_seconds
 
     @property
-    def durability(self):
+    def durability(self) -> str:
         """``"os"`` or ``"fsync"``."""
         return self._config.durability
 
     @property
-    def max_message(self):
+    def max_message(self) -> int:
         """Largest serialized value accepted, in bytes (segment_bytes // 2)."""
         return self._max_value
 
     @property
-    def backend(self):
+    def backend(self) -> Backend:
         """The backend the topic lives in (picklable; it finds this topic
         from any process)."""
         return self._store.backend
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True after close()."""
         return self._closed
 
@@ -269,7 +271,15 @@ class Topic:
     # When the backend has a fast path (a Sender), an open Topic's send and
     # send_many are bound to it in __init__; it hands every call it does
     # not take to _send / _send_many.  Otherwise these methods run.
-    def send(self, value, *, key=None, headers=None, partition=None, correlation_id=None):
+    def send(
+        self,
+        value: Any,
+        *,
+        key: Union[str, bytes, None] = None,
+        headers: Optional[Mapping[str, Any]] = None,
+        partition: Optional[int] = None,
+        correlation_id: Optional[str] = None,
+    ) -> RecordMetadata:
         """Append `value` and return its RecordMetadata.
 
         `key` (str, bytes-like or None) picks the partition by Kafka's
@@ -279,7 +289,9 @@ class Topic:
         ``Message.correlation_id``."""
         return self._send(value, key, headers, partition, correlation_id)
 
-    def send_many(self, values, *, key=None):
+    def send_many(
+        self, values: Iterable[Any], *, key: Union[str, bytes, None] = None
+    ) -> List[RecordMetadata]:
         """Send each of `values` (each partition chosen as by send) and
         return their RecordMetadata in order.  Every value is serialized and
         checked before the first is appended; if an append fails, the values
@@ -321,20 +333,52 @@ class Topic:
         return [RecordMetadata(p, off, ts, None) for p, off in zip(parts, offsets)]
 
     # ----- consuming --------------------------------------------------------
+    @overload
     def consumer(
         self,
-        group=None,
+        group: None = None,
         *,
-        start="earliest",
-        mode="at_least_once",
-        visibility_timeout=30.0,
-        max_deliveries=5,
-        dead_letter=True,
-        ordered=False,
-        partitions=None,
-        retry=None,
-        check_crcs=True,
-    ):
+        start: Any = "earliest",
+        mode: str = "at_least_once",
+        visibility_timeout: float = 30.0,
+        max_deliveries: Optional[int] = 5,
+        dead_letter: Union[bool, str] = True,
+        ordered: bool = False,
+        partitions: Optional[Iterable[int]] = None,
+        retry: Optional[RetryPolicy] = None,
+        check_crcs: bool = True,
+    ) -> Consumer: ...
+
+    @overload
+    def consumer(
+        self,
+        group: str,
+        *,
+        start: Any = "earliest",
+        mode: str = "at_least_once",
+        visibility_timeout: float = 30.0,
+        max_deliveries: Optional[int] = 5,
+        dead_letter: Union[bool, str] = True,
+        ordered: bool = False,
+        partitions: Optional[Iterable[int]] = None,
+        retry: Optional[RetryPolicy] = None,
+        check_crcs: bool = True,
+    ) -> GroupConsumer: ...
+
+    def consumer(
+        self,
+        group: Optional[str] = None,
+        *,
+        start: Any = "earliest",
+        mode: str = "at_least_once",
+        visibility_timeout: float = 30.0,
+        max_deliveries: Optional[int] = 5,
+        dead_letter: Union[bool, str] = True,
+        ordered: bool = False,
+        partitions: Optional[Iterable[int]] = None,
+        retry: Optional[RetryPolicy] = None,
+        check_crcs: bool = True,
+    ) -> Union[Consumer, GroupConsumer]:
         """A Consumer of this topic (see pyqmem.consumer), or with `group` a
         member of that consumer group (a GroupConsumer, see pyqmem.group and
         docs/design/group-consumer.md).
@@ -446,7 +490,7 @@ class Topic:
         return DeadLetters(self._name, group, open_topic)
 
     # ----- state ------------------------------------------------------------
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """``{"partitions": {k: {start_offset, end_offset, bytes, segments,
         segments_rolled, abandoned, syncs, synced_appends}}, "groups":
         {name: {k: {committed, pending, lag, redelivered, dead_lettered,
@@ -455,7 +499,7 @@ class Topic:
         parts = {k: self._store.partition_stats(k) for k in range(self._config.partitions)}
         return {"partitions": parts, "groups": self._store.group_stats()}
 
-    def retain(self):
+    def retain(self) -> int:
         """Apply retention now (it also runs after every segment roll);
         returns how many segment files were deleted."""
         self._check_open()
@@ -466,13 +510,18 @@ class Topic:
             raise Closed(f"topic {self._name!r} is closed")
 
     @staticmethod
-    def exists(name, dir=None, *, backend=None):
+    def exists(
+        name: str,
+        dir: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        backend: Optional[Backend] = None,
+    ) -> bool:
         """True if a topic called `name` exists (in `dir` or `backend`, as for Topic)."""
         check_name(name, "topic name")
         return resolve_backend(backend, dir).topic_exists(name)
 
     # ----- lifetime ---------------------------------------------------------
-    def close(self):
+    def close(self) -> None:
         """Release this object's handles and close its consumers
         (idempotent); later calls raise Closed, also calls blocked in other
         threads.  The topic's files stay."""
@@ -487,10 +536,10 @@ class Topic:
             consumer.close()
         self._store.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "Topic":
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __reduce__(self):

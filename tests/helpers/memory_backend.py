@@ -134,6 +134,7 @@ class MemoryStore:
         self.config = data.config
         self.max_value = data.config.segment_bytes // 2
         self.location = f"memory:{data.name}"
+        self.dir = None
         self._closed = False
         self._readers = []
 
