@@ -32,6 +32,7 @@ from collections import defaultdict
 from multiprocessing.connection import wait as mp_wait
 
 from . import msgs
+from .reporting import reporting
 from .stopflag import StopFlag  # noqa: F401  (gw.StopFlag)
 
 POISON = 0xFFFF_FFFE          # producer id of a record whose handler dies (os._exit(1))
@@ -88,8 +89,8 @@ def bulk_producer(dir, name, producer, n, seed, conn, deadline_s, batch=500, siz
     end = time.monotonic() + deadline_s
     t = None
     sent = 0
-    try:
-        t = _open_topic(dir, name)
+    with reporting(conn, producer, lambda: sent) as closing:
+        t = closing(_open_topic(dir, name))
         rng = random.Random(seed)
         _send(conn, "ready", producer, os.getpid())
         seq = 0
@@ -100,13 +101,6 @@ def bulk_producer(dir, name, producer, n, seed, conn, deadline_s, batch=500, siz
             _send(conn, "sent_many", producer, [(seq + i, md.partition, md.offset) for i, md in enumerate(mds)])
             seq += k
             sent += k
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", producer, sent)
-        conn.close()
 
 
 def slow_producer(dir, name, producer, n, seed, conn, deadline_s, pause=(0.0, 0.002), every=5):
@@ -114,8 +108,8 @@ def slow_producer(dir, name, producer, n, seed, conn, deadline_s, pause=(0.0, 0.
     report each send that returned at once (so a SIGKILL loses at most one report)."""
     end = time.monotonic() + deadline_s
     t = None
-    try:
-        t = _open_topic(dir, name)
+    with reporting(conn, producer) as closing:
+        t = closing(_open_topic(dir, name))
         rng = random.Random(seed)
         _send(conn, "ready", producer, os.getpid())
         for seq in range(n):
@@ -126,13 +120,6 @@ def slow_producer(dir, name, producer, n, seed, conn, deadline_s, pause=(0.0, 0.
             conn.send(("sent", producer, seq, md.partition, md.offset))
             if seq % every == every - 1:
                 time.sleep(rng.uniform(*pause))
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", producer, None)
-        conn.close()
 
 
 def big_writer(dir, name, size, n, conn, deadline_s, first_seq=0):
@@ -141,8 +128,8 @@ def big_writer(dir, name, size, n, conn, deadline_s, first_seq=0):
     each send that returned."""
     end = time.monotonic() + deadline_s
     t = None
-    try:
-        t = _open_topic(dir, name)
+    with reporting(conn, "writer") as closing:
+        t = closing(_open_topic(dir, name))
         filler = os.urandom(1 << 16) * (size >> 16)
         _send(conn, "ready", "writer", os.getpid())
         for seq in range(first_seq, first_seq + n):
@@ -150,13 +137,6 @@ def big_writer(dir, name, size, n, conn, deadline_s, first_seq=0):
                 break
             md = t.send(filler, partition=0, headers={"seq": b"%d" % seq})   # no per-record copy here
             conn.send(("sent", 0, seq, md.partition, md.offset))
-    except BaseException:
-        _send(conn, "error", "writer", traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", "writer", None)
-        conn.close()
 
 
 # ----------------------------------------------------------------------------
@@ -172,9 +152,9 @@ def throughput_member(dir, name, group, who, kw, conn, stop, deadline_s, use_ack
     t = c = None
     n = 0
     stale = 0
-    try:
-        t = _open_topic(dir, name)
-        c = _consumer(t, group, kw)
+    with reporting(conn, who, lambda: n) as closing:
+        t = closing(_open_topic(dir, name))
+        c = closing(_consumer(t, group, kw))
         _send(conn, "ready", who, os.getpid())
         out = []
         while not stop.is_set() and time.monotonic() < end:
@@ -203,15 +183,6 @@ def throughput_member(dir, name, group, who, kw, conn, stop, deadline_s, use_ack
             _send(conn, "batch", who, out)
         if stale:
             _send(conn, "error", who, f"ack_many reported {stale} stale acks with no member dying")
-    except BaseException:
-        _send(conn, "error", who, traceback.format_exc())
-    finally:
-        if c is not None:
-            c.close()
-        if t is not None:
-            t.close()
-        _send(conn, "done", who, n)
-        conn.close()
 
 
 def member(dir, name, group, who, kw, conn, stop, deadline_s, seed=0, get_timeout=0.1,
@@ -229,9 +200,9 @@ def member(dir, name, group, who, kw, conn, stop, deadline_s, seed=0, get_timeou
     t = c = None
     acks = 0
     pid = os.getpid()
-    try:
-        t = _open_topic(dir, name)
-        c = _consumer(t, group, kw)
+    with reporting(conn, who, lambda: acks) as closing:
+        t = closing(_open_topic(dir, name))
+        c = closing(_consumer(t, group, kw))
         _send(conn, "ready", who, pid)
         while time.monotonic() < end and (stop is None or not stop.is_set()):
             if max_acks is not None and acks >= max_acks:
@@ -267,15 +238,6 @@ def member(dir, name, group, who, kw, conn, stop, deadline_s, seed=0, get_timeou
                 conn.send(("a", who, pid, m.partition, m.offset, d[0], d[1], t0, t1))
                 acks += 1
             ms = m = None
-    except BaseException:
-        _send(conn, "error", who, traceback.format_exc())
-    finally:
-        if c is not None:
-            c.close()
-        if t is not None:
-            t.close()
-        _send(conn, "done", who, acks)
-        conn.close()
 
 
 def group_creator(dir, name, group, conn):
@@ -378,9 +340,9 @@ def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers
     t = c = None
     handled = None
     pid = os.getpid()
-    try:
-        t = _open_topic(dir, name)
-        c = _consumer(t, group, kw)
+    with reporting(conn, who, lambda: handled) as closing:
+        t = closing(_open_topic(dir, name))
+        c = closing(_consumer(t, group, kw))
         _send(conn, "ready", who, pid)
         deadline = time.monotonic() + deadline_s
 
@@ -399,15 +361,6 @@ def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers
             conn.send(("a", who, pid, m.partition, m.offset, d[0], d[1], now, time.monotonic()))
 
         handled = c.run(handler, stop=Stop())
-    except BaseException:
-        _send(conn, "error", who, traceback.format_exc())
-    finally:
-        if c is not None:
-            c.close()
-        if t is not None:
-            t.close()
-        _send(conn, "done", who, handled)
-        conn.close()
 
 
 # ----------------------------------------------------------------------------

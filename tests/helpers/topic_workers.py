@@ -17,6 +17,7 @@ import time
 import traceback
 
 from . import msgs
+from .reporting import reporting
 
 
 def _diag():
@@ -57,8 +58,8 @@ def stress_producer(dir, name, producer, n, seed, partitions, conn, deadline_s, 
     end = time.monotonic() + deadline_s
     sent = 0
     t = None
-    try:
-        t = _open(dir, name, partitions)
+    with reporting(conn, producer, lambda: sent) as closing:
+        t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
         batch = []
         for seq in range(n):
@@ -77,13 +78,6 @@ def stress_producer(dir, name, producer, n, seed, partitions, conn, deadline_s, 
                 batch = []
         if batch:
             _send(conn, "acks", producer, batch)
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", producer, sent)
-        conn.close()
 
 
 def stress_subscriber(dir, name, sub, partitions, expected, conn, deadline_s, linger_s=0.5):
@@ -94,9 +88,9 @@ def stress_subscriber(dir, name, sub, partitions, expected, conn, deadline_s, li
     end = time.monotonic() + deadline_s
     got = 0
     t = c = None
-    try:
-        t = _open(dir, name, partitions)
-        c = t.consumer(start="earliest")
+    with reporting(conn, sub, lambda: got) as closing:
+        t = closing(_open(dir, name, partitions))
+        c = closing(t.consumer(start="earliest"))
         _send(conn, "ready", sub, os.getpid())
         batch = []
         linger_end = None
@@ -123,15 +117,6 @@ def stress_subscriber(dir, name, sub, partitions, expected, conn, deadline_s, li
                 batch = []
         if batch:
             _send(conn, "deliver", sub, batch)
-    except BaseException:
-        _send(conn, "error", sub, traceback.format_exc())
-    finally:
-        if c is not None:
-            c.close()
-        if t is not None:
-            t.close()
-        _send(conn, "done", sub, got)
-        conn.close()
 
 
 def lockstep_producer(dir, name, partitions, conn, batches, per_batch, size, deadline_s):
@@ -139,8 +124,8 @@ def lockstep_producer(dir, name, partitions, conn, batches, per_batch, size, dea
     each, report ("batch", i, [offsets]) and wait for the parent's "go"."""
     end = time.monotonic() + deadline_s
     t = None
-    try:
-        t = _open(dir, name, partitions)
+    with reporting(conn, "lockstep") as closing:
+        t = closing(_open(dir, name, partitions))
         seq = 0
         for i in range(batches):
             offs = []
@@ -152,13 +137,6 @@ def lockstep_producer(dir, name, partitions, conn, batches, per_batch, size, dea
                 raise TimeoutError("parent never said go")
             if conn.recv() != "go":
                 break
-    except BaseException:
-        _send(conn, "error", "lockstep", traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", "lockstep", None)
-        conn.close()
 
 
 def zero_copy_after_retention(dir, name):
@@ -208,8 +186,8 @@ def crash_writer(dir, name, partitions, writer, seed, conn, max_records, deadlin
     """Send until killed (or max_records / deadline); report every returned send at once."""
     end = time.monotonic() + deadline_s
     t = None
-    try:
-        t = _open(dir, name, partitions)
+    with reporting(conn, writer) as closing:
+        t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
         _send(conn, "ready", writer, os.getpid())
         for seq in range(max_records):
@@ -220,21 +198,14 @@ def crash_writer(dir, name, partitions, writer, seed, conn, max_records, deadlin
             key = rng.getrandbits(64).to_bytes(8, "little")
             md = t.send(msgs.encode(writer, seq, size), key=key, headers={"w": b"%d" % writer})
             conn.send(("ack", writer, seq, md.partition, md.offset))
-    except BaseException:
-        _send(conn, "error", writer, traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", writer, None)
-        conn.close()
 
 
 def survivor_writer(dir, name, partitions, writer, seed, conn, stop, deadline_s, max_size):
     """Long-lived writer spanning all kills: sends until `stop` is set; acks in batches."""
     end = time.monotonic() + deadline_s
     t = None
-    try:
-        t = _open(dir, name, partitions)
+    with reporting(conn, writer) as closing:
+        t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
         _send(conn, "ready", writer, os.getpid())
         batch = []
@@ -250,13 +221,6 @@ def survivor_writer(dir, name, partitions, writer, seed, conn, stop, deadline_s,
                 time.sleep(0.002)  # leave CPU to the victims
         if batch:
             _send(conn, "acks", writer, batch)
-    except BaseException:
-        _send(conn, "error", writer, traceback.format_exc())
-    finally:
-        if t is not None:
-            t.close()
-        _send(conn, "done", writer, None)
-        conn.close()
 
 
 def sentinel_subscriber(dir, name, partitions, sub, conn, deadline_s):
@@ -266,9 +230,9 @@ def sentinel_subscriber(dir, name, partitions, sub, conn, deadline_s):
     end = time.monotonic() + deadline_s
     t = c = None
     seen_sentinel = set()
-    try:
-        t = _open(dir, name, partitions)
-        c = t.consumer(start="earliest")
+    with reporting(conn, sub, lambda: sorted(seen_sentinel)) as closing:
+        t = closing(_open(dir, name, partitions))
+        c = closing(t.consumer(start="earliest"))
         _send(conn, "ready", sub, os.getpid())
         batch = []
         while len(seen_sentinel) < partitions and time.monotonic() < end:
@@ -292,33 +256,19 @@ def sentinel_subscriber(dir, name, partitions, sub, conn, deadline_s):
                 batch = []
         if batch:
             _send(conn, "deliver", sub, batch)
-    except BaseException:
-        _send(conn, "error", sub, traceback.format_exc())
-    finally:
-        if c is not None:
-            c.close()
-        if t is not None:
-            t.close()
-        _send(conn, "done", sub, sorted(seen_sentinel))
-        conn.close()
 
 
 def create_victim(dir, name, partitions, segment_bytes, conn):
     """Create the topic (killed at a random point by the parent), then send one record."""
     import pyqmem
 
-    try:
+    with reporting(conn, "creator"):
         _send(conn, "ready", "creator", os.getpid())
         t = pyqmem.Topic(name, dir=dir, partitions=partitions, segment_bytes=segment_bytes)
         _send(conn, "created", "creator", None)
         md = t.send(b"from-creator", partition=0)
         _send(conn, "ack", "creator", (md.partition, md.offset))
         t.close()
-    except BaseException:
-        _send(conn, "error", "creator", traceback.format_exc())
-    finally:
-        _send(conn, "done", "creator", None)
-        conn.close()
 
 
 # ----------------------------------------------------------------------------
@@ -383,15 +333,10 @@ def racing_opener(dir, name, partitions, who, barrier, n, conn):
 def forked_writer(topic, writer, conn, max_records, deadline_s):
     """Under fork: use the parent's Topic object as inherited; send until killed."""
     end = time.monotonic() + deadline_s
-    try:
+    with reporting(conn, writer):
         _send(conn, "ready", writer, os.getpid())
         for seq in range(max_records):
             if time.monotonic() > end:
                 break
             md = topic.send(msgs.encode(writer, seq, (seq * 7919) % 3000), partition=seq % 2)
             conn.send(("ack", writer, seq, md.partition, md.offset))
-    except BaseException:
-        _send(conn, "error", writer, traceback.format_exc())
-    finally:
-        _send(conn, "done", writer, None)
-        conn.close()
