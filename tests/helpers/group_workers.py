@@ -33,16 +33,10 @@ from multiprocessing.connection import wait as mp_wait
 
 from . import msgs
 from .reporting import reporting
+from .reporting import send as _send
 from .stopflag import StopFlag  # noqa: F401  (gw.StopFlag)
 
 POISON = 0xFFFF_FFFE          # producer id of a record whose handler dies (os._exit(1))
-
-
-def _send(conn, *msg):
-    try:
-        conn.send(msg)
-    except (BrokenPipeError, OSError):
-        pass
 
 
 def _diag():

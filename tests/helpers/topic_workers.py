@@ -18,6 +18,7 @@ import traceback
 
 from . import msgs
 from .reporting import reporting
+from .reporting import send as _send
 
 
 def _diag():
@@ -25,13 +26,6 @@ def _diag():
     import signal
 
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-
-
-def _send(conn, *msg):
-    try:
-        conn.send(msg)
-    except (BrokenPipeError, OSError):
-        pass
 
 
 def _open(dir, name, partitions):

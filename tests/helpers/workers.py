@@ -12,6 +12,7 @@ import traceback
 from array import array
 
 from . import msgs
+from .reporting import send as _send
 
 
 def _diag():
@@ -30,13 +31,6 @@ def _open(name, **kw):
     kw.setdefault("serializer", None)
     kw.setdefault("create", False)
     return pyqmem.Queue(name, **kw)
-
-
-def _send(conn, *msg):
-    try:
-        conn.send(msg)
-    except (BrokenPipeError, OSError):
-        pass
 
 
 # ----------------------------------------------------------------------------
