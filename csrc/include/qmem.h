@@ -73,7 +73,8 @@ enum {
     QM_EPERM = -30012,       /* object owned by another user, or open to
                               * group/others, or not a regular file */
     QM_ECLOSED = -30013,     /* handle already closed */
-    QM_EGONE = -30014,       /* object truncated under us */
+    QM_EGONE = -30014,       /* the object cannot be reopened after fork()
+                              * (removed or replaced): open it anew */
     QM_ESTALE = -30015,      /* ack/nack of a lease that moved on (expired and
                               * redelivered, nacked, acked, or seeked past) */
     QM_EFULL = -30016        /* consumer group: the partition's pending window
@@ -104,13 +105,13 @@ uint32_t qm_crc32c(uint32_t crc, const void *data, size_t len);
 /* ----- names ------------------------------------------------------------
  * A name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$.  Returns QM_OK or
  * QM_EINVAL; checked by every call that takes a name, before any file is
- * touched. */
+ * touched.  Errors: QM_EINVAL (bad name, or NULL). */
 int qm_name_check(const char *name);
 
 /* The file a ring named `name` lives in:
  * ${PYQMEM_SHM_DIR:-/dev/shm}/pyqmem.<uid>.q.<name>.  Returns the length
- * written (excluding NUL), or QM_EINVAL if the name is bad or the buffer
- * too small. */
+ * written (excluding NUL).  Errors: QM_EINVAL (bad name, or buffer too
+ * small). */
 int qm_ring_path(const char *name, char *buf, size_t buflen);
 
 /* ----- ring: multi-producer multi-consumer FIFO of variable-length records
@@ -187,7 +188,10 @@ void qm_ring_close(qm_ring_t *ring);
 /* A second handle on the same object (new member slot, own lock and
  * mapping), for another thread.  Works after the name was unlinked.  It
  * only reads what never changes in `ring`, so it may run while another
- * thread is inside a call on `ring`. */
+ * thread is inside a call on `ring`.
+ * Errors: QM_EMEMBERS, QM_ECORRUPT (file truncated, or header damaged since
+ * the open; so are QM_EINCOMPAT and QM_ENOTREADY), QM_ECLOSED (NULL),
+ * -errno (reopening through /proc, mmap). */
 int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out);
 
 /* How long a consumer on this handle waits behind a record whose producer
@@ -205,11 +209,12 @@ void qm_ring_set_stall_timeout(qm_ring_t *ring, int64_t ns);
  * another thread may be inside a call on this handle. */
 void qm_ring_interrupt(qm_ring_t *ring);
 
-/* Remove the object's name.  Handles attached keep working. QM_ENOTFOUND
- * if there is none. */
+/* Remove the object's name.  Handles attached keep working.
+ * Errors: QM_ENOTFOUND (there is none), QM_EINVAL (bad name), -errno
+ * (unlink, e.g. EACCES). */
 int qm_ring_unlink(const char *name);
 
-/* 1 if the object exists, 0 if not, negative on a bad name. */
+/* 1 if the object exists, 0 if not.  Errors: QM_EINVAL (bad name). */
 int qm_ring_exists(const char *name);
 
 /* Bytes of memory a ring of `capacity` (rounded as above) needs, or 0 if
@@ -219,20 +224,29 @@ uint64_t qm_ring_memory_size(uint64_t capacity);
 /* Format caller-provided memory as a ring (tests, benchmarks, anonymous
  * shared mappings).  `mem` must be 4096-aligned and zero or writable.
  * Handles attached with qm_ring_attach_memory() have no liveness lock: all
- * their members count as alive. */
+ * their members count as alive.
+ * Errors (format): QM_EINVAL (capacity out of range, `mem` NULL, unaligned or
+ * smaller than qm_ring_memory_size()).
+ * Errors (attach): QM_EINVAL (`mem` NULL or unaligned), QM_ENOTREADY (not
+ * formatted), QM_ECORRUPT (bad header, or `len` not the ring's size),
+ * QM_EINCOMPAT, QM_EMEMBERS, -ENOMEM. */
 int qm_ring_format_memory(void *mem, uint64_t len, uint64_t capacity,
                           uint64_t maxsize);
 int qm_ring_attach_memory(void *mem, uint64_t len, qm_ring_t **out);
 
 /* Put one message made of `iovcnt` pieces (gathered into one record).
  * Blocks until there is room or the deadline passes.
- * Errors: QM_ETOOBIG (checked first), QM_EAGAIN (full, QM_NOWAIT),
- * QM_ETIMEDOUT, QM_EINTR, QM_ECORRUPT, QM_ECLOSED. */
+ * Errors: QM_ETOOBIG (checked before waiting), QM_EAGAIN (full, QM_NOWAIT),
+ * QM_ETIMEDOUT, QM_EINTR, QM_ECORRUPT, QM_ECLOSED (NULL or interrupted
+ * handle), QM_EINVAL (iovcnt < 0, or iov NULL), and in a fork child's first
+ * call QM_EMEMBERS or QM_EGONE. */
 int qm_ring_put(qm_ring_t *ring, const qm_iovec_t *iov, int iovcnt,
                 int64_t deadline_ns);
 
 /* Put `count` messages (one qm_iovec_t each) in order.  *done receives how
- * many were put, also on error.  Waits only while nothing more fits. */
+ * many were put, also on error.  Waits only while nothing more fits.
+ * Errors: as qm_ring_put (QM_ETOOBIG if any message is too big, before any
+ * is put), without QM_EINVAL. */
 int qm_ring_put_many(qm_ring_t *ring, const qm_iovec_t *msgs, size_t count,
                      int64_t deadline_ns, size_t *done);
 
@@ -240,13 +254,19 @@ int qm_ring_put_many(qm_ring_t *ring, const qm_iovec_t *msgs, size_t count,
  * in place; the caller copies it and must call qm_ring_get_end() (the
  * record is the caller's until then, and space is not reclaimed).
  * Errors: QM_EAGAIN (empty, QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR,
- * QM_ECORRUPT, QM_ECLOSED. */
+ * QM_ECORRUPT, QM_ECLOSED (NULL or interrupted handle), QM_EINVAL (this
+ * handle already holds a record), and in a fork child's first call
+ * QM_EMEMBERS or QM_EGONE.
+ * qm_ring_get_end errors: QM_EINVAL (a record this handle does not hold),
+ * QM_ECORRUPT, QM_ECLOSED (NULL handle, or in a fork child). */
 int qm_ring_get_begin(qm_ring_t *ring, qm_record_t *rec, int64_t deadline_ns);
 int qm_ring_get_end(qm_ring_t *ring, qm_record_t *rec);
 
-/* Messages committed and not yet taken, at the instant of the call. */
+/* Messages committed and not yet taken, at the instant of the call.
+ * Errors: QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_ring_depth(qm_ring_t *ring, uint64_t *depth);
 
+/* Errors: QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_ring_stats(qm_ring_t *ring, qm_ring_stats_t *st);
 uint64_t qm_ring_capacity(const qm_ring_t *ring);
 uint64_t qm_ring_max_message(const qm_ring_t *ring);
@@ -290,10 +310,14 @@ typedef struct qm_log_config {
  * or was killed) first recovers the log: finishes an interrupted segment
  * roll, abandons records left WRITING, verifies the active segment's
  * records (lengths, offsets, CRC) and cuts a torn tail at the first bad
- * one.  Errors as qm_ring_open. */
+ * one.  Errors: as qm_ring_open (QM_EINVAL also for a bad `cfg`, even when
+ * attaching; -ENOENT if creating and the parent is missing), QM_ECORRUPT
+ * also when recovery finds a damaged record with intact ones after it (not
+ * cut), and QM_ETIMEDOUT (the segment roll lock held for 2 s). */
 int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
                 qm_log_t **out);
 void qm_log_close(qm_log_t *log);
+/* Errors: QM_ECLOSED (NULL). */
 int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg);
 
 /* Largest value one record may hold (segment_bytes / 2); key and headers
@@ -316,7 +340,10 @@ typedef struct qm_log_entry {
  * record is on stable storage; concurrent appenders share one fdatasync.
  * An fsync error makes the partition read-only: this and every later
  * append returns -EIO (never retried into a false success).
- * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment, EIO). */
+ * Errors: QM_ETOOBIG, QM_ECORRUPT, -errno (ENOSPC creating a segment, EIO),
+ * QM_ETIMEDOUT (the segment roll lock held for 2 s), QM_EPERM or
+ * QM_EINCOMPAT (a segment file not ours, or of another format), QM_ECLOSED
+ * (NULL), and in a fork child's first call QM_EMEMBERS or QM_EGONE. */
 int qm_log_append(qm_log_t *log, const qm_log_entry_t *entry, uint64_t *offset);
 
 /* A reader's position.  Zero it, set `flags`, then place it with
@@ -350,13 +377,18 @@ typedef struct qm_log_record {
 } qm_log_record_t;
 
 /* Place `cur` at the first record with offset >= `offset` (at the end if
- * there is none yet).  QM_ENOTFOUND if `offset` is before the log's start. */
+ * there is none yet).
+ * Errors: QM_ENOTFOUND (`offset` is before the log's start, or there is no
+ * segment file at all), QM_ECORRUPT, QM_ECLOSED (NULL), QM_EPERM or
+ * QM_EINCOMPAT (a segment file not ours, or of another format), -errno
+ * (listing the folder, open, mmap). */
 int qm_log_seek(qm_log_t *log, qm_log_cursor_t *cur, uint64_t offset);
 
 /* Place `cur` at the first record whose timestamp is >= `timestamp_ns`
  * (at the end if none).  Timestamps of concurrent writers may be slightly
  * out of order; the result is the first record in offset order that
- * qualifies. */
+ * qualifies.  Errors: as qm_log_seek (QM_ENOTFOUND only when there is no
+ * segment file at all). */
 int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns);
 
 /* Read the record at `cur` and advance past it.  Pointers in `rec` stay
@@ -364,9 +396,12 @@ int qm_log_seek_time(qm_log_t *log, qm_log_cursor_t *cur, int64_t timestamp_ns);
  * longer uses), or until qm_log_release() if qm_log_hold() was called on
  * `rec` before that next call.  Skips abandoned records.  A cursor
  * behind retention jumps to the log start and adds what it missed to
- * cur->skipped.  Waits for a record until the deadline: QM_EAGAIN
- * (QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR; QM_ECORRUPT if the record fails
- * validation or its CRC (unless the cursor has QM_CURSOR_NO_CRC). */
+ * cur->skipped.  Waits for a record until the deadline.
+ * Errors: QM_EAGAIN (QM_NOWAIT), QM_ETIMEDOUT, QM_EINTR, QM_ECORRUPT (the
+ * record fails validation or its CRC, unless the cursor has
+ * QM_CURSOR_NO_CRC), QM_ECLOSED (NULL or interrupted handle), QM_EPERM or
+ * QM_EINCOMPAT (a segment file not ours, or of another format), -errno
+ * (open, mmap), and in a fork child's first call QM_EMEMBERS or QM_EGONE. */
 int qm_log_read(qm_log_t *log, qm_log_cursor_t *cur, qm_log_record_t *rec, int64_t deadline_ns);
 
 /* Keep the segment that `rec` points into mapped after later calls on the
@@ -387,12 +422,15 @@ void *qm_log_hold_again(void *hold);
 /* End a hold.  Any thread; NULL is ignored. */
 void qm_log_release(void *hold);
 
-/* First offset still stored and the next offset to be assigned. */
+/* First offset still stored and the next offset to be assigned.
+ * Errors: QM_ECORRUPT, QM_ECLOSED (NULL); rarely, finishing a segment roll
+ * a writer left half done, the roll's errors (QM_ETIMEDOUT, -errno). */
 int qm_log_bounds(qm_log_t *log, uint64_t *start, uint64_t *end);
 
 /* Apply the retention configuration now (appends do it after each roll):
  * delete whole segments, oldest first, never the active one.  *deleted
- * (may be NULL) receives how many were removed. */
+ * (may be NULL) receives how many were removed.
+ * Errors: QM_ECORRUPT, QM_ECLOSED (NULL), -errno (listing the folder). */
 int qm_log_retain(qm_log_t *log, uint64_t *deleted);
 
 /* Make calls blocked on this handle (in another thread) return QM_ECLOSED. */
@@ -402,7 +440,10 @@ void qm_log_interrupt(qm_log_t *log);
  * then tries each with QM_NOWAIT), the deadline passes (QM_ETIMEDOUT), a
  * signal arrives (QM_EINTR) or a handle is interrupted (QM_ECLOSED).
  * Returns QM_OK at once if a record is already there.  Uses futex_waitv
- * where the kernel has it (Linux 5.16+), else short slices. */
+ * where the kernel has it (Linux 5.16+), else short slices.
+ * Errors: QM_ETIMEDOUT (also with QM_NOWAIT: never QM_EAGAIN), QM_EINTR,
+ * QM_ECLOSED (a NULL or interrupted handle), QM_ECORRUPT, QM_EINVAL (n not
+ * in 1..128). */
 int qm_log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
                     int64_t deadline_ns);
 
@@ -417,6 +458,7 @@ typedef struct qm_log_stats {
     uint32_t members;
     uint32_t member_slot;      /* this handle's slot */
 } qm_log_stats_t;
+/* Errors: as qm_log_bounds. */
 int qm_log_stats(qm_log_t *log, qm_log_stats_t *st);
 
 /* ----- consumer group: who gets which record of a topic, and what is done
@@ -472,7 +514,8 @@ typedef struct qm_group_config {
  * header field validated: QM_ECORRUPT / QM_EINCOMPAT).  A lone opener
  * that finds the file written under another boot expires every lease.
  * *created (may be NULL) says whether this call created the group.
- * Errors: as qm_ring_open. */
+ * Errors: as qm_ring_open (QM_ENOTFOUND also for a missing `topic_dir`,
+ * QM_EINVAL for a bad `cfg`, or none without QM_OPEN_ONLY). */
 int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
                   const qm_group_config_t *cfg, qm_group_t **out, int *created);
 
@@ -480,6 +523,7 @@ int qm_group_open(const char *topic_dir, const char *group, qm_open_mode_t mode,
  * its ordered partitions ownerless.  Never removes the file.  NULL is ok. */
 void qm_group_close(qm_group_t *g);
 
+/* Errors: QM_ECLOSED (NULL). */
 int qm_group_config(const qm_group_t *g, qm_group_config_t *cfg);   /* start = NULL */
 
 typedef struct qm_group_lease {
@@ -498,10 +542,13 @@ typedef struct qm_group_lease {
  * lease; at-most-once).  *got receives how many, in out[0..*got).
  * In an ordered group the member first takes the partition if it has no
  * live owner, and at most one record of it is in flight.
- * Returns QM_OK when *got >= 1, else QM_EAGAIN (nothing deliverable now:
- * qm_group_next_due() tells when a redelivery will be), QM_EFULL (the
- * window is full of pending records), QM_EINVAL (partition out of range,
- * end >= 2^48, max == 0), QM_ECORRUPT, QM_EMEMBERS, QM_EGONE.
+ * Returns QM_OK when *got >= 1.
+ * Errors: QM_EAGAIN (nothing deliverable now: qm_group_next_due() tells
+ * when a redelivery will be; ordered: another member owns the partition),
+ * QM_EFULL (the window is full of pending records), QM_EINVAL (partition
+ * out of range, end >= 2^48, max == 0, lease_ns < 0, unknown flags),
+ * QM_ECORRUPT, QM_ECLOSED (NULL), and in a fork child's first call
+ * QM_EMEMBERS or QM_EGONE.
  * Cost: two CAS per record plus one per call on the uncontended path; a
  * liveness sweep (one F_OFD_GETLK per member) at most every 100 ms. */
 int qm_group_claim(qm_group_t *g, uint32_t partition, uint64_t end, int64_t now_ns,
@@ -511,53 +558,71 @@ int qm_group_claim(qm_group_t *g, uint32_t partition, uint64_t end, int64_t now_
 /* Complete the lease: QM_OK, or QM_ESTALE if it moved on (expired and was
  * redelivered, was nacked or acked already, or a seek passed it), or
  * QM_EINVAL if offset and epoch do not belong together.  Any handle of the
- * group may ack.  Mark a record dead-lettered (or skipped) by acking it. */
+ * group may ack.  Mark a record dead-lettered (or skipped) by acking it.
+ * Errors: QM_ESTALE, QM_EINVAL (also a partition out of range), QM_ECORRUPT,
+ * QM_ECLOSED (NULL). */
 int qm_group_ack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch);
 
 /* Ack each lease; status[i] (status may be NULL) gets its result.  Returns
- * QM_OK if all were acked, else the first failure. */
+ * QM_OK if all were acked, else the first failure.
+ * Errors: QM_ESTALE, QM_EINVAL (as for ack), QM_ECORRUPT (then in every
+ * status[i] too), QM_ECLOSED (NULL, when n > 0). */
 int qm_group_ack_many(qm_group_t *g, const qm_group_lease_t *leases, size_t n, int *status);
 
 /* Give the lease back: the record is delivered again (count + 1) from
- * not_before_ns on.  QM_ESTALE / QM_EINVAL as for ack. */
+ * not_before_ns on.  Errors: QM_ESTALE / QM_EINVAL as for ack, QM_ECORRUPT,
+ * QM_ECLOSED (NULL), and in a fork child's first call QM_EMEMBERS or
+ * QM_EGONE. */
 int qm_group_nack(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
                   int64_t not_before_ns);
 
 /* Move the lease's deadline (keep working on it).  The epoch stays valid.
  * QM_ESTALE if the lease moved on (also when it expired and was already
- * redelivered). */
+ * redelivered).  Errors: QM_ESTALE, QM_EINVAL (as for ack), QM_ECORRUPT,
+ * QM_ECLOSED (NULL). */
 int qm_group_extend(qm_group_t *g, uint32_t partition, uint64_t offset, uint64_t epoch,
                     int64_t deadline_ns);
 
 /* Set cursor and committed to `offset` (replay, or a start position): what
  * was pending is forgotten and its leases become stale.  Claims racing
- * with the seek may still deliver a record of the old position once. */
+ * with the seek may still deliver a record of the old position once.
+ * Errors: QM_EINVAL (partition out of range, offset >= 2^48), QM_EAGAIN
+ * (lost 1000 races with concurrent commits; call again), QM_ECORRUPT,
+ * QM_ECLOSED (NULL). */
 int qm_group_seek(qm_group_t *g, uint32_t partition, uint64_t offset);
 
 /* Retention: the log no longer has offsets below `log_start`.  If the
  * group's committed offset is below it, jump forward (cursor too) and add
  * the offsets jumped over to the partition's `skipped` count; *skipped (may
  * be NULL) receives how many this call skipped.  Pending leases below it
- * may still be acked. */
+ * may still be acked.  Errors: QM_EINVAL (partition out of range, log_start
+ * >= 2^48), QM_EAGAIN (lost 1000 races with concurrent commits; call
+ * again), QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_group_skip_to(qm_group_t *g, uint32_t partition, uint64_t log_start, uint64_t *skipped);
 
 /* Add n to the partition's dead-lettered count (the policy layer moves the
- * record, then acks it). */
+ * record, then acks it).  Errors: QM_EINVAL (partition out of range),
+ * QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_group_count_dead_lettered(qm_group_t *g, uint32_t partition, uint64_t n);
 
 /* Ordered mode: take the partition if it has no live owner (QM_OK, or
  * QM_EAGAIN if a live member has it), or give it up (QM_OK; the record in
- * flight stays leased to us until acked or expired). */
+ * flight stays leased to us until acked or expired).
+ * Errors (both): QM_EINVAL (partition out of range), QM_ECORRUPT, QM_ECLOSED
+ * (NULL); acquire also QM_EAGAIN, and in a fork child's first call
+ * QM_EMEMBERS or QM_EGONE. */
 int qm_group_acquire(qm_group_t *g, uint32_t partition);
 int qm_group_release(qm_group_t *g, uint32_t partition);
 
 /* Run the liveness sweep now, whenever the last one was: release the
  * leases and partitions of dead members.  *released (may be NULL) gets how
- * many leases were released. */
+ * many leases were released.  Errors: QM_ECORRUPT, QM_ECLOSED (NULL), and in
+ * a fork child's first call QM_EMEMBERS or QM_EGONE. */
 int qm_group_sweep(qm_group_t *g, int64_t now_ns, uint64_t *released);
 
 /* Earliest time a pending record of the partition may become due (a lower
- * bound; INT64_MAX if none is pending), for sleeping between claims. */
+ * bound; INT64_MAX if none is pending), for sleeping between claims.
+ * Errors: QM_EINVAL (partition out of range), QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_group_next_due(qm_group_t *g, uint32_t partition, int64_t *due_ns);
 
 typedef struct qm_group_partition_stats {
@@ -569,6 +634,7 @@ typedef struct qm_group_partition_stats {
     uint32_t owner_slot;          /* ordered mode; 0 = none */
     uint64_t owner_epoch;
 } qm_group_partition_stats_t;
+/* Errors: QM_EINVAL (partition out of range), QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_group_partition_stats(qm_group_t *g, uint32_t partition, qm_group_partition_stats_t *st);
 
 typedef struct qm_group_stats {
@@ -577,6 +643,7 @@ typedef struct qm_group_stats {
     uint32_t member_slot;         /* this handle's slot (0 before its first call) */
     uint64_t sweeps, reboots;
 } qm_group_stats_t;
+/* Errors: QM_ECORRUPT, QM_ECLOSED (NULL). */
 int qm_group_stats(qm_group_t *g, qm_group_stats_t *st);
 
 #ifdef __cplusplus

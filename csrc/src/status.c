@@ -35,7 +35,7 @@ const char *qm_status_str(int status) {
     case QM_EMEMBERS: return "member table full";
     case QM_EPERM: return "object is not private to this user";
     case QM_ECLOSED: return "handle is closed";
-    case QM_EGONE: return "object was truncated or removed under this handle";
+    case QM_EGONE: return "object could not be reopened after fork()";
     case QM_ESTALE: return "lease is stale (expired, redelivered or already settled)";
     case QM_EFULL: return "too many records in flight (pending window full)";
     default: break;
