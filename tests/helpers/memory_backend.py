@@ -298,8 +298,41 @@ class MemoryMessage:
         return f"<MemoryMessage {self.id} key={self.key!r} {len(self._value_bytes)} bytes>"
 
 
+# ----- readers -----------------------------------------------------------------------
+class _Reader:
+    """get/get_many of a reader: `_take(max_messages)` returns what is there
+    now (a list, maybe empty); this waits, in short slices, until it returns
+    something, the timeout passes (Empty) or the reader is closed (Closed)."""
+
+    _data: _TopicData
+    _closed: bool
+
+    def _take(self, max_messages):
+        raise NotImplementedError
+
+    def get(self, timeout=None):
+        return self.get_many(1, timeout)[0]
+
+    def get_many(self, max_messages, timeout=None):
+        check_int("max_messages", max_messages, 1, sys.maxsize)
+        deadline = _deadline(timeout)
+        data = self._data
+        while True:
+            if self._closed:
+                raise Closed(f"consumer of topic {data.name!r} is closed")
+            out = self._take(max_messages)
+            if out:
+                return out
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise Empty(f"no message on topic {data.name!r}")
+            with data.cond:
+                if not self._closed:
+                    data.cond.wait(0.02 if left is None else min(left, 0.02))
+
+
 # ----- an independent subscriber -------------------------------------------------
-class MemorySubscriber:
+class MemorySubscriber(_Reader):
     def __init__(self, data, partitions, start, serializer):
         self._data = data
         self._order = partitions
@@ -337,29 +370,15 @@ class MemorySubscriber:
                 return MemoryMessage(k, pos, part.records[pos - part.start], self._serializer)
         return None
 
-    def get(self, timeout=None):
-        return self.get_many(1, timeout)[0]
-
-    def get_many(self, max_messages, timeout=None):
-        check_int("max_messages", max_messages, 1, sys.maxsize)
-        deadline = _deadline(timeout)
-        data = self._data
-        with data.cond:
-            while True:
-                if self._closed:
-                    raise Closed(f"consumer of topic {data.name!r} is closed")
-                out = []
-                while len(out) < max_messages:
-                    m = self._poll()
-                    if m is None:
-                        break
-                    out.append(m)
-                if out:
-                    return out
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Empty(f"no message on topic {data.name!r}")
-                data.cond.wait(0.05 if left is None else min(left, 0.05))
+    def _take(self, max_messages):
+        out = []
+        with self._data.cond:
+            while len(out) < max_messages:
+                m = self._poll()
+                if m is None:
+                    break
+                out.append(m)
+        return out
 
     def seek(self, partition, offset):
         with self._data.cond:
@@ -461,7 +480,7 @@ class _GroupData:
         return out
 
 
-class MemoryGroupMember:
+class MemoryGroupMember(_Reader):
     """pyqmem.backend.GroupMember in memory."""
 
     def __init__(self, data, group, partitions, options, serializer, retry_delay, error_text,
@@ -526,41 +545,27 @@ class MemoryGroupMember:
             out.append(m)
         return True
 
-    def get(self, timeout=None):
-        return self.get_many(1, timeout)[0]
-
-    def get_many(self, max_messages, timeout=None):
-        check_int("max_messages", max_messages, 1, sys.maxsize)
-        deadline = _deadline(timeout)
-        data = self._data
+    def _take(self, max_messages):
+        """Claim up to `max_messages` deliverable records, the partitions in
+        turn; records claimed past max_deliveries go to the dead-letter sink."""
+        out, dead = [], []
         with self._get_lock:
-            while True:
-                out, dead = [], []
-                with data.cond:
-                    if self._closed:
-                        raise Closed(f"consumer of topic {data.name!r} is closed")
-                    n = len(self._order)
-                    progress = True
-                    while len(out) < max_messages and progress:
-                        progress = False
-                        for i in range(n):
-                            idx = (self._next + i) % n
-                            if self._claim(self._order[idx], _now_ns(), out, dead):
-                                self._next = idx + 1
-                                progress = True
-                                break
-                    for k in self._order:
-                        self._group.settle(k)
-                if dead:
-                    self._dead_letter(self, dead)
-                if out:
-                    return out
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    raise Empty(f"no message on topic {data.name!r}")
-                with data.cond:
-                    if not self._closed:
-                        data.cond.wait(0.02 if left is None else min(left, 0.02))
+            with self._data.cond:
+                n = len(self._order)
+                progress = True
+                while len(out) < max_messages and progress:
+                    progress = False
+                    for i in range(n):
+                        idx = (self._next + i) % n
+                        if self._claim(self._order[idx], _now_ns(), out, dead):
+                            self._next = idx + 1
+                            progress = True
+                            break
+                for k in self._order:
+                    self._group.settle(k)
+            if dead:
+                self._dead_letter(self, dead)
+        return out
 
     # ----- completing ---------------------------------------------------------
     def _entry(self, m, what):
