@@ -62,25 +62,13 @@ def run(n, size, use_pickle, batch):
         q.close()
 
 
-def collected(n, args):
-    """Total instructions (Ir) of one callgrind run with n round trips."""
+def instructions(argv, timeout=1800):
+    """Total instructions (Ir) of running `argv` (a Python command line: the
+    interpreter first) under callgrind."""
     with tempfile.TemporaryDirectory() as d:
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={d}/cg.out",
-            sys.executable,
-            os.path.abspath(__file__),
-            str(n),
-            "--size",
-            str(args.size),
-        ]
-        if args.pickle:
-            cmd.append("--pickle")
-        if args.batch:
-            cmd += ["--batch", str(args.batch)]
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.out", *argv]
         env = dict(os.environ, PYTHONHASHSEED="0")
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
             sys.exit(f"callgrind run failed ({p.returncode}):\n{p.stderr[-3000:]}")
         m = re.search(r"Collected\s*:\s*(\d+)", p.stderr)
@@ -90,6 +78,16 @@ def collected(n, args):
         if not m:
             sys.exit("could not find the instruction total in callgrind's output")
         return int(m.group(1))
+
+
+def collected(n, args):
+    """Total instructions (Ir) of one callgrind run with n round trips."""
+    argv = [sys.executable, os.path.abspath(__file__), str(n), "--size", str(args.size)]
+    if args.pickle:
+        argv.append("--pickle")
+    if args.batch:
+        argv += ["--batch", str(args.batch)]
+    return instructions(argv)
 
 
 def main():

@@ -26,7 +26,6 @@ repeat to a fraction of a percent where times on a shared machine do not
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -177,29 +176,17 @@ def run_cases(calls):
 
 def _instructions(python, case, units, prefill):
     """Instructions (Ir) of one callgrind run of `case` with `units`."""
-    with tempfile.TemporaryDirectory() as d:
-        cmd = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={d}/cg.out",
-            python,
-            os.path.abspath(__file__),
-            "--one",
-            str(CASES.index(case)),
-            str(units),
-            str(prefill),
-        ]
-        env = dict(os.environ, PYTHONHASHSEED="0")
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd="/", timeout=1800)
-        if done.returncode != 0:
-            sys.exit(f"callgrind run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-        m = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
-        if not m:
-            with open(f"{d}/cg.out") as f:
-                m = re.search(r"^(?:totals|summary):\s*(\d+)", f.read(), re.M)
-        if not m:
-            sys.exit("could not find the instruction total in callgrind's output")
-        return int(m.group(1))
+    from callgrind_roundtrip import instructions  # beside this file
+
+    argv = [
+        python,
+        os.path.abspath(__file__),
+        "--one",
+        str(CASES.index(case)),
+        str(units),
+        str(prefill),
+    ]
+    return instructions(argv)
 
 
 def instructions_per_call(python, case, calls):
