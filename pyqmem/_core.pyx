@@ -59,18 +59,6 @@ cdef extern from "pythread.h":
     PyLockStatus PyThread_acquire_lock_timed(PyThread_type_lock lock, PY_TIMEOUT_T microseconds,
                                              int intr_flag) nogil
 
-cdef extern from *:
-    """
-    static inline void qmpy_cpu_relax(void) {
-    #if defined(__x86_64__) || defined(__i386__)
-        __builtin_ia32_pause();
-    #elif defined(__aarch64__)
-        __asm__ __volatile__("yield");
-    #endif
-    }
-    """
-    void qmpy_cpu_relax() nogil
-
 include "_cy/status.pxi"
 include "_cy/ring.pxi"
 include "_cy/log.pxi"

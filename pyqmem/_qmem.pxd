@@ -26,6 +26,7 @@ cdef extern from "qmem.h" nogil:
         QM_EFULL
 
     const char *qm_version()
+    void qm_cpu_relax()
     const char *qm_status_str(int status)
     const char *qm_last_error()
 

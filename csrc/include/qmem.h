@@ -95,6 +95,16 @@ const char *qm_last_error(void);
 /* CLOCK_MONOTONIC now, in nanoseconds. */
 int64_t qm_now_ns(void);
 
+/* A spin-wait hint (x86 PAUSE, ARM YIELD) for a caller that polls a few
+ * times before it sleeps; nothing on other processors. */
+static inline void qm_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
 /* ----- checksums ----------------------------------------------------------
  * CRC-32C (Castagnoli) of `len` bytes, continuing from `crc` (0 to start):
  * qm_crc32c(qm_crc32c(0, a, n), b, m) == CRC of a followed by b.  Uses the

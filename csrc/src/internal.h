@@ -44,13 +44,6 @@ long qm__os_tid(void);
 int64_t qm__os_monotonic_ns(void);
 int64_t qm__os_realtime_ns(void);
 void qm__os_boot_id(uint64_t id[2]);   /* this boot's id as two words; 0s if unknown */
-static inline void qm__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield" ::: "memory");
-#endif
-}
 
 /* ----- checksums (crc32c.c) ---------------------------------------------- */
 uint32_t qm__crc32c_portable(uint32_t crc, const void *data, size_t len);

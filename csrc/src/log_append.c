@@ -148,7 +148,7 @@ int qm__log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) 
         rc = qm__log_active_segment(lg, a, &base, &seg, true);
         if (rc == QM_EAGAIN) {   /* mid-qm__log_roll: let the roller finish, or finish for it */
             if (round % 1024 == 1023 && (rc = qm__log_finish_roll(lg))) return rc;
-            qm__cpu_relax();
+            qm_cpu_relax();
             continue;
         }
         if (rc) return rc;

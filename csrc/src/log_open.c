@@ -102,7 +102,7 @@ int qm__log_bounds(qm_log_t *lg, uint64_t *start, uint64_t *end) {
         if ((gen & 0xfff) != QM_APPEND_GEN(a)) {   /* mid-qm__log_roll */
             int rc = round % 1024 == 1023 ? qm__log_finish_roll(lg) : QM_OK;
             if (rc) return rc;
-            qm__cpu_relax();
+            qm_cpu_relax();
             continue;
         }
         *end = atomic_load_explicit(&lg->ctl->active_base, memory_order_relaxed) +
@@ -232,7 +232,7 @@ int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg
          * died between publishing the segment and moving the append word,
          * while others keep the log open, so qm__log_recover() did not run) */
         if (round % 1024 == 1023 && (rc = qm__log_finish_roll(lg))) break;
-        qm__cpu_relax();
+        qm_cpu_relax();
     }
     rc = qm__fault_check(&lg->fault, "partition log", rc);   /* truncated while we opened it */
     if (rc) goto fail_registered;

@@ -69,7 +69,7 @@ int qm__wait_loop(const qm_waiter_t *w, int64_t deadline) {
     }
     if (deadline == QM_NOWAIT) return QM_EAGAIN;
     for (int spin = 0; spin < SPIN_TRIES; spin++) {
-        qm__cpu_relax();
+        qm_cpu_relax();
         rc = w->attempt(w->ctx);
         if (rc != QM_EAGAIN) return rc;
     }

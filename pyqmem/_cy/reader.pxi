@@ -173,7 +173,7 @@ cdef class TopicReader:
                             break
                     if found:
                         break
-                    qmpy_cpu_relax()
+                    qm_cpu_relax()
         finally:
             for i in range(entered):
                 (<Log>self._rlogs[i])._leave()
