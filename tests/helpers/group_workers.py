@@ -81,7 +81,6 @@ def _decode(m):
 def bulk_producer(dir, name, producer, n, seed, conn, deadline_s, batch=500, size=(0, 200)):
     """Send n msgs frames (round-robin) in send_many batches; report them in batches."""
     end = time.monotonic() + deadline_s
-    t = None
     sent = 0
     with reporting(conn, producer, lambda: sent) as closing:
         t = closing(_open_topic(dir, name))
@@ -101,7 +100,6 @@ def slow_producer(dir, name, producer, n, seed, conn, deadline_s, pause=(0.0, 0.
     """Send n msgs frames one by one with random keys (a short pause every `every`);
     report each send that returned at once (so a SIGKILL loses at most one report)."""
     end = time.monotonic() + deadline_s
-    t = None
     with reporting(conn, producer) as closing:
         t = closing(_open_topic(dir, name))
         rng = random.Random(seed)
@@ -121,7 +119,6 @@ def big_writer(dir, name, size, n, conn, deadline_s, first_seq=0):
     back to back, so most of its time is spent copying a record into the log; report
     each send that returned."""
     end = time.monotonic() + deadline_s
-    t = None
     with reporting(conn, "writer") as closing:
         t = closing(_open_topic(dir, name))
         filler = os.urandom(1 << 16) * (size >> 16)
@@ -143,7 +140,6 @@ def throughput_member(dir, name, group, who, kw, conn, stop, deadline_s, use_ack
     import pyqmem
 
     end = time.monotonic() + deadline_s
-    t = c = None
     n = 0
     stale = 0
     with reporting(conn, who, lambda: n) as closing:
@@ -191,7 +187,6 @@ def member(dir, name, group, who, kw, conn, stop, deadline_s, seed=0, get_timeou
 
     end = time.monotonic() + deadline_s
     rng = random.Random(seed)
-    t = c = None
     acks = 0
     pid = os.getpid()
     with reporting(conn, who, lambda: acks) as closing:
@@ -331,7 +326,6 @@ def run_member(dir, name, group, who, kw, conn, stop, deadline_s, fail_producers
     sleeps up to `work` s and reports ("a", ...) just before returning (run() acks after
     that); reports run()'s return value in "done"."""
     rng = random.Random(seed)
-    t = c = None
     handled = None
     pid = os.getpid()
     with reporting(conn, who, lambda: handled) as closing:

@@ -51,7 +51,6 @@ def stress_producer(dir, name, producer, n, seed, partitions, conn, deadline_s, 
 
     end = time.monotonic() + deadline_s
     sent = 0
-    t = None
     with reporting(conn, producer, lambda: sent) as closing:
         t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
@@ -81,7 +80,6 @@ def stress_subscriber(dir, name, sub, partitions, expected, conn, deadline_s, li
 
     end = time.monotonic() + deadline_s
     got = 0
-    t = c = None
     with reporting(conn, sub, lambda: got) as closing:
         t = closing(_open(dir, name, partitions))
         c = closing(t.consumer(start="earliest"))
@@ -117,7 +115,6 @@ def lockstep_producer(dir, name, partitions, conn, batches, per_batch, size, dea
     """Send `batches` batches of `per_batch` values of `size` bytes to partition 0; after
     each, report ("batch", i, [offsets]) and wait for the parent's "go"."""
     end = time.monotonic() + deadline_s
-    t = None
     with reporting(conn, "lockstep") as closing:
         t = closing(_open(dir, name, partitions))
         seq = 0
@@ -179,7 +176,6 @@ def zero_copy_after_retention(dir, name):
 def crash_writer(dir, name, partitions, writer, seed, conn, max_records, deadline_s, max_size):
     """Send until killed (or max_records / deadline); report every returned send at once."""
     end = time.monotonic() + deadline_s
-    t = None
     with reporting(conn, writer) as closing:
         t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
@@ -197,7 +193,6 @@ def crash_writer(dir, name, partitions, writer, seed, conn, max_records, deadlin
 def survivor_writer(dir, name, partitions, writer, seed, conn, stop, deadline_s, max_size):
     """Long-lived writer spanning all kills: sends until `stop` is set; acks in batches."""
     end = time.monotonic() + deadline_s
-    t = None
     with reporting(conn, writer) as closing:
         t = closing(_open(dir, name, partitions))
         rng = random.Random(seed)
@@ -222,7 +217,6 @@ def sentinel_subscriber(dir, name, partitions, sub, conn, deadline_s):
     import pyqmem
 
     end = time.monotonic() + deadline_s
-    t = c = None
     seen_sentinel = set()
     with reporting(conn, sub, lambda: sorted(seen_sentinel)) as closing:
         t = closing(_open(dir, name, partitions))
