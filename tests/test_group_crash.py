@@ -385,7 +385,10 @@ def test_record_still_being_written_by_a_stalled_writer_is_neither_counted_as_de
                 else:
                     poll(1)
             finally:
-                os.kill(w.pid, signal.SIGCONT)
+                try:
+                    os.kill(w.pid, signal.SIGCONT)
+                except ProcessLookupError:   # it had exited (the stop hit a zombie) and was reaped
+                    pass
             if _group_stats(t, "g")[0][0]["redelivered"]:
                 break                         # counted already: no need to go on
         rep.pump(30, lambda: label in rep.eof)
