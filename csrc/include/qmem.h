@@ -449,7 +449,8 @@ void qm_log_interrupt(qm_log_t *log);
 /* Block until any of `n` logs may have a record at its cursor (the caller
  * then tries each with QM_NOWAIT), the deadline passes (QM_ETIMEDOUT), a
  * signal arrives (QM_EINTR) or a handle is interrupted (QM_ECLOSED).
- * Returns QM_OK at once if a record is already there.  Uses futex_waitv
+ * Returns QM_OK at once if a record is already there; before sleeping it
+ * polls the logs briefly (unless the deadline is QM_NOWAIT).  Uses futex_waitv
  * where the kernel has it (Linux 5.16+), else short slices.
  * Errors: QM_ETIMEDOUT (also with QM_NOWAIT: never QM_EAGAIN), QM_EINTR,
  * QM_ECLOSED (a NULL or interrupted handle), QM_ECORRUPT, QM_EINVAL (n not

@@ -356,9 +356,28 @@ int qm__log_peek(qm_log_t *lg, const qm_log_cursor_t *cur) {
     return st == QM_REC_EMPTY ? 0 : st == QM_REC_WRITING ? 2 : 1;
 }
 
+/* Rounds of peeks over every log before qm__log_wait_any sleeps: a running
+ * producer usually fills one of them within a few microseconds, and a
+ * sleep costs a futex round trip on both sides (the ring's wait loop spins
+ * the same way). */
+#define WAIT_ANY_SPIN_ROUNDS 256
+
+static bool any_ready(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (qm__log_peek(logs[i], &cursors[i]) == 1) return true;
+    return false;
+}
+
 int qm__log_wait_any(qm_log_t *const *logs, const qm_log_cursor_t *cursors, size_t n,
                     int64_t deadline) {
     if (n == 0 || n > 128) return qm__fail(QM_EINVAL, "wait on 1..128 logs");
+    for (size_t i = 0; i < n; i++)
+        if (!logs[i]) return QM_ECLOSED;
+    if (deadline != QM_NOWAIT)
+        for (int round = 0; round < WAIT_ANY_SPIN_ROUNDS; round++) {
+            if (any_ready(logs, cursors, n)) return QM_OK;
+            qm_cpu_relax();
+        }
     _Atomic uint32_t *words[128];
     uint32_t seqs[128];
     bool writing = false;

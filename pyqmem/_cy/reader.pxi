@@ -1,10 +1,6 @@
 # TopicReader: the hot paths of an independent subscriber.
 # Included by pyqmem/_core.pyx (one extension module; see the order there).
 
-cdef enum:
-    _SPIN_ROUNDS = 256   # NOWAIT rounds over a multi-partition consumer before sleeping
-
-
 @cython.final
 @cython.auto_pickle(False)
 cdef class TopicReader:
@@ -146,43 +142,9 @@ cdef class TopicReader:
             return None
         raise _error(status, log.path, False)
 
-    cdef bint _spin(self) except -1:
-        """Before sleeping on several partitions: poll them a while with the
-        GIL dropped (a producer that is running fills them soon).  True if
-        some partition has a record to read."""
-        cdef Py_ssize_t n = self._n, i, entered = 0
-        cdef int round_, found = 0
-        cdef qm_log_t **lgs = <qm_log_t **>malloc(n * sizeof(qm_log_t *))
-        cdef const qm_log_cursor_t **curs = <const qm_log_cursor_t **>malloc(
-            n * sizeof(qm_log_cursor_t *))
-        cdef qm_log_cursor_t probe
-        cdef qm_log_record_t rec
-        try:
-            if lgs == NULL or curs == NULL:
-                raise MemoryError()
-            for i in range(n):
-                lgs[i] = (<Log>self._rlogs[i])._enter()
-                entered += 1
-                curs[i] = &(<Cursor>self._rcursors[i])._cur
-            with nogil:
-                for round_ in range(_SPIN_ROUNDS):
-                    for i in range(n):
-                        probe = curs[i][0]   # a copy: the real read happens under the GIL
-                        if qm_log_read(lgs[i], &probe, &rec, QM_NOWAIT) != QM_EAGAIN:
-                            found = 1
-                            break
-                    if found:
-                        break
-                    qm_cpu_relax()
-        finally:
-            for i in range(entered):
-                (<Log>self._rlogs[i])._leave()
-            free(lgs)
-            free(curs)
-        return found
-
     cdef Message _get(self, int64_t deadline_ns):
-        """The next message (polled first), waiting until `deadline_ns`;
+        """The next message (polled first), waiting until `deadline_ns`
+        (qm_log_wait_any spins a while before it sleeps);
         Empty if none came."""
         cdef Message m = self._poll()
         if m is not None:
@@ -192,10 +154,6 @@ cdef class TopicReader:
             if m is None:
                 raise Empty(f"no message on topic {self._rtopic!r}")
             return m
-        if deadline_ns != QM_NOWAIT and self._spin():
-            m = self._poll()
-            if m is not None:
-                return m
         while True:
             if not _wait_any(self._rcursors, deadline_ns):
                 raise Empty(f"no message on topic {self._rtopic!r}")
