@@ -36,6 +36,9 @@ cdef extern from "qmem.h" nogil:
 
     int64_t qm_now_ns()
 
+    # ----- key hash
+    uint32_t qm_murmur2(const void *data, size_t len)
+
     # ----- names
     int qm_name_check(const char *name)
     int qm_ring_path(const char *name, char *buf, size_t buflen)

@@ -13,6 +13,11 @@ set reserved names; other reserved names in a record (a later version's, or
 a peer's) are skipped when decoding, so whatever decodes encodes again.
 Header names are unique (a dict; a name given twice keeps its last value);
 order is kept.
+
+This module is the definition.  On CPython the send and read fast paths
+encode and decode the common case in C (pyqmem/_cy/records.pxi) and hand
+everything else here; tests/test_topic_fastpaths.py holds both to the same
+bytes and errors.
 """
 
 import struct

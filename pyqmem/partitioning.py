@@ -11,40 +11,18 @@
 
 import itertools
 import random
-import struct
 
+from ._native import _core
 from .errors import MessageTooLarge
 
 __all__ = ["murmur2", "key_bytes", "partition_for_key", "RoundRobin"]
 
-_M = 0x5BD1E995
-_SEED = 0x9747B28C
-_MASK = 0xFFFFFFFF
-
 
 def murmur2(data):
-    """Kafka's 32-bit murmur2 of `data` (bytes), as a signed int like Java's."""
-    length = len(data)
-    h = (_SEED ^ length) & _MASK
-    whole = length // 4
-    for k in struct.unpack_from(f"<{whole}I", data):
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length & 3
-    if tail:
-        rest = data[whole * 4 :]
-        if tail == 3:
-            h ^= rest[2] << 16
-        if tail >= 2:
-            h ^= rest[1] << 8
-        h ^= rest[0]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h - (1 << 32) if h & 0x80000000 else h
+    """Kafka's 32-bit murmur2 of `data` (bytes), as a signed int like Java's
+    (``qm_murmur2`` of the C core: the one implementation, the same the
+    send fast path and every backend use)."""
+    return _core.murmur2(data)
 
 
 def key_bytes(key, limit=None):

@@ -20,14 +20,6 @@ from pyqmem.partitioning import murmur2
 from pyqmem.shm.folders import log_args
 
 
-def test_c_murmur2_matches_the_python_definition():
-    rnd = __import__("random").Random(7)
-    for n in list(range(70)) + [255, 1000, 4097]:
-        for _ in range(10):
-            data = bytes(rnd.randrange(256) for _ in range(n))
-            assert _core._murmur2_unsigned(data) == murmur2(data) & 0xFFFFFFFF, data
-
-
 @pytest.mark.parametrize("key", ["user-1", "clé", b"k", b"", bytearray(b"ba"), memoryview(b"mv")])
 def test_keyed_send_lands_where_murmur2_says(make_topic, key):
     t = make_topic(partitions=7)

@@ -112,6 +112,14 @@ static inline void qm_cpu_relax(void) {
  * 0xE3069283. */
 uint32_t qm_crc32c(uint32_t crc, const void *data, size_t len);
 
+/* ----- key hash -----------------------------------------------------------
+ * Kafka's murmur2 (org.apache.kafka.common.utils.Utils.murmur2, seed
+ * 0x9747b28c) of `len` bytes, as an unsigned 32-bit value.  A topic record
+ * with a key goes to partition (qm_murmur2(key) & 0x7fffffff) % partitions,
+ * as Kafka's default partitioner sends it.  Check values: "21" ->
+ * 0xc5f2f8ec, "abc" -> 0x1c94221b. */
+uint32_t qm_murmur2(const void *data, size_t len);
+
 /* ----- names ------------------------------------------------------------
  * A name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$.  Returns QM_OK or
  * QM_EINVAL; checked by every call that takes a name, before any file is

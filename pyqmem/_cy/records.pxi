@@ -1,4 +1,11 @@
-# Bytes of a topic record that Python owns: murmur2 of keys, the header block.
+# Bytes of a topic record beyond the C core's framing: the key's partition
+# (qm_murmur2 of the core, the one implementation) and the header block.
+# The header block's definition is pyqmem.headers (pure Python, so every
+# binding and backend has it); the encoder and decoder here are its
+# accelerator for CPython, as _json is json's: they handle the common case
+# (a dict of str -> bytes, a str correlation id, a well-formed block) and
+# hand everything else, every error included, to that definition.
+# tests/test_topic_fastpaths.py holds them to the same bytes and errors.
 # Included by pyqmem/_core.pyx (one extension module; see the order there).
 
 cdef inline int64_t _realtime_ns() noexcept nogil:
@@ -8,38 +15,11 @@ cdef inline int64_t _realtime_ns() noexcept nogil:
     return <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
 
 
-cdef uint32_t _murmur2(const unsigned char *data, size_t length) noexcept nogil:
-    """Kafka's murmur2 (pyqmem.partitioning.murmur2 as an unsigned 32-bit value)."""
-    cdef uint32_t m = 0x5BD1E995u
-    cdef uint32_t h = 0x9747B28Cu ^ <uint32_t>length
-    cdef uint32_t k
-    cdef size_t i, whole = length // 4, tail = length & 3
-    cdef const unsigned char *q
-    for i in range(whole):
-        q = data + 4 * i
-        k = <uint32_t>q[0] | (<uint32_t>q[1] << 8) | (<uint32_t>q[2] << 16) | (<uint32_t>q[3] << 24)
-        k *= m
-        k ^= k >> 24
-        k *= m
-        h *= m
-        h ^= k
-    q = data + 4 * whole
-    if tail == 3:
-        h ^= <uint32_t>q[2] << 16
-    if tail >= 2:
-        h ^= <uint32_t>q[1] << 8
-    if tail:
-        h ^= <uint32_t>q[0]
-        h *= m
-    h ^= h >> 13
-    h *= m
-    h ^= h >> 15
-    return h
-
-
-def _murmur2_unsigned(bytes data):
-    """_murmur2 for tests: the unsigned 32-bit hash of `data`."""
-    return _murmur2(<const unsigned char *>PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+def murmur2(bytes data):
+    """Kafka's murmur2 of `data`, as a signed 32-bit int like Java's
+    (qm_murmur2 in qmem.h)."""
+    cdef uint32_t h = qm_murmur2(PyBytes_AS_STRING(data), <size_t>PyBytes_GET_SIZE(data))
+    return <int32_t>h
 
 
 cdef bytes _CID_NAME = b"qm.correlation_id"

@@ -110,8 +110,8 @@ cdef class TopicSender:
                 return self._send(value, key, headers, partition, correlation_id)
             p = partition
         elif raw_key is not None:
-            p = <Py_ssize_t>((_murmur2(<const unsigned char *>key_ptr, <size_t>key_len)
-                              & 0x7fffffffu) % <uint32_t>self._nparts)
+            p = <Py_ssize_t>((qm_murmur2(key_ptr, <size_t>key_len) & 0x7fffffffu)
+                             % <uint32_t>self._nparts)
         else:
             p = <Py_ssize_t>(self._rr % <uint64_t>self._nparts)
             self._rr += 1
