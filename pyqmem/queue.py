@@ -9,8 +9,10 @@ the constructor, every other thread lazily gets its own ``dup()`` of it on
 first use (released when that thread ends, or by ``close()``).
 """
 
+import os
 import sys
 import threading
+import warnings
 import weakref
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -27,6 +29,17 @@ _MODES = {None: _core.OPEN_OR_CREATE, True: _core.CREATE_ONLY, False: _core.OPEN
 
 
 _FOREVER = _core.FOREVER
+
+
+def _warn_old_dir_variable():
+    """DeprecationWarning while $PYQMEM_SHM_DIR is set: $PYQMEM_DIR names
+    the folder of queues and topics alike (the C core reads it first)."""
+    if os.environ.get("PYQMEM_SHM_DIR"):
+        if os.environ.get("PYQMEM_DIR"):
+            what = "is ignored: $PYQMEM_DIR is set and wins"
+        else:
+            what = "is deprecated: set $PYQMEM_DIR, the folder of every queue and topic"
+        warnings.warn(f"$PYQMEM_SHM_DIR {what}", DeprecationWarning, stacklevel=3)
 
 
 def _deadline(block, timeout):
@@ -105,6 +118,7 @@ class Queue:
         stall_timeout: Optional[float] = 5.0,
     ) -> None:
         check_name(name, "queue name")
+        _warn_old_dir_variable()
         _check_int("capacity", capacity, 4096, 2**40)
         _check_int("maxsize", maxsize, 0, 2**63 - 1)
         stall_ns = _stall_ns(stall_timeout)
@@ -306,7 +320,9 @@ class Queue:
     @staticmethod
     def exists(name: str) -> bool:
         """True if a queue called `name` exists."""
-        return _core.exists(check_name(name, "queue name"))
+        check_name(name, "queue name")
+        _warn_old_dir_variable()
+        return _core.exists(name)
 
     def __enter__(self) -> "Queue":
         return self

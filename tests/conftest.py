@@ -1,6 +1,6 @@
 """Shared fixtures for the pyqmem Python tests.
 
-- The whole session runs with PYQMEM_SHM_DIR set to a fresh directory under /dev/shm
+- The whole session runs with PYQMEM_DIR set to a fresh directory under /dev/shm
   (set in pytest_configure, before pyqmem is imported, and inherited by every child
   process); it is removed at the end, so nothing leaks into the real /dev/shm.
 - ``qname`` gives every test a unique, valid queue name and removes its file(s) at
@@ -53,16 +53,22 @@ def pytest_configure(config):
                             "runs once per backend of helpers/backends.py")
     if _SESSION_SHM_DIR is None:
         _SESSION_SHM_DIR = tempfile.mkdtemp(prefix="pyqmem-tests-", dir=_shm_root())
-        os.environ["PYQMEM_SHM_DIR"] = _SESSION_SHM_DIR
+        os.environ["PYQMEM_DIR"] = _SESSION_SHM_DIR
         # children (spawn, forkserver, subprocess) must be able to import `helpers`
         pp = os.environ.get("PYTHONPATH", "")
         if TESTS_DIR not in pp.split(os.pathsep):
             os.environ["PYTHONPATH"] = TESTS_DIR + (os.pathsep + pp if pp else "")
-        # one forkserver per session, with the worker code preloaded: a child costs milliseconds
+        # one forkserver per session, with the worker code preloaded: a child costs
+        # milliseconds.  Started now, so its children inherit this environment, not that
+        # of whichever test first asked for one (topic_dir points PYQMEM_DIR elsewhere).
         import multiprocessing
+        import multiprocessing.forkserver
 
         if "forkserver" in multiprocessing.get_all_start_methods():
-            multiprocessing.set_forkserver_preload(["helpers.workers", "helpers.msgs", "pyqmem"])
+            multiprocessing.set_forkserver_preload(
+                ["helpers.workers", "helpers.topic_workers", "helpers.group_workers",
+                 "helpers.msgs", "pyqmem"])
+            multiprocessing.forkserver.ensure_running()
 
 
 def pytest_unconfigure(config):
@@ -94,8 +100,8 @@ def topic_backend(request):
 
 @pytest.fixture(scope="session")
 def shm_dir() -> str:
-    """The session's private PYQMEM_SHM_DIR."""
-    d = os.environ["PYQMEM_SHM_DIR"]
+    """The session's private PYQMEM_DIR."""
+    d = os.environ["PYQMEM_DIR"]
     assert d == _SESSION_SHM_DIR and os.path.isdir(d)
     return d
 

@@ -121,7 +121,7 @@ def test_queue_larger_than_shm_is_enospc_at_create_and_a_fitting_one_never_sigbu
     # E4: posix_fallocate at create; the pages of a created ring are all there
     with small_tmpfs(tmp_path / "shm") as shm:
         run_child("""
-            shm = os.environ["PYQMEM_SHM_DIR"]
+            shm = os.environ["PYQMEM_DIR"]
             exc = expect_enospc(lambda: pyqmem.Queue("big", capacity=4 * 2**20))
             assert "big" in str(exc), str(exc)
             assert os.listdir(shm) == [], os.listdir(shm)   # nothing half-created
@@ -143,7 +143,7 @@ def test_queue_larger_than_shm_is_enospc_at_create_and_a_fitting_one_never_sigbu
             os.unlink(filler)
             pyqmem.Queue("more", capacity=64 * 1024).close()   # space is back
             q.close()
-        """, env={"PYQMEM_SHM_DIR": shm})
+        """, env={"PYQMEM_DIR": shm})
 
 
 def test_topic_on_full_disk_raises_enospc_keeps_data_and_resumes_without_reopen(tmp_path):

@@ -25,7 +25,7 @@ PRELUDE = textwrap.dedent(
     import pyqmem
     from pyqmem import CorruptError
 
-    SHM = os.environ["PYQMEM_SHM_DIR"]
+    SHM = os.environ["PYQMEM_DIR"]
 
     def queue_file(name):
         return os.path.join(SHM, f"pyqmem.{os.geteuid()}.q.{name}")

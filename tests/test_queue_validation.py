@@ -55,7 +55,7 @@ class _AuditWatch:
     def __enter__(self):
         self.install()
         _AuditWatch.events = []
-        _AuditWatch.needle = os.environ["PYQMEM_SHM_DIR"]
+        _AuditWatch.needle = os.environ["PYQMEM_DIR"]
         _AuditWatch.active = True
         return self
 

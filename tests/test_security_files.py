@@ -1,6 +1,6 @@
 """Files and permissions of every pyqmem object (reliability-matrix.md rows D2-D5, C7).
 
-Objects: a Queue's shared-memory file (``$PYQMEM_SHM_DIR/pyqmem.<uid>.q.<name>``), a
+Objects: a Queue's shared-memory file (``$PYQMEM_DIR/pyqmem.<uid>.q.<name>``), a
 Topic's folder (topic.json, .lock, ``p<k>/`` with control, segment and index files), a
 consumer group's file (``<topic>/groups/<group>.grp``) and the dead-letter topic
 (``<topic>.dlq``).
@@ -505,7 +505,7 @@ def victim(shared_base, monkeypatch):
     os.mkdir(shm, 0o711)
     os.mkdir(topics)
     os.chmod(topics, 0o755)
-    monkeypatch.setenv("PYQMEM_SHM_DIR", shm)
+    monkeypatch.setenv("PYQMEM_DIR", shm)
     with pyqmem.Queue("jobs", capacity=4096) as q:
         q.put("for the victim")
     make_topic(topics)
@@ -676,7 +676,7 @@ def test_pickle_queue_planted_by_another_user_is_refused_before_any_get(shared_b
     shm = os.path.join(shared_base, "shm")
     os.mkdir(shm)
     os.chmod(shm, 0o1777)
-    monkeypatch.setenv("PYQMEM_SHM_DIR", shm)
+    monkeypatch.setenv("PYQMEM_DIR", shm)
     victims_path = queue_path("jobs")
 
     def plant_queue():

@@ -10,7 +10,7 @@ group, an explicit and the implicit "<topic>.dlq" dead-letter topic, and redrive
   opens, mkdirs, listings, removals) and, because the C core's opens raise no audit
   events, also in a child under ``strace -f -e trace=%file``: no file syscall at all.
 - A valid name touches only pyqmem's own paths: the topic root given as ``dir`` and
-  ``$PYQMEM_SHM_DIR/pyqmem.<uid>.q.<name>``.
+  ``$PYQMEM_DIR/pyqmem.<uid>.q.<name>``.
 
 Scale with PYQMEM_SECURITY_EXAMPLES (default 150 per strategy).
 """
@@ -42,7 +42,7 @@ FIGURES: dict = {}
 
 @pytest.fixture(scope="module")
 def root():
-    base = os.environ["PYQMEM_SHM_DIR"]
+    base = os.environ["PYQMEM_DIR"]
     path = tempfile.mkdtemp(prefix="names-", dir=base)
     yield path
     shutil.rmtree(path, ignore_errors=True)
@@ -99,7 +99,7 @@ class _Audit:
 
 def _own_path(path, root, name):
     path = posixpath.normpath(path)
-    shm = os.environ["PYQMEM_SHM_DIR"]
+    shm = os.environ["PYQMEM_DIR"]
     return (path == root or path.startswith(root + "/")
             or path == posixpath.join(shm, f"pyqmem.{os.geteuid()}.q.{name}"))
 
@@ -205,7 +205,7 @@ def test_names_from_hypothesis_touch_only_pyqmems_paths_per_strace(root, tmp_pat
     assert windows["invalid"] == [], f"invalid names reached the file system: {windows['invalid'][:10]}"
 
     # valid names: only the root folder and this uid's queue files
-    shm = os.environ["PYQMEM_SHM_DIR"]
+    shm = os.environ["PYQMEM_DIR"]
     qprefix = posixpath.join(shm, f"pyqmem.{os.geteuid()}.q.")
     allowed = (root + "/", qprefix, "/proc/self/fd/", "/proc/sys/kernel/random/boot_id")
     ancestors, p = set(), root   # looked up (never changed) by os.makedirs(root)

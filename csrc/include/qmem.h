@@ -126,8 +126,9 @@ uint32_t qm_murmur2(const void *data, size_t len);
  * touched.  Errors: QM_EINVAL (bad name, or NULL). */
 int qm_name_check(const char *name);
 
-/* The file a ring named `name` lives in:
- * ${PYQMEM_SHM_DIR:-/dev/shm}/pyqmem.<uid>.q.<name>.  Returns the length
+/* The file a ring named `name` lives in: <dir>/pyqmem.<uid>.q.<name>, where
+ * <dir> is $PYQMEM_DIR if set, else $PYQMEM_SHM_DIR (deprecated) if set,
+ * else /dev/shm.  Returns the length
  * written (excluding NUL).  Errors: QM_EINVAL (bad name, or buffer too
  * small). */
 int qm_ring_path(const char *name, char *buf, size_t buflen);

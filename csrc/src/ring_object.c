@@ -21,8 +21,12 @@
 #define QM_MAX_CAPACITY_LOG2 40u   /* 1 TiB */
 
 /* ----- names ------------------------------------------------------------------ */
+/* $PYQMEM_DIR (the folder of every queue and topic), else the deprecated
+ * $PYQMEM_SHM_DIR (the Python layer warns about it), else /dev/shm. */
 static const char *shm_dir(void) {
-    const char *d = getenv("PYQMEM_SHM_DIR");
+    const char *d = getenv("PYQMEM_DIR");
+    if (d && d[0]) return d;
+    d = getenv("PYQMEM_SHM_DIR");
     return (d && d[0]) ? d : "/dev/shm";
 }
 

@@ -60,7 +60,7 @@ __attribute__((unused)) static void check_use_private_shm_dir(const char *tag) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "mkdir -p -m 700 '%s'", check_dir);
     if (system(cmd) != 0) exit(77);
-    setenv("PYQMEM_SHM_DIR", check_dir, 1);
+    setenv("PYQMEM_DIR", check_dir, 1);
     atexit(check_dir_cleanup);
 }
 

@@ -5,7 +5,7 @@
  * or by another, before a call or while a call is blocked; and SIGBUS
  * that is not ours still kills, or goes to the handler installed before
  * ours (also one that chains back to us, as Python's faulthandler does).
- * Runs in a private PYQMEM_SHM_DIR.
+ * Runs in a private PYQMEM_DIR.
  */
 #include "check.h"
 #include "internal.h"

@@ -1,6 +1,6 @@
 /*
  * test_region.c - named rings: creation, attach, refusal paths, liveness
- * and recovery from dead members.  Runs in a private PYQMEM_SHM_DIR.
+ * and recovery from dead members.  Runs in a private PYQMEM_DIR.
  */
 #include "check.h"
 #include "internal.h"

@@ -6,7 +6,7 @@ Imports everything, opens REPORT (a file the parent sized) and maps it, prints
 ``ready`` and waits for a line on stdin: meanwhile the parent attaches
 ``strace -e inject=...`` to this process, so the injection counts only the
 system calls of the work below, not those of interpreter start-up.  Then it
-works on DIR (a Queue with PYQMEM_SHM_DIR=DIR/shm, a Topic ``t`` with small
+works on DIR (a Queue with PYQMEM_DIR=DIR/shm, a Topic ``t`` with small
 segments, a consumer group ``g``) and writes what happened into the mapping
 as JSON (no system call, so it cannot hit an injected ``write``).
 
@@ -113,8 +113,8 @@ def work(run: Run, folder: str, durability: str) -> None:
 
 def main() -> int:
     folder, durability, report = sys.argv[1:4]
-    os.environ["PYQMEM_SHM_DIR"] = os.path.join(folder, "shm")
-    os.makedirs(os.environ["PYQMEM_SHM_DIR"], mode=0o700, exist_ok=True)
+    os.environ["PYQMEM_DIR"] = os.path.join(folder, "shm")
+    os.makedirs(os.environ["PYQMEM_DIR"], mode=0o700, exist_ok=True)
     with open(report, "r+b") as f:
         out = mmap.mmap(f.fileno(), REPORT_BYTES)
     run = Run(out)

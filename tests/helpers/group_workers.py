@@ -362,7 +362,7 @@ def groups_implemented() -> bool:
 
     import pyqmem
 
-    root = os.environ.get("PYQMEM_SHM_DIR") or tempfile.gettempdir()
+    root = os.environ.get("PYQMEM_DIR") or tempfile.gettempdir()
     d = tempfile.mkdtemp(prefix="group-probe-", dir=root)
     os.chmod(d, 0o700)
     t = c = None

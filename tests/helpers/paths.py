@@ -3,9 +3,10 @@ import os
 
 
 def shm_dir() -> str:
-    return os.environ.get("PYQMEM_SHM_DIR") or "/dev/shm"
+    """The folder of queue files: $PYQMEM_DIR, else $PYQMEM_SHM_DIR (deprecated), else /dev/shm."""
+    return os.environ.get("PYQMEM_DIR") or os.environ.get("PYQMEM_SHM_DIR") or "/dev/shm"
 
 
 def queue_path(name: str) -> str:
-    """The file of the queue `name`: ${PYQMEM_SHM_DIR:-/dev/shm}/pyqmem.<uid>.q.<name>."""
+    """The file of the queue `name`: <shm_dir()>/pyqmem.<uid>.q.<name>."""
     return os.path.join(shm_dir(), f"pyqmem.{os.getuid()}.q.{name}")

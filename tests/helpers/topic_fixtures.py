@@ -3,7 +3,7 @@
 tests/conftest.py registers this module as a plugin (``pytest_plugins``), so every test
 module may use its fixtures without importing them; the plain helpers below are imported.
 
-- ``topic_dir``: a fresh 0700 folder under the session's private PYQMEM_SHM_DIR (itself
+- ``topic_dir``: a fresh 0700 folder under the session's private PYQMEM_DIR (itself
   under /dev/shm), exported as PYQMEM_DIR for this test and removed afterwards.
 - ``tname``: a unique valid topic name.
 - ``make_topic``: factory ``make_topic(name=None, **kw)`` -> pyqmem.Topic; every handle
