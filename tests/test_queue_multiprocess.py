@@ -89,8 +89,8 @@ def test_four_producers_four_consumers_deliver_every_message_once_in_per_produce
         while msg[0] == "error":
             errors.append(msg)
             msg = r.recv()
-        assert msg[0] == "result"
-        _, cid, raw, examples, n_torn = msg
+        assert msg[0] == "done"
+        _, cid, (raw, examples, n_torn) = msg
         torn_total += n_torn
         torn_examples += examples
         got = array("Q")

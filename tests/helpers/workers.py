@@ -12,6 +12,7 @@ import traceback
 from array import array
 
 from . import msgs
+from .reporting import reporting
 from .reporting import send as _send
 
 
@@ -41,11 +42,10 @@ def stress_producer(name, producer, n, seed, conn, deadline_s):
     import pyqmem
 
     end = time.monotonic() + deadline_s
-    put = 0
-    try:
-        q = _open(name)
+    seq = 0
+    with reporting(conn, producer, lambda: seq) as closing:
+        q = closing(_open(name))
         rng = random.Random(seed)
-        seq = 0
         while seq < n and time.monotonic() < end:
             if rng.random() < 0.5:
                 k = min(n - seq, rng.randint(1, 32))
@@ -70,27 +70,21 @@ def stress_producer(name, producer, n, seed, conn, deadline_s):
                 except pyqmem.Full:
                     continue
                 seq += 1
-        put = seq
-        q.close()
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    _send(conn, "done", producer, put)
-    conn.close()
 
 
 def stress_consumer(name, consumer, conn, stop, deadline_s):
     """Get (mixing get and get_many) until stop is set and the queue is empty.
 
-    Sends back ("result", consumer, receipt order as array('Q') bytes of
-    producer<<40|seq, first torn reports, torn count)."""
+    Reports ("done", consumer, (receipt order as array('Q') bytes of
+    producer<<40|seq, first torn reports, torn count))."""
     import pyqmem
 
     end = time.monotonic() + deadline_s
     got = array("Q")
     torn = []
     rng = random.Random(consumer)
-    try:
-        q = _open(name)
+    with reporting(conn, consumer, lambda: (got.tobytes(), torn[:20], len(torn))) as closing:
+        q = closing(_open(name))
         while time.monotonic() < end:
             try:
                 if rng.random() < 0.5:
@@ -110,11 +104,6 @@ def stress_consumer(name, consumer, conn, stop, deadline_s):
                     torn.append(str(e))
                     continue
                 got.append((p << 40) | s)
-        q.close()
-    except BaseException:
-        _send(conn, "error", consumer, traceback.format_exc())
-    _send(conn, "result", consumer, got.tobytes(), torn[:20], len(torn))
-    conn.close()
 
 
 # ----------------------------------------------------------------------------
@@ -179,8 +168,14 @@ def report_producer(name, producer, conn, stop, throttle_s, max_size, seed, dead
     acked = []
     last_flush = time.monotonic()
     seq = 0
-    try:
-        q = _open(name)
+
+    def finish():  # the last acks, then ("done", producer, seq)
+        if acked:
+            _send(conn, "ack", producer, acked)
+        return seq
+
+    with reporting(conn, producer, finish) as closing:
+        q = closing(_open(name))
         rng = random.Random(seed)
         while not stop.is_set() and time.monotonic() < end:
             size = msgs.draw_size(rng, max_size)
@@ -199,13 +194,6 @@ def report_producer(name, producer, conn, stop, throttle_s, max_size, seed, dead
                 last_flush = now
             if throttle_s:
                 time.sleep(throttle_s)
-        q.close()
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    if acked:
-        _send(conn, "ack", producer, acked)
-    _send(conn, "done", producer, seq)
-    conn.close()
 
 
 def victim_producer(name, producer, conn, max_size, seed, deadline_s):
@@ -240,8 +228,13 @@ def report_consumer(name, consumer, conn, stop, throttle_s, deadline_s):
     end = time.monotonic() + deadline_s
     batch = []
     last_flush = time.monotonic()
-    try:
-        q = _open(name)
+
+    def finish():  # the last deliveries, then ("done", consumer, None)
+        if batch:
+            _send(conn, "deliver", consumer, batch)
+
+    with reporting(conn, consumer, finish) as closing:
+        q = closing(_open(name))
         while time.monotonic() < end:
             try:
                 b = q.get(timeout=0.01)
@@ -266,13 +259,6 @@ def report_consumer(name, consumer, conn, stop, throttle_s, deadline_s):
                 last_flush = t_recv
             if throttle_s:
                 time.sleep(throttle_s)
-        q.close()
-    except BaseException:
-        _send(conn, "error", consumer, traceback.format_exc())
-    if batch:
-        _send(conn, "deliver", consumer, batch)
-    _send(conn, "done", consumer, None)
-    conn.close()
 
 
 def victim_consumer(name, consumer, conn, deadline_s):
@@ -309,8 +295,8 @@ def blast_producer(name, producer, conn, stop, deadline_s, fast=False):
     sizes = (100, 5000, 20000, 60 * 1024)
     canned = [msgs.encode(producer, i, n) for i, n in enumerate(sizes)] if fast else None
     seq = 0
-    try:
-        q = _open(name)
+    with reporting(conn, producer, lambda: seq) as closing:
+        q = closing(_open(name))
         while (stop is None or not stop.is_set()) and time.monotonic() < end:
             m = canned[seq % len(canned)] if fast else msgs.encode(producer, seq, sizes[seq % len(sizes)])
             try:
@@ -320,11 +306,6 @@ def blast_producer(name, producer, conn, stop, deadline_s, fast=False):
             if seq == 0:
                 _send(conn, "hello", producer)
             seq += 1
-        q.close()
-    except BaseException:
-        _send(conn, "error", producer, traceback.format_exc())
-    _send(conn, "done", producer, seq)
-    conn.close()
 
 
 def blast_consumer(name, consumer, conn, stop, throttle_s, deadline_s, fast=False):
@@ -336,8 +317,8 @@ def blast_consumer(name, consumer, conn, stop, throttle_s, deadline_s, fast=Fals
 
     end = time.monotonic() + deadline_s
     n = 0
-    try:
-        q = _open(name)
+    with reporting(conn, consumer, lambda: n) as closing:
+        q = closing(_open(name))
         while (stop is None or not stop.is_set()) and time.monotonic() < end:
             try:
                 b = q.get(timeout=0.05)
@@ -353,8 +334,3 @@ def blast_consumer(name, consumer, conn, stop, throttle_s, deadline_s, fast=Fals
             n += 1
             if throttle_s:
                 time.sleep(throttle_s)
-        q.close()
-    except BaseException:
-        _send(conn, "error", consumer, traceback.format_exc())
-    _send(conn, "done", consumer, n)
-    conn.close()
