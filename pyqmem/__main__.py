@@ -1,6 +1,6 @@
-"""``python -m pyqmem``: command-line tools.
+"""The ``pyqmem`` command (also ``python -m pyqmem``): command-line tools.
 
-python -m pyqmem redrive SOURCE [--dir DIR] [--dead-letter TOPIC] [--max N] [--wait S]
+pyqmem redrive SOURCE [--dir DIR] [--dead-letter TOPIC] [--max N] [--wait S]
     move SOURCE's dead-lettered records back to it (see pyqmem.redrive)
 """
 
@@ -8,9 +8,17 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """A usage mistake is one line on stderr and exit status 2 (--help has the usage)."""
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m pyqmem", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="command", required=True)
+    ap = _Parser(
+        prog="pyqmem", description="pyqmem's command-line tools: queues and topics on this host."
+    )
+    sub = ap.add_subparsers(dest="command", required=True, parser_class=_Parser)
     rd = sub.add_parser("redrive", help="move dead-lettered records back to their topic")
     rd.add_argument("source", help="the topic the records came from")
     rd.add_argument("--dir", default=None, help="topics folder (default: as pyqmem.Topic)")

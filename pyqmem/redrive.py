@@ -1,7 +1,7 @@
 """Redrive: move dead-lettered records back to the topic they came from.
 
 As SQS's "start DLQ redrive": after the cause of the failures is fixed,
-``pyqmem.redrive("orders")`` (or ``python -m pyqmem redrive orders``) reads
+``pyqmem.redrive("orders")`` (or ``pyqmem redrive orders``) reads
 ``"orders.dlq"`` and sends each record that came from ``"orders"`` back to
 it, with its key, value bytes, user headers and correlation id, to its
 original partition (by key if the topic now has fewer partitions), without

@@ -37,3 +37,31 @@ def test_cmake_names_every_source_file_explicitly():
             if ext == ".c" and stem.startswith(prefixes) and stem not in words:
                 missing.append(f"{folder}/{entry}")
     assert missing == []
+
+
+def test_the_installed_metadata_has_license_readme_urls_and_the_console_script():
+    from importlib import metadata
+
+    meta = metadata.metadata("pyqmem")
+    assert meta["License-Expression"] == "MIT"
+    assert "Broker semantics at shared-memory speed" in meta["Description"]
+    assert any(u.startswith("Changelog, ") for u in meta.get_all("Project-URL"))
+    scripts = {e.name: e.value for e in metadata.entry_points(group="console_scripts")}
+    assert scripts.get("pyqmem") == "pyqmem.__main__:main"
+    for name in ("LICENSE", "CHANGELOG.md"):
+        assert os.path.isfile(os.path.join(ROOT, name)), name
+
+
+def test_the_command_prints_a_usage_mistake_as_one_line_and_exits_2():
+    import subprocess
+    import sys
+
+    for args in ([], ["bogus"], ["redrive"], ["redrive", "t", "--max", "x"]):
+        run = subprocess.run([sys.executable, "-m", "pyqmem", *args], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2, (args, run)
+        assert run.stdout == "" and run.stderr.count("\n") == 1, (args, run.stderr)
+        assert run.stderr.startswith("pyqmem") and "Traceback" not in run.stderr
+    run = subprocess.run([sys.executable, "-m", "pyqmem", "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage: pyqmem ") and "``" not in run.stdout
