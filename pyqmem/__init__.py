@@ -24,6 +24,7 @@ from .errors import (
     Empty,
     Full,
     IncompatibleError,
+    InUse,
     MessageTooLarge,
     NotFound,
     QmemError,
@@ -55,6 +56,7 @@ __all__ = [
     "IncompatibleError",
     "NotFound",
     "AlreadyExists",
+    "InUse",
     "StaleAck",
     "__version__",
 ]

@@ -215,3 +215,9 @@ class Backend(Protocol):
         self, name: str, wanted: TopicConfig, *, grow_to: Optional[int], create: Optional[bool]
     ) -> TopicStore: ...
     def topic_exists(self, name: str) -> bool: ...
+    def delete_topic(self, name: str, *, force: bool = False) -> None:
+        """Remove the topic and everything in it (its groups too; not its
+        dead-letter topic).  NotFound if there is none; InUse while any
+        handle (this process's included) has it open, unless `force`.
+        Atomic: interrupted, the topic is either whole or gone."""
+        ...

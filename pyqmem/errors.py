@@ -18,6 +18,7 @@ __all__ = [
     "IncompatibleError",
     "NotFound",
     "AlreadyExists",
+    "InUse",
     "StaleAck",
 ]
 
@@ -66,6 +67,10 @@ class NotFound(QmemError, FileNotFoundError):
 
 class AlreadyExists(QmemError, FileExistsError):
     """``create=True`` and the object exists."""
+
+
+class InUse(QmemError):
+    """The object is open elsewhere (or by this process), so it is not deleted."""
 
 
 class StaleAck(QmemError):

@@ -52,6 +52,7 @@ from ._args import (
     check_retention_seconds,
     check_segment_bytes,
 )
+from ._dual import dualmethod
 from ._native import _core
 from .backend import Backend, GroupOptions, TopicConfig
 from .consumer import Consumer, check_consumer_args
@@ -519,6 +520,32 @@ class Topic:
         """True if a topic called `name` exists (in `dir` or `backend`, as for Topic)."""
         check_name(name, "topic name")
         return resolve_backend(backend, dir).topic_exists(name)
+
+    @dualmethod
+    def delete(self, *, force: bool = False) -> None:
+        """Delete this topic: every partition, record and consumer group
+        (its dead-letter topic stays).  Closes this object first.  InUse
+        while any other handle has it open, in any process, this one's
+        consumers and other Topic objects included (close them first), unless
+        `force`.  Also ``Topic.delete(name, dir=None, *, backend=None,
+        force=False)`` without opening it.  Interrupted, the topic is
+        either whole or gone."""
+        self.close()
+        Topic.delete(self._name, backend=self._store.backend, force=force)
+
+    @delete.on_class
+    def _delete_named(
+        cls,
+        name: str,
+        dir: Union[str, "os.PathLike[str]", None] = None,
+        *,
+        backend: Optional[Backend] = None,
+        force: bool = False,
+    ) -> None:
+        check_name(name, "topic name")
+        if not isinstance(force, bool):
+            raise TypeError(f"force must be True or False, not {type(force).__name__}")
+        resolve_backend(backend, dir).delete_topic(name, force=force)
 
     # ----- lifetime ---------------------------------------------------------
     def close(self) -> None:

@@ -3,6 +3,7 @@ logs on this host (the default; see docs/design/backends.md)."""
 
 import os
 
+from .delete import delete_topic
 from .folders import META, dir_argument, root
 from .store import ShmTopicStore
 
@@ -33,6 +34,9 @@ class SharedMemory:
     def topic_exists(self, name):
         top = root(self._dir, make=False)
         return top is not None and os.path.isfile(os.path.join(top, name, META))
+
+    def delete_topic(self, name, *, force=False):
+        delete_topic(self._dir, name, force)
 
     def __eq__(self, other):
         return type(other) is SharedMemory and other._dir == self._dir

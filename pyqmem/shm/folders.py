@@ -56,6 +56,7 @@ __all__ = [
     "open_private",
     "read_meta",
     "write_meta",
+    "fsync_dir",
     "MetaLock",
     "partition_path",
     "log_args",
@@ -190,7 +191,7 @@ def read_meta(folder):
     return config
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
@@ -213,8 +214,8 @@ def write_meta(folder, config):
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(folder, META))
-    _fsync_dir(folder)
-    _fsync_dir(os.path.dirname(os.path.abspath(folder)))
+    fsync_dir(folder)
+    fsync_dir(os.path.dirname(os.path.abspath(folder)))
 
 
 class MetaLock:

@@ -20,7 +20,7 @@ import weakref
 
 from pyqmem import headers as _headers
 from pyqmem._args import check_int, check_timeout
-from pyqmem.errors import AlreadyExists, Closed, Empty, NotFound, StaleAck
+from pyqmem.errors import AlreadyExists, Closed, Empty, InUse, NotFound, StaleAck
 
 _REGISTRY: weakref.WeakValueDictionary[int, MemoryBackend] = weakref.WeakValueDictionary()
 _ids = itertools.count(1)
@@ -77,6 +77,15 @@ class MemoryBackend:
     def topic_exists(self, name):
         return name in self._topics
 
+    def delete_topic(self, name, *, force=False):
+        with self._lock:
+            data = self._topics.get(name)
+            if data is None:
+                raise NotFound(errno.ENOENT, f"no topic {name!r}", name)
+            if data.open_stores and not force:
+                raise InUse(f"topic {name!r} is open ({data.open_stores} handles): close them first")
+            del self._topics[name]
+
     def __reduce__(self):
         return _lookup, (self._id,)
 
@@ -99,6 +108,7 @@ class _TopicData:
         self.parts = [_Partition() for _ in range(config.partitions)]
         self.cond = threading.Condition()
         self.groups: dict[str, _GroupData] = {}
+        self.open_stores = 0  # MemoryStores not closed (delete refuses while any is)
 
     def grow(self, partitions):
         with self.cond:
@@ -137,6 +147,8 @@ class MemoryStore:
         self.dir = None
         self._closed = False
         self._readers = []
+        with data.cond:
+            data.open_stores += 1
 
     def _check(self):
         if self._closed:
@@ -216,7 +228,10 @@ class MemoryStore:
             return sum(data.retain(k) for k in range(self.config.partitions))
 
     def close(self):
-        self._closed = True
+        with self._data.cond:
+            if not self._closed:
+                self._data.open_stores -= 1
+            self._closed = True
 
 
 # ----- messages -----------------------------------------------------------------
