@@ -123,6 +123,7 @@ cdef extern from "qmem.h" nogil:
     int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
                     qm_log_t **out)
     void qm_log_close(qm_log_t *log)
+    void qm_log_leave(qm_log_t *log)
     int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg)
 
     uint64_t qm_log_max_record(const qm_log_t *log)

@@ -526,7 +526,8 @@ class Topic:
         """Delete this topic: every partition, record and consumer group
         (its dead-letter topic stays).  Closes this object first.  InUse
         while any other handle has it open, in any process, this one's
-        consumers and other Topic objects included (close them first), unless
+        other Topic objects and consumers included (close them first;
+        messages kept after their consumer closed do not count), unless
         `force`.  Also ``Topic.delete(name, dir=None, *, backend=None,
         force=False)`` without opening it.  Interrupted, the topic is
         either whole or gone."""

@@ -161,3 +161,13 @@ def test_a_delete_killed_at_random_points_leaves_the_topic_whole_or_gone(tname, 
         pass
     pyqmem.Topic.delete(tname, dir=topic_dir)
     assert [e for e in os.listdir(topic_dir) if e.startswith(".deleted-")] == []
+
+
+def test_a_message_kept_after_its_consumer_closed_does_not_hold_the_topic_open(make_topic):
+    t = make_topic(partitions=1)
+    t.send(b"still here")
+    with t.consumer() as c:
+        msg = c.get(timeout=5)
+    t.delete()
+    assert not pyqmem.Topic.exists(t.name)
+    assert bytes(msg.data) == b"still here"  # its segment stays mapped while it lives

@@ -336,6 +336,13 @@ typedef struct qm_log_config {
 int qm_log_open(const char *dir, qm_open_mode_t mode, const qm_log_config_t *cfg,
                 qm_log_t **out);
 void qm_log_close(qm_log_t *log);
+
+/* Give up the handle's membership now, as qm_log_close() does, but keep
+ * its segments mapped: for a handle its owner closed while records it
+ * returned are still in use (after it the log counts one member fewer, so
+ * a topic can be deleted).  Afterwards only qm_log_release() and
+ * qm_log_close() may be called on it.  Idempotent. */
+void qm_log_leave(qm_log_t *log);
 /* Errors: QM_ECLOSED (NULL). */
 int qm_log_config(const qm_log_t *log, qm_log_config_t *cfg);
 

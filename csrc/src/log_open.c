@@ -172,12 +172,15 @@ static void settle_inflight(void *object, uint32_t slot, uint64_t inflight) {
         atomic_fetch_add_explicit(&lg->ctl->abandoned, 1, memory_order_relaxed);
 }
 
+void qm_log_leave(qm_log_t *lg) {
+    if (!lg || !lg->ctl) return;
+    qm__registry_remove(&lg->mb);   /* both idempotent: close may follow */
+    qm__member_leave(&lg->mb);
+}
+
 void qm_log_close(qm_log_t *lg) {
     if (!lg) return;
-    if (lg->ctl) {
-        qm__registry_remove(&lg->mb);
-        qm__member_leave(&lg->mb);
-    }
+    qm_log_leave(lg);
     for (size_t i = 0; i < lg->nsegs; i++) qm__log_seg_unmap(lg, lg->segs[i]);
     free(lg->segs);
     qm__object_close(&lg->obj);

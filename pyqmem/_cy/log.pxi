@@ -86,12 +86,18 @@ cdef class Log:
         self._free_if_unused()
 
     cdef void _free_if_unused(self) noexcept:
-        """After close(): free the handle once no call and no view uses it."""
+        """After close(): free the handle once no call and no view uses it;
+        while only views do, leave the log's members already (a message kept
+        alive must not keep its topic "open", e.g. for Topic.delete)."""
         cdef qm_log_t *lg = self._log
-        if self._closed and self._busy == 0 and self._views == 0 and lg != NULL:
+        if not self._closed or self._busy != 0 or lg == NULL:
+            return
+        if self._views == 0:
             self._log = NULL
             with nogil:
                 qm_log_close(lg)
+        else:
+            qm_log_leave(lg)
 
     def config(self):
         """The log's configuration (qm_log_config_t) as a dict: segment_bytes,

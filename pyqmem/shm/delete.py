@@ -9,6 +9,9 @@ the rename leaves only such a hidden folder, never a half topic, and the
 next delete in that root removes it.  Topic names cannot start with a dot,
 so no topic is ever taken for one.
 
+A handle is a Topic object or a consumer.  A message outliving its consumer
+keeps its record mapped but is no handle (``qm_log_leave``).
+
 What the check cannot see: a process that opens the topic between the check
 and the rename keeps handles on the deleted files (its sends go nowhere
 visible).  Delete a topic once its users are done with it.
@@ -64,9 +67,9 @@ def _refuse_if_attached(folder, name, config):
             log.close()
         if others > 0:
             raise InUse(
-                f"topic {name!r} is open ({others} handle{'s' if others != 1 else ''} on "
-                f"partition {k}, this process's included): close them first, or delete "
-                "with force=True"
+                f"topic {name!r} is open: {others} handle{'s' if others != 1 else ''} on "
+                f"partition {k} (Topic objects and consumers, in any process, this one's "
+                "included): close them first, or delete with force=True"
             )
 
 

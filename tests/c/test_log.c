@@ -458,6 +458,32 @@ static void readers_unmap_deleted_and_old_segments_unless_held(void) {
     CHECK(mapped_segments("holds", &deleted) == 0);
 }
 
+static void a_handle_that_left_keeps_its_held_records_but_is_no_member(void) {
+    qm_log_t *w, *r;
+    CHECK_RC(qm_log_open(logdir("leave"), QM_CREATE_ONLY, segcfg(), &w), 0);
+    CHECK_RC(qm_log_open(logdir("leave"), QM_OPEN_ONLY, NULL, &r), 0);
+    uint64_t off;
+    CHECK_RC(append_str(w, NULL, "kept", &off), 0);
+    qm_log_cursor_t cur = {0};
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(r, &cur, 0), 0);
+    CHECK_RC(qm_log_read(r, &cur, &rec, QM_NOWAIT), 0);
+    void *hold = qm_log_hold(&rec);
+    qm_log_stats_t st;
+    CHECK_RC(qm_log_stats(w, &st), 0);
+    CHECK(st.members == 2);
+    qm_log_leave(r);
+    qm_log_leave(r);   /* idempotent */
+    CHECK_RC(qm_log_stats(w, &st), 0);
+    CHECK(st.members == 1);
+    CHECK(memcmp(rec.value, "kept", 4) == 0);   /* still mapped */
+    qm_log_release(hold);
+    qm_log_close(r);
+    CHECK_RC(qm_log_stats(w, &st), 0);
+    CHECK(st.members == 1);
+    qm_log_close(w);
+}
+
 static void a_reader_keeps_only_its_recently_used_segments_mapped(void) {
     qm_log_t *w, *r;
     CHECK_RC(qm_log_open(logdir("lru"), QM_CREATE_ONLY, segcfg(), &w), 0);
@@ -931,6 +957,7 @@ int main(void) {
     RUN(retention_deletes_old_segments_and_late_readers_skip_ahead);
     RUN(retention_by_age_keeps_recent_segments);
     RUN(readers_unmap_deleted_and_old_segments_unless_held);
+    RUN(a_handle_that_left_keeps_its_held_records_but_is_no_member);
     RUN(a_reader_keeps_only_its_recently_used_segments_mapped);
     RUN(seek_by_time_finds_the_first_record_at_or_after);
     RUN(fsync_mode_group_commits_concurrent_appends);

@@ -83,7 +83,8 @@ class MemoryBackend:
             if data is None:
                 raise NotFound(errno.ENOENT, f"no topic {name!r}", name)
             if data.open_stores and not force:
-                raise InUse(f"topic {name!r} is open ({data.open_stores} handles): close them first")
+                raise InUse(f"topic {name!r} is open ({data.open_stores} handles): "
+                            "close them first, or delete with force=True")
             del self._topics[name]
 
     def __reduce__(self):
