@@ -7,12 +7,15 @@ No broker, no daemon; a killed process never wedges the others.
     >>> q.put({"id": 1})
     >>> q.get()
     {'id': 1}
+    >>> q.unlink()  # named objects outlive processes until removed
+    >>> q.close()
 
     >>> t = pyqmem.Topic("events", partitions=4)
     >>> md = t.send(b"hello", key="user-1")
     >>> with t.consumer(start="earliest") as c:
     ...     c.get(timeout=1).value
     b'hello'
+    >>> t.delete()
 """
 
 from . import _native  # noqa: F401  (the compiled core, configured; first)

@@ -1,0 +1,85 @@
+"""The docs run as printed: every ```python block of README.md, every program in
+examples/ and every docstring example (doctest) of the package, each in a fresh
+process, from a folder outside the checkout, with its own empty PYQMEM_DIR -- and each
+leaves that folder as empty as it found it (examples clean up after themselves)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FENCE = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
+
+
+def _readme_blocks():
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    return [m.group(1) for m in FENCE.finditer(text)]
+
+
+def _examples():
+    folder = os.path.join(ROOT, "examples")
+    return sorted(f for f in os.listdir(folder) if f.endswith(".py"))
+
+
+def _run(tmp_path, args, timeout=120):
+    """Run `args` in tmp_path/work with a fresh PYQMEM_DIR; returns (stdout, leftovers)."""
+    work, objects = tmp_path / "work", tmp_path / "objects"
+    work.mkdir()
+    objects.mkdir(mode=0o700)
+    env = {k: v for k, v in os.environ.items() if k != "PYQMEM_SHM_DIR"}
+    env["PYQMEM_DIR"] = str(objects)
+    env.pop("PYTHONPATH", None)  # the installed package only, as a user has it
+    run = subprocess.run(args, cwd=work, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert run.returncode == 0, f"{args[1:]} failed:\n{run.stdout}\n{run.stderr}"
+    assert "Traceback" not in run.stderr, run.stderr
+    return run.stdout, sorted(os.listdir(objects))
+
+
+def test_the_readme_has_python_blocks_to_run():
+    assert len(_readme_blocks()) >= 2
+    assert len(_examples()) >= 4
+
+
+@pytest.mark.parametrize("index", range(len(_readme_blocks())))
+def test_a_readme_code_block_runs_as_printed_and_cleans_up(tmp_path, index):
+    script = tmp_path / "block.py"
+    script.write_text(_readme_blocks()[index], encoding="utf-8")
+    out, left = _run(tmp_path, [sys.executable, str(script)])
+    assert out.strip(), "the block printed nothing"
+    assert left == []
+
+
+@pytest.mark.parametrize("name", _examples())
+def test_an_example_program_runs_and_cleans_up(tmp_path, name):
+    pytest.importorskip("numpy") if "numpy" in name else None
+    out, left = _run(tmp_path, [sys.executable, os.path.join(ROOT, "examples", name)])
+    assert out.strip(), "the example printed nothing"
+    assert left == []
+
+
+_DOCTESTS = """
+import doctest, importlib, pkgutil, sys
+import pyqmem
+attempted = failed = 0
+for info in pkgutil.walk_packages(pyqmem.__path__, "pyqmem."):
+    module = importlib.import_module(info.name)
+    result = doctest.testmod(module)
+    attempted += result.attempted
+    failed += result.failed
+result = doctest.testmod(pyqmem)
+print(attempted + result.attempted, failed + result.failed)
+"""
+
+
+def test_every_docstring_example_of_the_package_passes_and_cleans_up(tmp_path):
+    out, left = _run(tmp_path, [sys.executable, "-c", _DOCTESTS])
+    attempted, failed = map(int, out.split()[-2:])
+    assert failed == 0, out
+    assert attempted >= 10, out
+    assert left == []
