@@ -194,18 +194,25 @@ class Consumer:
         self._closed = False
         # the reader's get and get_many, bound: no Python frame of ours per call
         self.get = reader.get  # type: ignore[method-assign]
+        self.get_nowait = reader.get_nowait  # type: ignore[method-assign]
         self.get_many = reader.get_many  # type: ignore[method-assign]
 
-    def get(self, timeout: Optional[float] = None) -> Message:
-        """The next message, waiting up to `timeout` seconds (None: forever).
-        Raises Empty if none came in time."""
-        return self._reader.get(timeout)
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Message:
+        """The next message, waiting for one if `block` (at most `timeout`
+        seconds; None: forever), as ``queue.Queue.get``.  Raises Empty if
+        none came in time."""
+        return self._reader.get(block, timeout)
 
-    def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[Message]:
+    def get_nowait(self) -> Message:
+        """The next message if one is there now, else raise Empty."""
+        return self._reader.get_nowait()
+
+    def get_many(
+        self, max_messages: int, block: bool = True, timeout: Optional[float] = None
+    ) -> List[Message]:
         """Up to `max_messages` messages: waits (as get) for the first, then
-        takes what is already there, one partition after another.  Raises
-        Empty if none came."""
-        return self._reader.get_many(max_messages, timeout)
+        takes what is already there, one partition after another.  Raises Empty if none came."""
+        return self._reader.get_many(max_messages, block, timeout)
 
     def __iter__(self) -> Iterator[Message]:
         """Messages as they come, blocking for more.  Iteration ends when the

@@ -20,6 +20,7 @@ __all__ = [
     "AlreadyExists",
     "InUse",
     "StaleAck",
+    "DurabilityWarning",
 ]
 
 
@@ -75,3 +76,9 @@ class InUse(QmemError):
 
 class StaleAck(QmemError):
     """Ack/nack of a delivery whose lease was lost (redelivered elsewhere)."""
+
+
+class DurabilityWarning(UserWarning):
+    """A topic asks for more durability than where it lives can give:
+    ``durability="fsync"`` on a file system in RAM (tmpfs), which a power
+    loss or a reboot empties whatever was synced."""

@@ -85,18 +85,26 @@ class GroupConsumer:
         self._closed = False
         # the member's hot paths, bound: no Python frame of ours per call
         self.get = member.get  # type: ignore[method-assign]
+        self.get_nowait = member.get_nowait  # type: ignore[method-assign]
         self.get_many = member.get_many  # type: ignore[method-assign]
         self.ack_many = member.ack_many  # type: ignore[method-assign]
 
-    def get(self, timeout: Optional[float] = None) -> Message:
-        """The next message for this member, waiting up to `timeout` seconds
-        (None: forever).  Raises Empty if none came in time."""
-        return self._member.get(timeout)
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Message:
+        """The next message for this member, waiting for one if `block` (at
+        most `timeout` seconds; None: forever), as ``queue.Queue.get``.
+        Raises Empty if none came in time."""
+        return self._member.get(block, timeout)
 
-    def get_many(self, max_messages: int, timeout: Optional[float] = None) -> List[Message]:
+    def get_nowait(self) -> Message:
+        """The next message for this member if one is there now, else raise Empty."""
+        return self._member.get_nowait()
+
+    def get_many(
+        self, max_messages: int, block: bool = True, timeout: Optional[float] = None
+    ) -> List[Message]:
         """Up to `max_messages` messages: waits (as get) for the first, then
         claims what is already there.  Raises Empty if none came."""
-        return self._member.get_many(max_messages, timeout)
+        return self._member.get_many(max_messages, block, timeout)
 
     def ack_many(self, msgs: Iterable[Message]) -> int:
         """Ack every message of `msgs` (of this consumer) in one call.

@@ -29,6 +29,24 @@ _MODES = {None: _core.OPEN_OR_CREATE, True: _core.CREATE_ONLY, False: _core.OPEN
 
 
 _FOREVER = _core.FOREVER
+_DEFAULT_CAPACITY = 16 * 2**20
+
+
+def _check_attached(ring, name, capacity, maxsize):
+    """ValueError if the queue `ring` opened has another capacity or maxsize
+    than the ones asked for (None: any)."""
+    if capacity is not None:
+        rounded = 1 << max(12, (capacity - 1).bit_length())
+        if ring.capacity != rounded:
+            raise ValueError(
+                f"queue {name!r} exists with capacity {ring.capacity}, not {rounded}: "
+                "leave capacity=None to attach to it, or unlink it first"
+            )
+    if maxsize is not None and ring.maxsize != maxsize:
+        raise ValueError(
+            f"queue {name!r} exists with maxsize {ring.maxsize}, not {maxsize}: "
+            "leave maxsize=None to attach to it, or unlink it first"
+        )
 
 
 def _warn_old_dir_variable():
@@ -87,18 +105,23 @@ def _stall_ns(stall_timeout):
 class Queue:
     """A FIFO of Python objects in shared memory, usable from any process.
 
-    ``Queue(name, *, capacity=16 * 2**20, maxsize=0, serializer="pickle",
+    ``Queue(name, *, capacity=None, maxsize=None, serializer="pickle",
     create=None, stall_timeout=5.0)``
 
-    - `capacity`: ring bytes (rounded up to a power of two, 4096 to 2**40);
-      any message up to ``capacity // 4`` bytes after serialization fits.
-    - `maxsize`: bound on the number of messages, 0 = only the bytes bound.
-    - `serializer`: ``"pickle"``, ``None``/``"raw"`` (bytes-like in, bytes
-      out) or an object with ``dumps(obj) -> bytes-like`` and
-      ``loads(buffer) -> obj``.
+    - `capacity`: ring bytes (rounded up to a power of two, 4096 to 2**40;
+      None: 16 MiB when creating); any message up to ``capacity // 4`` bytes
+      after serialization fits.  The ring's memory is reserved when the queue
+      is created: 100 default queues take 1.6 GiB of /dev/shm, so give many
+      small queues a small capacity.
+    - `maxsize`: bound on the number of messages (None or 0: only the bytes
+      bound).
+    - `serializer`: ``"pickle"``, ``"json"``, ``None``/``"raw"`` (bytes-like
+      in, bytes out) or an object with ``dumps(obj) -> bytes-like or str``
+      and ``loads(bytes) -> obj``.
     - `create`: ``None`` create or attach, ``True`` must create
       (AlreadyExists), ``False`` must attach (NotFound).  Attaching keeps the
-      existing queue's capacity and maxsize.
+      existing queue's capacity and maxsize; giving another one is a
+      ValueError (leave them None to attach to whatever is there).
     - `stall_timeout` (extension): seconds this handle's gets wait behind a
       message whose producer is alive but frozen inside ``put`` (SIGSTOP, a
       debugger) before skipping it; when that producer resumes, its ``put``
@@ -111,16 +134,18 @@ class Queue:
         self,
         name: str,
         *,
-        capacity: int = 16 * 2**20,
-        maxsize: int = 0,
+        capacity: Optional[int] = None,
+        maxsize: Optional[int] = None,
         serializer: Any = "pickle",
         create: Optional[bool] = None,
         stall_timeout: Optional[float] = 5.0,
     ) -> None:
         check_name(name, "queue name")
         _warn_old_dir_variable()
-        _check_int("capacity", capacity, 4096, 2**40)
-        _check_int("maxsize", maxsize, 0, 2**63 - 1)
+        if capacity is not None:
+            _check_int("capacity", capacity, 4096, 2**40)
+        if maxsize is not None:
+            _check_int("maxsize", maxsize, 0, 2**63 - 1)
         stall_ns = _stall_ns(stall_timeout)
         if create is not None and not isinstance(create, bool):
             raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
@@ -130,7 +155,14 @@ class Queue:
         self._name = name
         self._lock = threading.Lock()
         self._closed = False
-        self._origin = _core.Ring.open(name, _MODES[create], capacity, maxsize)
+        self._origin = _core.Ring.open(
+            name, _MODES[create], _DEFAULT_CAPACITY if capacity is None else capacity, maxsize or 0
+        )
+        try:
+            _check_attached(self._origin, name, capacity, maxsize)
+        except BaseException:
+            self._origin.close()
+            raise
         self._origin.set_stall_timeout(stall_ns)
         self._stall_timeout = stall_timeout
         self._others: weakref.WeakSet = weakref.WeakSet()
@@ -281,6 +313,11 @@ class Queue:
         """True if the queue holds no message at the instant of the call."""
         return self.qsize() == 0
 
+    def __bool__(self) -> bool:
+        """Always True: a queue is an object, not a container to test for
+        emptiness (``len(q)`` and ``empty()`` say that)."""
+        return True
+
     def full(self) -> bool:
         """True if maxsize > 0 and the queue holds maxsize messages or more."""
         depth = self.qsize()
@@ -294,6 +331,14 @@ class Queue:
         return self._ring().stats()
 
     # ----- lifetime -------------------------------------------------------
+    def join_thread(self) -> None:
+        """Nothing to wait for (``multiprocessing.Queue`` waits for its feeder
+        thread here; a put here is in the queue when it returns)."""
+
+    def cancel_join_thread(self) -> None:
+        """Nothing to cancel (see join_thread): a process may exit at once
+        after a put, and the message stays in the queue."""
+
     def close(self) -> None:
         """Release this process's handles (idempotent); later calls raise
         Closed, also calls blocked in other threads.  The queue itself stays

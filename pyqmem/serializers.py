@@ -25,8 +25,10 @@ memoryview into the log's mapping (the same bytes ``encode`` produced).
               come back writable without another copy.
 """
 
+import json
 import pickle
 import struct
+import types
 
 from .errors import CorruptError, MessageTooLarge
 
@@ -191,7 +193,9 @@ class RawSerializer:
 
 
 class CustomSerializer:
-    """Wraps a user object with ``dumps(obj) -> bytes-like`` and ``loads(buffer)``."""
+    """Wraps a user object with ``dumps(obj) -> bytes-like or str`` (a str is
+    stored as its UTF-8, so the ``json`` module works as it is) and
+    ``loads(bytes)``."""
 
     frames = False
 
@@ -205,8 +209,10 @@ class CustomSerializer:
 
     def encode(self, obj, limit):
         """``dumps(obj)``, checked to be bytes-like and to fit."""
-        dumps = f"{type(self._spec).__name__}.dumps() must return"
-        return _record(self._spec.dumps(obj), limit, dumps)
+        out = self._spec.dumps(obj)
+        if isinstance(out, str):
+            out = out.encode("utf-8")
+        return _record(out, limit, f"{_spec_name(self._spec)}.dumps() must return str or")
 
     def decode(self, item):
         """``loads(bytes)``."""
@@ -216,6 +222,10 @@ class CustomSerializer:
         """``loads(bytes)`` of a copy of the record (``loads`` gets bytes, as
         from a Queue; ``Message.data`` is the zero-copy view)."""
         return self._spec.loads(view.tobytes())
+
+
+def _spec_name(spec):
+    return spec.__name__ if isinstance(spec, types.ModuleType) else type(spec).__name__
 
 
 _PICKLE = PickleSerializer()
@@ -229,5 +239,10 @@ def resolve(spec):
     if isinstance(spec, str):
         if spec == "pickle":
             return _PICKLE
-        raise ValueError(f'unknown serializer {spec!r}: use "pickle", "raw", None or an object')
+        if spec == "json":
+            return CustomSerializer(json)
+        raise ValueError(
+            f'unknown serializer {spec!r}: use "pickle", "json", "raw", None or an object '
+            "with dumps() and loads()"
+        )
     return CustomSerializer(spec)

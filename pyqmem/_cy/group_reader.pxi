@@ -462,12 +462,14 @@ cdef class GroupReader:
             return 0
         raise _error(status, self._gtopic, False)
 
-    cdef list _fetch(self, Py_ssize_t limit, object timeout):
+    cdef list _fetch(self, Py_ssize_t limit, object block, object timeout):
         cdef int64_t deadline = QM_FOREVER
         cdef list out = []
         cdef list dead = []
         cdef int timed_out
-        if timeout is not None:
+        if not block:
+            deadline = QM_NOWAIT   # queue.Queue's rule: the timeout is ignored
+        elif timeout is not None:
             if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
                 deadline = qm_now_ns() + <int64_t>(<double>timeout * 1e9)
             else:
@@ -498,17 +500,21 @@ cdef class GroupReader:
         finally:
             PyThread_release_lock(self._glock)
 
-    def get(self, timeout=None):
-        """The next message for this member, waiting up to `timeout` seconds
-        (None: forever).  Raises Empty if none came in time."""
-        return self._fetch(1, timeout)[0]
+    def get(self, block=True, timeout=None):
+        """The next message for this member, waiting for one if `block` (at
+        most `timeout` seconds; None: forever).  Raises Empty if none came."""
+        return self._fetch(1, block, timeout)[0]
 
-    def get_many(self, max_messages, timeout=None):
+    def get_nowait(self):
+        """The next message if one is there now, else raise Empty."""
+        return self._fetch(1, False, None)[0]
+
+    def get_many(self, max_messages, block=True, timeout=None):
         """Up to `max_messages` messages: waits (as get) for the first, then
         claims what is already there.  Raises Empty if none came."""
         if type(max_messages) is not int or not 1 <= max_messages <= PY_SSIZE_T_MAX:
             _py_check_int("max_messages", max_messages, 1, PY_SSIZE_T_MAX)
-        return self._fetch(max_messages, timeout)
+        return self._fetch(max_messages, block, timeout)
 
     def ack_many(self, msgs):
         """Ack every message of `msgs` (of this consumer) in one call.

@@ -165,6 +165,14 @@ cdef class Message:
             self._key_obj = PyBytes_FromStringAndSize(self._key, self._key_len)
         return self._key_obj
 
+    @property
+    def key_str(self):
+        """The key decoded from UTF-8, or None: a str key is stored as its
+        UTF-8 bytes and ``key`` gives those bytes back.  UnicodeDecodeError
+        if the key is not UTF-8."""
+        cdef object key = self.key
+        return None if key is None else key.decode("utf-8")
+
     cdef int _decode_headers(self) except -1:
         # decoded on first use; a malformed block is that access's
         # CorruptError (every time), never the get's: the record is

@@ -161,13 +161,15 @@ cdef class TopicReader:
             if m is not None:
                 return m
 
-    def get(self, timeout=None):
-        """The next message, waiting up to `timeout` seconds (None: forever).
-        Raises Empty if none came in time."""
+    def get(self, block=True, timeout=None):
+        """The next message, waiting for one if `block` (at most `timeout`
+        seconds; None: forever).  Raises Empty if none came in time."""
         cdef int64_t deadline = QM_FOREVER
         cdef double secs = -1.0
         cdef Message m
-        if timeout is not None:
+        if not block:
+            deadline = QM_NOWAIT   # queue.Queue's rule: the timeout is ignored
+        elif timeout is not None:
             if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
                 secs = timeout   # the deadline is computed only if we must wait
             else:
@@ -210,7 +212,11 @@ cdef class TopicReader:
             raise Closed(f"consumer of topic {self._rtopic!r} is closed")
         return 0
 
-    def get_many(self, max_messages, timeout=None):
+    def get_nowait(self):
+        """The next message if one is there now, else raise Empty."""
+        return self.get(False)
+
+    def get_many(self, max_messages, block=True, timeout=None):
         """Up to `max_messages` messages: waits (as get) for the first, then
         takes what is already there, one partition after another.  Raises
         Empty if none came."""
@@ -222,7 +228,9 @@ cdef class TopicReader:
         if type(max_messages) is not int or not 1 <= max_messages <= PY_SSIZE_T_MAX:
             _py_check_int("max_messages", max_messages, 1, PY_SSIZE_T_MAX)
         limit = max_messages
-        if timeout is not None:
+        if not block:
+            deadline = QM_NOWAIT
+        elif timeout is not None:
             if (type(timeout) is float or type(timeout) is int) and 0 <= timeout < 1e9:
                 secs = timeout
             else:

@@ -52,6 +52,8 @@ __all__ = [
     "META_TMP",
     "dir_argument",
     "check_private",
+    "filesystem_type",
+    "is_volatile",
     "root",
     "open_private",
     "read_meta",
@@ -97,6 +99,38 @@ def dir_argument(dir):
     if not path or "\0" in path:
         raise ValueError(f"invalid dir {path!r}")
     return os.path.abspath(path), False
+
+
+_VOLATILE = {"tmpfs", "ramfs"}
+
+
+def filesystem_type(path):
+    """The type of the file system holding `path` ("tmpfs", "ext4", ...),
+    from /proc/self/mountinfo; None if it cannot be told."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    real = os.path.realpath(path)
+    best, kind = "", None
+    for line in lines:
+        fields = line.split(" ")
+        try:
+            point = fields[4].encode().decode("unicode_escape")  # \040 is a space
+            fstype = fields[fields.index("-") + 1]
+        except (IndexError, ValueError):
+            continue
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fstype
+    return kind
+
+
+def is_volatile(path):
+    """True if `path` is on a file system in RAM (tmpfs, ramfs): nothing on
+    it survives a power loss or a reboot, fsync or not."""
+    return filesystem_type(path) in _VOLATILE
 
 
 def check_private(path, what):

@@ -143,6 +143,7 @@ class ShmGroupMember:
             self.close()
             raise
         self.get = self._reader.get
+        self.get_nowait = self._reader.get_nowait
         self.get_many = self._reader.get_many
         self.ack_many = self._reader.ack_many
 

@@ -19,16 +19,18 @@ import os
 import re
 import shutil
 import threading
+import warnings
 import weakref
 from typing import Any
 
 from .._native import _core
-from ..errors import AlreadyExists, Closed, CorruptError, NotFound
+from ..errors import AlreadyExists, Closed, CorruptError, DurabilityWarning, NotFound
 from .folders import (
     META,
     META_TMP,
     MetaLock,
     check_private,
+    is_volatile,
     log_args,
     partition_path,
     read_meta,
@@ -82,6 +84,14 @@ class ShmTopicStore:
         self._local.logs = logs
         self._owner_logs = logs
         self.max_value = logs[0].max_record
+        if self.config.durability == "fsync" and is_volatile(self._folder):
+            warnings.warn(
+                f'topic {name!r} has durability="fsync" but lives in RAM ({top} is tmpfs): '
+                "a power loss or reboot loses it all the same.  Give dir= a folder on a "
+                'disk for durability, or use durability="os" (docs/api.md)',
+                DurabilityWarning,
+                stacklevel=4,  # warn, ShmTopicStore, SharedMemory.open_topic, Topic, caller
+            )
 
     # ----- opening ----------------------------------------------------------
     def _grows(self, config, partitions):

@@ -40,6 +40,7 @@ class ShmSubscriber:
             raw,
         )
         self.get = self._reader.get
+        self.get_nowait = self._reader.get_nowait
         self.get_many = self._reader.get_many
 
     def _place(self, start):

@@ -243,6 +243,10 @@ class MemoryMessage:
                  "_serializer", "_member", "_epoch", "delivery_count", "_settled", "_decoded",
                  "_value", "_have_value")
 
+    @property
+    def key_str(self):
+        return None if self.key is None else self.key.decode("utf-8")
+
     def __init__(self, partition, offset, record, serializer, member=None, epoch=0, count=1):
         key, head, value, ts = record
         self.partition, self.offset = partition, offset
@@ -326,12 +330,15 @@ class _Reader:
     def _take(self, max_messages):
         raise NotImplementedError
 
-    def get(self, timeout=None):
-        return self.get_many(1, timeout)[0]
+    def get(self, block=True, timeout=None):
+        return self.get_many(1, block, timeout)[0]
 
-    def get_many(self, max_messages, timeout=None):
+    def get_nowait(self):
+        return self.get_many(1, False)[0]
+
+    def get_many(self, max_messages, block=True, timeout=None):
         check_int("max_messages", max_messages, 1, sys.maxsize)
-        deadline = _deadline(timeout)
+        deadline = _deadline(timeout if block else 0)
         data = self._data
         while True:
             if self._closed:
