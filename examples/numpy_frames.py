@@ -23,8 +23,7 @@ def camera(frames: pyqmem.Queue, n: int) -> None:
 
 
 def main() -> None:
-    frames = pyqmem.Queue(f"frames-{os.getpid()}", capacity=64 * 2**20)
-    try:
+    with pyqmem.Queue(capacity=64 * 2**20) as frames:  # anonymous: nothing to clean up
         p = mp.Process(target=camera, args=(frames, 10))
         p.start()
         means = []
@@ -32,9 +31,6 @@ def main() -> None:
             means.append(float(frame.mean()))
         p.join()
         print("queue: 10 frames, mean brightness", round(sum(means) / len(means), 1))
-    finally:
-        frames.unlink()
-        frames.close()
 
     with pyqmem.Topic(f"frames-{os.getpid()}", segment_bytes=16 * 2**20) as topic:
         topic.send(np.full(SHAPE, 7, dtype=np.uint8))  # any buffer: sent as its bytes

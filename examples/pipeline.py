@@ -5,7 +5,6 @@ on another (pyqmem.Queue as a faster multiprocessing.Queue).
 """
 
 import multiprocessing as mp
-import os
 
 import pyqmem
 
@@ -16,10 +15,8 @@ def square(jobs: pyqmem.Queue, results: pyqmem.Queue) -> None:
 
 
 def main() -> None:
-    # named queues live until unlinked; a per-run name keeps runs apart
-    jobs = pyqmem.Queue(f"jobs-{os.getpid()}")
-    results = pyqmem.Queue(f"results-{os.getpid()}")
-    try:
+    # anonymous queues: shared by handing them to the workers, gone with the last holder
+    with pyqmem.Queue() as jobs, pyqmem.Queue() as results:
         workers = [mp.Process(target=square, args=(jobs, results)) for _ in range(4)]
         for w in workers:
             w.start()
@@ -30,10 +27,6 @@ def main() -> None:
             w.join()
         print("sum of squares below 1000:", total)
         assert total == sum(n * n for n in range(1000))
-    finally:
-        for q in (jobs, results):
-            q.unlink()
-            q.close()
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ def main() -> None:
         with prices.consumer(start="earliest") as replay:
             print("replay:", [bytes(m.data).decode() for m in replay.get_many(100, timeout=1)])
         with prices.consumer(start={"timestamp": halfway}) as since:
-            print("since halfway:", [bytes(m.data).decode() for m in since.get_many(100, timeout=1)])
+            print(
+                "since halfway:", [bytes(m.data).decode() for m in since.get_many(100, timeout=1)]
+            )
         live.close()
         prices.delete()
 

@@ -3,11 +3,10 @@
 No broker, no daemon; a killed process never wedges the others.
 
     >>> import pyqmem
-    >>> q = pyqmem.Queue("jobs")
+    >>> q = pyqmem.Queue()  # anonymous, as multiprocessing.Queue(); or Queue("jobs")
     >>> q.put({"id": 1})
     >>> q.get()
     {'id': 1}
-    >>> q.unlink()  # named objects outlive processes until removed
     >>> q.close()
 
     >>> t = pyqmem.Topic("events", partitions=4)
@@ -15,7 +14,7 @@ No broker, no daemon; a killed process never wedges the others.
     >>> with t.consumer(start="earliest") as c:
     ...     c.get(timeout=1).value
     b'hello'
-    >>> t.delete()
+    >>> t.delete()  # a topic outlives processes until deleted
 """
 
 from . import _native  # noqa: F401  (the compiled core, configured; first)

@@ -80,6 +80,9 @@ cdef extern from "qmem.h" nogil:
     int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity,
                      uint64_t maxsize, qm_ring_t **out)
     void qm_ring_close(qm_ring_t *ring)
+    int qm_ring_create_anonymous(uint64_t capacity, uint64_t maxsize, qm_ring_t **out)
+    int qm_ring_open_fd(int fd, qm_ring_t **out)
+    int qm_ring_fd(const qm_ring_t *ring)
     int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out)
     void qm_ring_interrupt(qm_ring_t *ring)
     void qm_ring_set_stall_timeout(qm_ring_t *ring, int64_t ns)

@@ -14,7 +14,7 @@ __all__ = ["check_name"]
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
-def check_name(name, what="name"):
+def check_name(name: object, what: str = "name") -> str:
     """Return `name` if it is a valid name, else raise TypeError/ValueError."""
     if not isinstance(name, str):
         raise TypeError(f"{what} must be a str, not {type(name).__name__}")

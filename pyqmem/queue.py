@@ -14,7 +14,8 @@ import sys
 import threading
 import warnings
 import weakref
-from typing import Any, Dict, Iterable, List, Optional
+from multiprocessing import reduction
+from typing import Any, Dict, Iterable, List, Optional, Union, overload
 
 from ._args import check_int as _check_int
 from ._args import check_timeout
@@ -87,6 +88,19 @@ def _attach(name, serializer, stall_timeout=5.0):
     return Queue(name, serializer=serializer, create=False, stall_timeout=stall_timeout)
 
 
+def _attach_fd(dup, serializer, stall_timeout):
+    """Unpickle an anonymous Queue's token: attach through the descriptor
+    multiprocessing passed along (``reduction.DupFd``)."""
+    fd = dup.detach()
+    try:
+        ring = _core.Ring.open_fd(fd)
+    finally:
+        os.close(fd)  # the handle opened a description of its own
+    q = Queue.__new__(Queue)
+    q._setup(ring, None, serializer, resolve(serializer), stall_timeout, _stall_ns(stall_timeout))
+    return q
+
+
 def _stall_ns(stall_timeout):
     """Nanoseconds of a `stall_timeout` in seconds (None or 0: never fence)."""
     if stall_timeout is None:
@@ -105,8 +119,16 @@ def _stall_ns(stall_timeout):
 class Queue:
     """A FIFO of Python objects in shared memory, usable from any process.
 
-    ``Queue(name, *, capacity=None, maxsize=None, serializer="pickle",
-    create=None, stall_timeout=5.0)``
+    ``Queue(name=None, *, capacity=None, maxsize=None, serializer="pickle",
+    create=None, stall_timeout=5.0)``, or ``Queue(maxsize)``.
+
+    - `name`: None (or an int, taken as `maxsize`, as ``multiprocessing.Queue(10)``)
+      makes an anonymous queue: no file anywhere, shared with other processes
+      by passing the Queue object to them (``Process`` arguments, pool
+      initargs, or anything multiprocessing pickles), and gone when the last
+      process holding it closes it or exits, killed or not.  A name makes a
+      named queue in ``$PYQMEM_DIR`` (else /dev/shm) that any process can
+      attach by name and that stays, with its messages, until ``unlink()``.
 
     - `capacity`: ring bytes (rounded up to a power of two, 4096 to 2**40;
       None: 16 MiB when creating); any message up to ``capacity // 4`` bytes
@@ -130,9 +152,30 @@ class Queue:
       for the producer however long it takes.
     """
 
+    @overload
     def __init__(
         self,
-        name: str,
+        name: Optional[str] = None,
+        *,
+        capacity: Optional[int] = None,
+        maxsize: Optional[int] = None,
+        serializer: Any = "pickle",
+        create: Optional[bool] = None,
+        stall_timeout: Optional[float] = 5.0,
+    ) -> None: ...
+    @overload
+    def __init__(
+        self,
+        maxsize: int,
+        /,
+        *,
+        capacity: Optional[int] = None,
+        serializer: Any = "pickle",
+        stall_timeout: Optional[float] = 5.0,
+    ) -> None: ...
+    def __init__(
+        self,
+        name: Union[str, int, None] = None,
         *,
         capacity: Optional[int] = None,
         maxsize: Optional[int] = None,
@@ -140,8 +183,15 @@ class Queue:
         create: Optional[bool] = None,
         stall_timeout: Optional[float] = 5.0,
     ) -> None:
-        check_name(name, "queue name")
-        _warn_old_dir_variable()
+        if isinstance(name, int) and not isinstance(name, bool):  # Queue(maxsize), as mp.Queue
+            if maxsize is not None:
+                raise TypeError("Queue() got maxsize twice (positionally and by keyword)")
+            name, maxsize = None, name
+        if name is not None:
+            name = check_name(name, "queue name")
+            _warn_old_dir_variable()
+        elif create is not None:
+            raise ValueError("create= is for named queues: an anonymous queue is always new")
         if capacity is not None:
             _check_int("capacity", capacity, 4096, 2**40)
         if maxsize is not None:
@@ -149,20 +199,29 @@ class Queue:
         stall_ns = _stall_ns(stall_timeout)
         if create is not None and not isinstance(create, bool):
             raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
-        self._serializer = resolve(serializer)
-        self._raw = isinstance(self._serializer, RawSerializer)
+        serializer_obj = resolve(serializer)
+        size = _DEFAULT_CAPACITY if capacity is None else capacity
+        if name is None:
+            ring = _core.Ring.create_anonymous(size, maxsize or 0)
+        else:
+            ring = _core.Ring.open(name, _MODES[create], size, maxsize or 0)
+            try:
+                _check_attached(ring, name, capacity, maxsize)
+            except BaseException:
+                ring.close()
+                raise
+        self._setup(ring, name, serializer, serializer_obj, stall_timeout, stall_ns)
+
+    def _setup(self, ring, name, serializer, serializer_obj, stall_timeout, stall_ns):
+        """Become the Queue of the open handle `ring`."""
+        self._serializer = serializer_obj
+        self._raw = isinstance(serializer_obj, RawSerializer)
         self._serializer_spec = serializer
         self._name = name
+        self._label = repr(name) if name is not None else "(anonymous)"
         self._lock = threading.Lock()
         self._closed = False
-        self._origin = _core.Ring.open(
-            name, _MODES[create], _DEFAULT_CAPACITY if capacity is None else capacity, maxsize or 0
-        )
-        try:
-            _check_attached(self._origin, name, capacity, maxsize)
-        except BaseException:
-            self._origin.close()
-            raise
+        self._origin = ring
         self._origin.set_stall_timeout(stall_ns)
         self._stall_timeout = stall_timeout
         self._others: weakref.WeakSet = weakref.WeakSet()
@@ -179,7 +238,7 @@ class Queue:
             return local["ring"]
         with self._lock:
             if self._closed:
-                raise Closed(f"queue {self._name!r} is closed")
+                raise Closed(f"queue {self._label} is closed")
             ring = self._origin.dup()
             self._others.add(ring)
         self._local.ring = ring
@@ -187,8 +246,8 @@ class Queue:
 
     # ----- properties ---------------------------------------------------
     @property
-    def name(self) -> str:
-        """The queue's name."""
+    def name(self) -> Optional[str]:
+        """The queue's name (None for an anonymous queue)."""
         return self._name
 
     @property
@@ -355,7 +414,10 @@ class Queue:
         """Remove the queue's name so it can no longer be attached; handles
         already attached (in any process) keep working until closed.
         Raises NotFound if there is none, unless `missing_ok`.  Also works
-        after close()."""
+        after close().  An anonymous queue has no name: nothing to do (it
+        goes when its last handle does)."""
+        if self._name is None:
+            return
         try:
             _core.unlink(self._name)
         except FileNotFoundError:
@@ -377,12 +439,17 @@ class Queue:
 
     def __reduce__(self):
         if self._closed:
-            raise Closed(f"queue {self._name!r} is closed")
+            raise Closed(f"queue {self._label} is closed")
+        if self._name is None:
+            # the descriptor travels with the pickle: inherited by a child being
+            # spawned, else sent over a Unix socket by multiprocessing's
+            # resource sharer (fetched once, by the one who unpickles it)
+            dup = reduction.DupFd(self._origin.fd())
+            return _attach_fd, (dup, self._serializer_spec, self._stall_timeout)
         return _attach, (self._name, self._serializer_spec, self._stall_timeout)
 
     def __repr__(self):
         state = " closed" if self._closed else ""
         return (
-            f"<pyqmem.Queue {self._name!r} capacity={self._capacity} "
-            f"maxsize={self._maxsize}{state}>"
+            f"<pyqmem.Queue {self._label} capacity={self._capacity} maxsize={self._maxsize}{state}>"
         )

@@ -204,6 +204,28 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity,
  * the object.  NULL is accepted. */
 void qm_ring_close(qm_ring_t *ring);
 
+/* An anonymous ring: no name, no file in any folder; it lives in memory
+ * (memfd_create) until the last handle and descriptor of it, in every
+ * process, are closed -- by exit or death too.  Share it by handing the
+ * descriptor qm_ring_fd() gives to another process (inherited over fork,
+ * or sent over a Unix socket as SCM_RIGHTS) and attaching there with
+ * qm_ring_open_fd().  Semantics as a named ring.
+ * Errors: QM_EINVAL (capacity), -ENOMEM, -errno (memfd_create, or ENOSPC
+ * reserving the memory: nothing is left). */
+int qm_ring_create_anonymous(uint64_t capacity, uint64_t maxsize, qm_ring_t **out);
+
+/* Attach to the ring in the file behind `fd` (an anonymous ring's, usually).
+ * The handle opens its own description of it (/proc/self/fd/<fd>), so `fd`
+ * stays the caller's to close.  Errors: -errno (reopening), QM_EPERM (not
+ * a regular file of ours closed to others), QM_ECORRUPT, QM_EINCOMPAT,
+ * QM_ENOTREADY (not a published ring). */
+int qm_ring_open_fd(int fd, qm_ring_t **out);
+
+/* The descriptor of the handle's file (valid until qm_ring_close), to pass
+ * to another process; QM_ECLOSED for NULL or a handle without one
+ * (qm_ring_attach_memory). */
+int qm_ring_fd(const qm_ring_t *ring);
+
 /* A second handle on the same object (new member slot, own lock and
  * mapping), for another thread.  Works after the name was unlinked.  It
  * only reads what never changes in `ring`, so it may run while another

@@ -37,6 +37,9 @@ int qm__os_byte_locked(int fd, int64_t offset);
 int qm__os_reserve(int fd, uint64_t size);
 /* A new open file description for the same file (new lock owner). */
 int qm__os_reopen(int fd);
+/* An anonymous shared-memory file (memfd_create, close-on-exec): gone when
+ * its last descriptor and mapping are.  Returns the fd or -errno. */
+int qm__os_memfd(const char *name);
 /* Replace [addr, addr+len) by private zero pages (MAP_FIXED).  0 or -1.
  * Async-signal-safe, as is qm__os_tid(). */
 int qm__os_map_zero(void *addr, size_t len, int prot);
@@ -131,6 +134,10 @@ typedef struct qm_object {
 int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
                     const qm_object_spec_t *spec, qm_object_t *out);
 void qm__object_close(qm_object_t *obj);
+/* Format the fresh, empty file behind `fd` (an anonymous one: nobody else
+ * can see it yet) as `spec` says; out->fd = fd.  On failure fd stays the
+ * caller's. */
+int qm__object_create_fd(int fd, const qm_object_spec_t *spec, qm_object_t *out);
 /* Map `size` bytes of fd shared, registered with fault.c (see above). */
 int qm__map(int fd, uint64_t size, bool writable, _Atomic uint64_t *fault, uint64_t tag,
             uint8_t **out);

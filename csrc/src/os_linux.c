@@ -154,6 +154,11 @@ int qm__os_reserve(int fd, uint64_t size) {
     return -rc;
 }
 
+int qm__os_memfd(const char *name) {
+    int fd = memfd_create(name, MFD_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
 int qm__os_reopen(int fd) {
     char path[64];
     snprintf(path, sizeof path, "/proc/self/fd/%d", fd);

@@ -291,6 +291,18 @@ int qm__object_open(int dirfd, const char *name, qm_open_mode_t mode,
     return qm__fail(QM_ENOTFOUND, "object keeps disappearing while being opened");
 }
 
+int qm__object_create_fd(int fd, const qm_object_spec_t *spec, qm_object_t *out) {
+    out->fd = -1;
+    out->base = NULL;
+    out->len = 0;
+    if (fchmod(fd, 0600) < 0) return -errno;   /* a memfd starts as 0777 */
+    int rc = create_in(fd, spec, &out->base, &out->len);
+    if (rc) return rc;
+    out->fd = fd;
+    out->created = true;
+    return QM_OK;
+}
+
 void qm__object_close(qm_object_t *obj) {
     qm__unmap(obj->base, obj->len);
     if (obj->fd >= 0) close(obj->fd);

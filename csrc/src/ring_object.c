@@ -240,6 +240,74 @@ fail:
     return rc;
 }
 
+#define QM_ANONYMOUS_PATH "(anonymous queue)"
+
+int qm_ring_create_anonymous(uint64_t capacity, uint64_t maxsize, qm_ring_t **out) {
+    *out = NULL;
+    unsigned cap_log2 = 0;
+    int rc = qm__capacity_round(capacity, &cap_log2);
+    if (rc) return rc;
+    qm_ring_t *r = handle_new();
+    if (!r) return -ENOMEM;
+    snprintf(r->path, sizeof r->path, "%s", QM_ANONYMOUS_PATH);
+    int fd = qm__os_memfd("pyqmem-queue");
+    if (fd < 0) {
+        rc = qm__fail(fd, "memfd_create");
+        goto fail;
+    }
+    ring_params_t params = {cap_log2, maxsize};
+    qm_object_spec_t spec = {QM_DATA_OFFSET + (UINT64_C(1) << cap_log2), QM_MAGIC_RING,
+                             ring_format_cb, &params, &r->fault, QM_FAULT_FILE};
+    qm_object_t obj;
+    rc = qm__object_create_fd(fd, &spec, &obj);
+    if (rc) {
+        close(fd);
+        goto fail;
+    }
+    r->mb.fd = obj.fd;
+    r->base = obj.base;
+    r->map_len = obj.len;
+    r->owns_mapping = true;
+    return handle_finish(r, obj.base, obj.len, out);
+fail:
+    handle_free(r);
+    return rc;
+}
+
+int qm_ring_open_fd(int fd, qm_ring_t **out) {
+    *out = NULL;
+    qm_ring_t *r = handle_new();
+    if (!r) return -ENOMEM;
+    snprintf(r->path, sizeof r->path, "%s", QM_ANONYMOUS_PATH);
+    int rc;
+    /* a description of our own: liveness locks are per open file description */
+    r->mb.fd = qm__os_reopen(fd);
+    if (r->mb.fd < 0) {
+        rc = qm__fail(r->mb.fd, "cannot reopen descriptor %d", fd);
+        r->mb.fd = -1;
+        goto fail;
+    }
+    struct stat st;
+    rc = qm__check_file(r->mb.fd, &st);
+    if (rc) goto fail;
+    if ((uint64_t)st.st_size < QM_DATA_OFFSET + (UINT64_C(1) << QM_MIN_CAPACITY_LOG2)) {
+        rc = qm__fail(QM_ECORRUPT, "file of %llu bytes is no ring", (unsigned long long)st.st_size);
+        goto fail;
+    }
+    uint8_t *base = NULL;
+    rc = qm__map(r->mb.fd, (uint64_t)st.st_size, true, &r->fault, QM_FAULT_FILE, &base);
+    if (rc) goto fail;
+    r->base = base;
+    r->map_len = (uint64_t)st.st_size;
+    r->owns_mapping = true;
+    return handle_finish(r, base, (uint64_t)st.st_size, out);
+fail:
+    handle_free(r);
+    return rc;
+}
+
+int qm_ring_fd(const qm_ring_t *ring) { return ring && ring->mb.fd >= 0 ? ring->mb.fd : QM_ECLOSED; }
+
 int qm_ring_dup(qm_ring_t *ring, qm_ring_t **out) {
     *out = NULL;
     if (!ring) return QM_ECLOSED;

@@ -105,6 +105,45 @@ cdef class Ring:
         ring.name = name
         return ring
 
+    @staticmethod
+    def create_anonymous(uint64_t capacity, uint64_t maxsize):
+        """A new ring with no name (qm_ring_create_anonymous): it lives until
+        its last handle and descriptor in every process are gone."""
+        cdef qm_ring_t *handle = NULL
+        cdef Ring ring = Ring.__new__(Ring)
+        cdef int status
+        with nogil:
+            status = qm_ring_create_anonymous(capacity, maxsize, &handle)
+        if status < 0:
+            raise _error(status, "(anonymous queue)", False)
+        ring._ring = handle
+        ring.name = "(anonymous queue)"   # for messages
+        return ring
+
+    @staticmethod
+    def open_fd(int fd):
+        """Attach to the ring behind the descriptor `fd` (qm_ring_open_fd);
+        `fd` stays the caller's."""
+        cdef qm_ring_t *handle = NULL
+        cdef Ring ring = Ring.__new__(Ring)
+        cdef int status
+        with nogil:
+            status = qm_ring_open_fd(fd, &handle)
+        if status < 0:
+            raise _error(status, "(anonymous queue)", False)
+        ring._ring = handle
+        ring.name = "(anonymous queue)"   # for messages
+        return ring
+
+    def fd(self):
+        """The descriptor of this handle's file, to pass to another process
+        (valid until close)."""
+        cdef int fd = qm_ring_fd(self._enter())
+        self._leave()
+        if fd < 0:
+            raise _error(fd, self.name, False)
+        return fd
+
     cdef qm_ring_t *_handle(self) except NULL:
         if self._closed:
             raise Closed(f"queue {self.name!r} is closed")

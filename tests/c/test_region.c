@@ -291,6 +291,70 @@ static void forked_child_becomes_its_own_member(void) {
     qm_ring_unlink("forked");
 }
 
+static void anonymous_ring_is_shared_by_descriptor_and_leaves_no_file(void) {
+    qm_ring_t *a, *b;
+    CHECK_RC(qm_ring_create_anonymous(4096, 3, &a), 0);
+    CHECK(file_count() == 0);
+    int fd = qm_ring_fd(a);
+    CHECK(fd >= 0);
+    struct stat st;
+    CHECK(fstat(fd, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK_RC(qm_ring_open_fd(fd, &b), 0);
+    CHECK(qm_ring_fd(b) != fd);   /* a description of its own */
+    CHECK(b->mb.slot != a->mb.slot && qm_ring_maxsize(b) == 3);
+    CHECK_RC(put_str(a, "anon"), 0);
+    char buf[16];
+    CHECK(get_str(b, buf, sizeof buf, QM_NOWAIT) == 4 && strcmp(buf, "anon") == 0);
+    qm_ring_close(a);   /* the creator may go first */
+    CHECK_RC(put_str(b, "still"), 0);
+    CHECK(get_str(b, buf, sizeof buf, QM_NOWAIT) == 5);
+    qm_ring_close(b);
+    CHECK(qm_ring_fd(NULL) == QM_ECLOSED);
+    CHECK(file_count() == 0);
+}
+
+static void killed_child_attached_by_descriptor_is_seen_dead(void) {
+    qm_ring_t *r;
+    CHECK_RC(qm_ring_create_anonymous(4096, 0, &r), 0);
+    int ready[2];
+    CHECK(pipe(ready) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        qm_ring_t *c;
+        if (qm_ring_open_fd(qm_ring_fd(r), &c) != 0 || put_str(c, "child") != 0) _exit(2);
+        if (write(ready[1], "y", 1) != 1) _exit(2);
+        pause();   /* until SIGKILL */
+        _exit(0);
+    }
+    char ch = 0;
+    CHECK(read(ready[0], &ch, 1) == 1 && ch == 'y');
+    qm_ring_stats_t st;
+    CHECK_RC(qm_ring_stats(r, &st), 0);
+    CHECK(st.members >= 2);
+    kill(pid, SIGKILL);
+    waitpid(pid, NULL, 0);
+    CHECK_RC(qm_ring_stats(r, &st), 0);
+    CHECK(st.members == 1);   /* the child's slot lock went with it */
+    char buf[16];
+    CHECK(get_str(r, buf, sizeof buf, QM_NOWAIT) == 5);
+    close(ready[0]);
+    close(ready[1]);
+    qm_ring_close(r);
+}
+
+static void a_descriptor_that_is_no_ring_is_refused(void) {
+    qm_ring_t *r = NULL;
+    int fd = memfd_create("not-a-ring", MFD_CLOEXEC);
+    CHECK(fd >= 0 && fchmod(fd, 0600) == 0 && ftruncate(fd, 1 << 20) == 0);
+    CHECK(qm_ring_open_fd(fd, &r) == QM_ENOTREADY && r == NULL);   /* all zero: unpublished */
+    CHECK(ftruncate(fd, 100) == 0);
+    CHECK(qm_ring_open_fd(fd, &r) == QM_ECORRUPT && r == NULL);
+    CHECK(fchmod(fd, 0644) == 0);
+    CHECK(qm_ring_open_fd(fd, &r) == QM_EPERM && r == NULL);
+    close(fd);
+    CHECK(qm_ring_open_fd(fd, &r) < 0 && r == NULL);
+}
+
 static void dup_handle_works_after_unlink(void) {
     qm_ring_t *r, *d;
     CHECK_RC(qm_ring_open("dup", QM_CREATE_ONLY, 4096, 0, &r), 0);
@@ -409,6 +473,9 @@ int main(void) {
     RUN(slot_of_dead_member_is_reused_after_settling_its_record);
     RUN(forked_child_becomes_its_own_member);
     RUN(dup_handle_works_after_unlink);
+    RUN(anonymous_ring_is_shared_by_descriptor_and_leaves_no_file);
+    RUN(killed_child_attached_by_descriptor_is_seen_dead);
+    RUN(a_descriptor_that_is_no_ring_is_refused);
     RUN(interrupted_handle_refuses_further_calls);
     RUN(dead_reader_record_is_recovered_after_its_slot_is_reused);
     RUN(dead_writer_is_abandoned_while_producers_keep_waking_the_reader);

@@ -230,6 +230,8 @@ class NameCalls:
     DERIVED = {"dead-letter topic": len(".dlq"), "redrive(source)": len(".redrive")}
 
     def applies(self, label, name):
+        if label == "Queue" and (name is None or type(name) is int):
+            return False   # no name: Queue() and Queue(maxsize) make an anonymous queue
         return not (name is None and label in self.NONE_MEANS_DEFAULT)
 
     def run(self, label, name):
