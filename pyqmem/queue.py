@@ -229,7 +229,6 @@ class Queue:
         self._local.ring = self._origin
         self._capacity = self._origin.capacity
         self._max_message = self._origin.max_message
-        self._maxsize = self._origin.maxsize
 
     def _ring(self):
         """This thread's handle."""
@@ -262,8 +261,16 @@ class Queue:
 
     @property
     def maxsize(self) -> int:
-        """Bound on the number of messages, 0 = only the bytes bound."""
-        return self._maxsize
+        """Bound on the number of messages, 0 = only the bytes bound.
+        Assignable, as in queue.Queue: the new bound holds for every handle
+        in every process (messages already in stay; a smaller bound holds
+        puts back until enough are taken)."""
+        return self._ring().maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        _check_int("maxsize", value, 0, 2**63 - 1)
+        self._ring().set_maxsize(value)
 
     @property
     def closed(self) -> bool:
@@ -360,6 +367,29 @@ class Queue:
             _keep_if_interrupted(ring, items, exc)
             raise
 
+    # ----- tasks ----------------------------------------------------------
+    def task_done(self) -> None:
+        """Say that a message got from the queue has been processed, as in
+        ``queue.Queue`` and ``multiprocessing.JoinableQueue``: the count of
+        unfinished tasks lives in the queue, so any process may call it.
+        ValueError if called more times than messages were got."""
+        self._ring().task_done(1)
+
+    def join(self, timeout: Optional[float] = None) -> bool:
+        """Block until every message ever put has been got and marked done
+        with task_done() (in any process), or `timeout` seconds pass (None:
+        forever).  True when all are done, False on timeout.  A message lost
+        with a consumer killed inside its get counts as done; one whose
+        consumer was killed after its get and before task_done() stays
+        unfinished, so give join a timeout where workers may be killed."""
+        deadline = _FOREVER if timeout is None else _deadline(True, timeout)
+        return bool(self._ring().join(deadline))
+
+    @property
+    def unfinished_tasks(self) -> int:
+        """Messages put and not yet marked done (see join)."""
+        return self._ring().unfinished()
+
     # ----- state ----------------------------------------------------------
     def qsize(self) -> int:
         """Messages in the queue at the instant of the call."""
@@ -380,7 +410,8 @@ class Queue:
     def full(self) -> bool:
         """True if maxsize > 0 and the queue holds maxsize messages or more."""
         depth = self.qsize()
-        return self._maxsize > 0 and depth >= self._maxsize
+        maxsize = self.maxsize
+        return maxsize > 0 and depth >= maxsize
 
     def stats(self) -> Dict[str, int]:
         """Counters as a dict: put, got, bytes_put, bytes_got, depth,
@@ -450,6 +481,4 @@ class Queue:
 
     def __repr__(self):
         state = " closed" if self._closed else ""
-        return (
-            f"<pyqmem.Queue {self._label} capacity={self._capacity} maxsize={self._maxsize}{state}>"
-        )
+        return f"<pyqmem.Queue {self._label} capacity={self._capacity}{state}>"

@@ -88,7 +88,7 @@ def test_queue_of_another_major_version_names_both_versions(qname):
         pass
     path = queue_path(qname)
     _patch(path, FORMAT_MAJOR, "<H", 7)
-    with pytest.raises(pyqmem.IncompatibleError, match=r"7\.0.*1\.x"):
+    with pytest.raises(pyqmem.IncompatibleError, match=r"7\.1.*1\.x"):
         pyqmem.Queue(qname, create=False)
 
 

@@ -313,6 +313,25 @@ uint64_t qm_ring_capacity(const qm_ring_t *ring);
 uint64_t qm_ring_max_message(const qm_ring_t *ring);
 uint64_t qm_ring_maxsize(const qm_ring_t *ring);
 
+/* Change the count bound of the ring for every handle, in every process
+ * (0: none).  Messages already in stay; a smaller bound holds puts back
+ * until enough are taken; a larger one wakes waiting producers.
+ * Errors: QM_EINVAL (maxsize >= 2**63), QM_ECLOSED, QM_ECORRUPT. */
+int qm_ring_set_maxsize(qm_ring_t *ring, uint64_t maxsize);
+
+/* Tasks, as queue.Queue's task_done()/join(): `unfinished` is messages put
+ * minus task_done() calls (by anyone) minus records lost with a consumer
+ * killed inside its get.  qm_ring_task_done() counts `n` tasks done
+ * (QM_EINVAL, and nothing counted, if that would make more than messages
+ * were got); qm_ring_join() blocks until unfinished is 0, the deadline
+ * (QM_ETIMEDOUT), a signal (QM_EINTR) or an interrupt (QM_ECLOSED).  A
+ * consumer killed between its get and its task_done leaves its task
+ * unfinished: join() then returns only at its deadline.
+ * Errors: as named, and QM_ECORRUPT. */
+int qm_ring_task_done(qm_ring_t *ring, uint64_t n);
+int qm_ring_unfinished(qm_ring_t *ring, uint64_t *unfinished);
+int qm_ring_join(qm_ring_t *ring, int64_t deadline_ns);
+
 /* Wake every process blocked on this ring (both directions), e.g. after
  * close() elsewhere in the process.  Cheap; never fails. */
 void qm_ring_wake_all(qm_ring_t *ring);

@@ -44,6 +44,10 @@ int qm_ring_get_begin(qm_ring_t *r, qm_record_t *rec, int64_t deadline) {
 int qm_ring_get_end(qm_ring_t *r, qm_record_t *rec) { RING(qm__ring_get_end(r, rec)); }
 int qm_ring_depth(qm_ring_t *r, uint64_t *depth) { RING(qm__ring_depth(r, depth)); }
 int qm_ring_stats(qm_ring_t *r, qm_ring_stats_t *st) { RING(qm__ring_stats(r, st)); }
+int qm_ring_set_maxsize(qm_ring_t *r, uint64_t maxsize) { RING(qm__ring_set_maxsize(r, maxsize)); }
+int qm_ring_task_done(qm_ring_t *r, uint64_t n) { RING(qm__ring_task_done(r, n)); }
+int qm_ring_unfinished(qm_ring_t *r, uint64_t *out) { RING(qm__ring_unfinished(r, out)); }
+int qm_ring_join(qm_ring_t *r, int64_t deadline_ns) { RING(qm__ring_join(r, deadline_ns)); }
 
 /* ----- partition logs -------------------------------------------------------------- */
 int qm_log_append(qm_log_t *lg, const qm_log_entry_t *entry, uint64_t *offset) {

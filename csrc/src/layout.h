@@ -38,6 +38,10 @@ _Static_assert(sizeof(_Atomic uint32_t) == 4, "no hidden lock in _Atomic u32");
 
 #define QM_FORMAT_MAJOR 1
 #define QM_FORMAT_MINOR 0
+/* A ring's own minor version: 1 added tasks_done, maxsize_set and
+ * join_wake in what 1.0 left reserved (zero there means "no task done, the
+ * header's maxsize, nobody joining", so 1.0 rings read as 1.1 ones). */
+#define QM_RING_FORMAT_MINOR 1
 
 #define QM_KIND_RING 1u
 
@@ -119,8 +123,16 @@ typedef struct qm_ring_ctl {
     uint32_t pad0;
     _Atomic uint64_t abandoned;  /*  904: records of dead producers skipped */
     _Atomic uint64_t reclaimed;  /*  912: records of dead consumers freed */
-    uint8_t reserved[QM_HEADER_BYTES - 920];
+    _Atomic uint64_t tasks_done; /*  920: task_done() calls, ever (1.1) */
+    _Atomic uint64_t maxsize_set;/*  928: QM_MAXSIZE_SET | bound once set (1.1) */
+    uint8_t pad1[1024 - 936];
+    qm_wake_line_t join_wake;    /* 1024: join() sleeps here (1.1) */
+    uint8_t reserved[QM_HEADER_BYTES - 1152];
 } qm_ring_ctl_t;
+
+/* maxsize_set: 0 until qm_ring_set_maxsize(); then this flag | the bound,
+ * which replaces the header's maxsize for every handle. */
+#define QM_MAXSIZE_SET (UINT64_C(1) << 63)
 
 _Static_assert(sizeof(qm_ring_ctl_t) == QM_HEADER_BYTES, "ring header page");
 _Static_assert(offsetof(qm_ring_ctl_t, tail) == 256, "tail line");
@@ -131,6 +143,9 @@ _Static_assert(offsetof(qm_ring_ctl_t, space_wake) == 768, "space wake line");
 _Static_assert(offsetof(qm_ring_ctl_t, members_hwm) == 896, "members hwm");
 _Static_assert(offsetof(qm_ring_ctl_t, abandoned) == 904, "abandoned count");
 _Static_assert(offsetof(qm_ring_ctl_t, reclaimed) == 912, "reclaimed count");
+_Static_assert(offsetof(qm_ring_ctl_t, tasks_done) == 920, "tasks done");
+_Static_assert(offsetof(qm_ring_ctl_t, maxsize_set) == 928, "maxsize set");
+_Static_assert(offsetof(qm_ring_ctl_t, join_wake) == 1024, "join wake line");
 _Static_assert(offsetof(qm_ring_ctl_t, tail) % QM_HOT_LINE == 0, "tail aligned");
 
 /* ---------------------------------------------------------------------

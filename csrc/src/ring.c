@@ -173,6 +173,7 @@ static int reclaim_dead_reader(qm_ring_t *r) {
         return 0;
     }
     atomic_fetch_add_explicit(&r->ctl->reclaimed, 1, memory_order_relaxed);
+    qm__wake(&r->ctl->join_wake);   /* a lost record counts as a finished task */
     release_record(r, h, mine);
     return 1;
 }
@@ -245,6 +246,13 @@ static uint64_t depth_of(const qm_ring_t *r) {
     return put > got ? put - got : 0;
 }
 
+/* The count bound in force: the one qm_ring_set_maxsize() stored, else the
+ * header's.  (The line is the one members_hwm is read from anyway.) */
+static uint64_t maxsize_of(const qm_ring_t *r) {
+    uint64_t m = atomic_load_explicit(&r->ctl->maxsize_set, memory_order_relaxed);
+    return (m & QM_MAXSIZE_SET) ? m & ~QM_MAXSIZE_SET : r->maxsize;
+}
+
 static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len) {
     qm_ring_ctl_t *c = r->ctl;
     uint64_t granules = (QM_REC_HEADER + len + QM_REC_GRANULE - 1) >> QM_REC_GRANULE_LOG2;
@@ -298,7 +306,10 @@ static int try_put(qm_ring_t *r, const qm_iovec_t *iov, int iovcnt, uint64_t len
             if (atomic_load_explicit(&c->tail.pos, memory_order_acquire) != t) continue;
             return corrupt("record word neither free nor claimed", t, w);
         }
-        if (!pad && r->maxsize && depth_of(r) >= r->maxsize) return QM_EAGAIN;
+        if (!pad) {
+            uint64_t bound = maxsize_of(r);
+            if (bound && depth_of(r) >= bound) return QM_EAGAIN;
+        }
         uint64_t claim = pad ? QM_WORD(lap, QM_ST_PAD, r->mb.slot, QM_CODE_TO_LAP_END)
                              : QM_WORD(lap, QM_ST_WRITING, r->mb.slot, code);
         if (!pad)
@@ -618,7 +629,7 @@ int qm__ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
     st->used_bytes = (t - h <= r->cap) ? t - h : r->cap;
     st->capacity = r->cap;
     st->max_message = r->max_message;
-    st->maxsize = r->maxsize;
+    st->maxsize = maxsize_of(r);
     st->abandoned = atomic_load_explicit(&r->ctl->abandoned, memory_order_relaxed);
     st->reclaimed = atomic_load_explicit(&r->ctl->reclaimed, memory_order_relaxed);
     st->member_slot = r->mb.slot;
@@ -627,7 +638,82 @@ int qm__ring_stats(qm_ring_t *r, qm_ring_stats_t *st) {
 
 uint64_t qm_ring_capacity(const qm_ring_t *r) { return r ? r->cap : 0; }
 uint64_t qm_ring_max_message(const qm_ring_t *r) { return r ? r->max_message : 0; }
-uint64_t qm_ring_maxsize(const qm_ring_t *r) { return r ? r->maxsize : 0; }
+uint64_t qm_ring_maxsize(const qm_ring_t *r) { return r ? maxsize_of(r) : 0; }
+
+int qm__ring_set_maxsize(qm_ring_t *r, uint64_t maxsize) {
+    if (!r) return QM_ECLOSED;
+    if (maxsize & QM_MAXSIZE_SET) return qm__fail(QM_EINVAL, "maxsize must be below 2**63");
+    atomic_store_explicit(&r->ctl->maxsize_set, QM_MAXSIZE_SET | maxsize, memory_order_relaxed);
+    qm__wake(&r->ctl->space_wake);   /* a larger bound lets waiting producers in */
+    return QM_OK;
+}
+
+/* ----- tasks: task_done() and join() ------------------------------------------------
+ * unfinished = messages put - task_done() calls - records of dead consumers
+ * (reclaimed: lost, so never to be done).  Counts only: no record knows
+ * whether it was done.  A consumer killed after its get and before its
+ * task_done leaves that task unfinished (join() then waits for its timeout). */
+static void counts_of(const qm_ring_t *r, uint64_t *put, uint64_t *got) {
+    uint32_t hwm = atomic_load_explicit(&r->ctl->members_hwm, memory_order_relaxed);
+    if (hwm >= QM_MEMBER_SLOTS) hwm = QM_MEMBER_SLOTS - 1;
+    *put = *got = 0;
+    for (uint32_t k = 1; k <= hwm; k++) {
+        *put += atomic_load_explicit(&r->mb.members[k].put_count, memory_order_relaxed);
+        *got += atomic_load_explicit(&r->mb.members[k].got_count, memory_order_relaxed);
+    }
+}
+
+static uint64_t unfinished_of(const qm_ring_t *r) {
+    uint64_t put, got;
+    counts_of(r, &put, &got);
+    /* [T2] acquire: pairs with [T1]; the done count is at least what the
+     * task_done() calls before our wake had made it. */
+    uint64_t done = atomic_load_explicit(&r->ctl->tasks_done, memory_order_acquire) +
+                    atomic_load_explicit(&r->ctl->reclaimed, memory_order_relaxed);
+    return put > done ? put - done : 0;
+}
+
+int qm__ring_task_done(qm_ring_t *r, uint64_t n) {
+    if (!r) return QM_ECLOSED;
+    uint64_t done = atomic_load_explicit(&r->ctl->tasks_done, memory_order_relaxed);
+    for (;;) {
+        uint64_t put, got;
+        counts_of(r, &put, &got);
+        /* bounded by the gets (a get counts itself before it returns; a put
+         * counts itself after its record is visible, so puts may lag) */
+        if (n > got || done > got - n)
+            return qm__fail(QM_EINVAL, "task_done() called more times than messages were got");
+        /* [T1] release: pairs with [T2] */
+        if (atomic_compare_exchange_weak_explicit(&r->ctl->tasks_done, &done, done + n,
+                                                  memory_order_release, memory_order_relaxed))
+            break;
+    }
+    if (unfinished_of(r) == 0) qm__wake(&r->ctl->join_wake);
+    return QM_OK;
+}
+
+int qm__ring_unfinished(qm_ring_t *r, uint64_t *out) {
+    if (!r) return QM_ECLOSED;
+    *out = unfinished_of(r);
+    return QM_OK;
+}
+
+int qm__ring_join(qm_ring_t *r, int64_t deadline) {
+    if (!r) return QM_ECLOSED;
+    for (;;) {
+        uint32_t seq = qm__sleep_prepare(&r->ctl->join_wake);
+        if (atomic_load_explicit(&r->interrupted, memory_order_relaxed)) return QM_ECLOSED;
+        if (unfinished_of(r) == 0) return QM_OK;
+        int64_t now = qm__os_monotonic_ns();
+        if (now >= deadline) return QM_ETIMEDOUT;
+        /* slices: a dead consumer's lost record is counted done when a peer
+         * reclaims it, which wakes nobody */
+        int64_t slice = 100 * INT64_C(1000000);
+        int rc = qm__sleep(&r->ctl->join_wake, seq, deadline - now > slice ? now + slice : deadline);
+        if (rc == QM_EINTR) return QM_EINTR;
+        if (rc != QM_OK && rc != QM_ETIMEDOUT) return rc;
+    }
+}
 
 void qm__ring_release_held(qm_ring_t *r) {
     if (r && r->holding && r->mb.me) {

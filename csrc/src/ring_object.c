@@ -108,7 +108,7 @@ int qm__ring_format(uint8_t *base, uint64_t len, unsigned cap_log2, uint64_t max
            QM_DATA_OFFSET - sizeof(ctl->header.magic));
     qm_header_t *h = &ctl->header;
     h->format_major = QM_FORMAT_MAJOR;
-    h->format_minor = QM_FORMAT_MINOR;
+    h->format_minor = QM_RING_FORMAT_MINOR;
     h->header_bytes = QM_HEADER_BYTES;
     h->layout_fingerprint = qm__layout_fingerprint();
     h->object_kind = QM_KIND_RING;

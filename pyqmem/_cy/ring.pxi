@@ -231,6 +231,50 @@ cdef class Ring:
                     break
         return status
 
+    def set_maxsize(self, uint64_t maxsize):
+        """Change the count bound for every handle (qm_ring_set_maxsize)."""
+        cdef int status = qm_ring_set_maxsize(self._enter(), maxsize)
+        self._leave()
+        if status < 0:
+            raise _error(status, self.name, False)
+
+    def task_done(self, uint64_t n):
+        """Count `n` tasks done (qm_ring_task_done)."""
+        cdef int status = qm_ring_task_done(self._enter(), n)
+        self._leave()
+        if status == QM_EINVAL:
+            raise ValueError("task_done() called more times than messages were got")
+        if status < 0:
+            raise _error(status, self.name, False)
+
+    def unfinished(self):
+        """Messages put and not yet counted done (qm_ring_unfinished)."""
+        cdef uint64_t n = 0
+        cdef int status = qm_ring_unfinished(self._enter(), &n)
+        self._leave()
+        if status < 0:
+            raise _error(status, self.name, False)
+        return n
+
+    def join(self, int64_t deadline_ns):
+        """Wait until every task is done (qm_ring_join); False if the
+        deadline passed first.  Signal handlers run while it waits."""
+        cdef qm_ring_t *r = self._enter()
+        cdef int status
+        try:
+            while True:
+                with nogil:
+                    status = qm_ring_join(r, _slice_end(deadline_ns))
+                if not _again(status, deadline_ns):
+                    break
+        finally:
+            self._leave()
+        if status == QM_OK:
+            return True
+        if status == QM_ETIMEDOUT:
+            return False
+        raise _error(status, self.name, False)
+
     def put_many(self, items, int64_t deadline_ns):
         """Put each bytes-like object of `items` as one record, in order, and
         return how many were put.  When the deadline passes part way, raises

@@ -208,6 +208,55 @@ static void two_handles_share_one_ring(void) {
     qm_ring_close(a);
 }
 
+static void task_done_counts_against_gets_and_join_waits_for_every_task(void) {
+    qm_ring_t *r = fresh(4096, 0);
+    uint64_t n = 99;
+    CHECK_RC(qm_ring_task_done(r, 1), QM_EINVAL);   /* nothing got yet */
+    CHECK_RC(qm_ring_join(r, QM_NOWAIT), 0);         /* nothing put */
+    CHECK_RC(put_bytes(r, "a", 1, QM_NOWAIT), 0);
+    CHECK_RC(put_bytes(r, "b", 1, QM_NOWAIT), 0);
+    CHECK_RC(qm_ring_unfinished(r, &n), 0);
+    CHECK(n == 2);
+    CHECK_RC(qm_ring_join(r, qm_now_ns() + 5000000), QM_ETIMEDOUT);
+    char out[4];
+    CHECK(get_bytes(r, out, sizeof out, QM_NOWAIT) == 1);
+    CHECK_RC(qm_ring_task_done(r, 2), QM_EINVAL);    /* only one was got: nothing counted */
+    CHECK_RC(qm_ring_task_done(r, 1), 0);
+    CHECK_RC(qm_ring_task_done(r, 1), QM_EINVAL);
+    CHECK_RC(qm_ring_unfinished(r, &n), 0);
+    CHECK(n == 1);
+    CHECK(get_bytes(r, out, sizeof out, QM_NOWAIT) == 1);
+    CHECK_RC(qm_ring_task_done(r, 1), 0);
+    CHECK_RC(qm_ring_unfinished(r, &n), 0);
+    CHECK(n == 0);
+    CHECK_RC(qm_ring_join(r, QM_NOWAIT), 0);
+    qm_ring_close(r);
+}
+
+static void maxsize_can_be_changed_for_every_handle(void) {
+    qm_ring_t *r = fresh(4096, 1), *b;
+    CHECK_RC(qm_ring_attach_memory(mem, mem_len, &b), 0);
+    CHECK_RC(put_bytes(r, "a", 1, QM_NOWAIT), 0);
+    CHECK_RC(put_bytes(r, "b", 1, QM_NOWAIT), QM_EAGAIN);
+    CHECK_RC(qm_ring_set_maxsize(b, 3), 0);
+    CHECK(qm_ring_maxsize(r) == 3);
+    CHECK_RC(put_bytes(r, "b", 1, QM_NOWAIT), 0);
+    CHECK_RC(put_bytes(r, "c", 1, QM_NOWAIT), 0);
+    CHECK_RC(put_bytes(r, "d", 1, QM_NOWAIT), QM_EAGAIN);
+    CHECK_RC(qm_ring_set_maxsize(r, 2), 0);   /* smaller than the depth: puts wait */
+    char out[4];
+    CHECK(get_bytes(b, out, sizeof out, QM_NOWAIT) == 1);
+    CHECK_RC(put_bytes(r, "d", 1, QM_NOWAIT), QM_EAGAIN);
+    CHECK_RC(qm_ring_set_maxsize(r, 0), 0);   /* no bound */
+    CHECK_RC(put_bytes(r, "d", 1, QM_NOWAIT), 0);
+    qm_ring_stats_t st;
+    CHECK_RC(qm_ring_stats(b, &st), 0);
+    CHECK(st.maxsize == 0 && st.depth == 3);
+    CHECK_RC(qm_ring_set_maxsize(r, UINT64_C(1) << 63), QM_EINVAL);
+    qm_ring_close(b);
+    qm_ring_close(r);
+}
+
 static void scribbled_record_word_is_reported_not_followed(void) {
     qm_ring_t *r = fresh(4096, 0);
     CHECK_RC(put_bytes(r, "abc", 3, QM_NOWAIT), 0);
@@ -254,7 +303,7 @@ static void header_validation_rejects_every_bad_field(void) {
     MUTATE(atomic_store(&h->magic, 12345), QM_ECORRUPT);
     MUTATE(atomic_store(&h->magic, __builtin_bswap64(QM_MAGIC_RING)), QM_EINCOMPAT);
     MUTATE(h->format_major = 2, QM_EINCOMPAT);
-    CHECK(strstr(qm_last_error(), "2.0") != NULL);
+    CHECK(strstr(qm_last_error(), "2.1") != NULL);
     MUTATE(h->layout_fingerprint ^= 1, QM_EINCOMPAT);
     MUTATE(h->feature_flags = 1, QM_EINCOMPAT);
     MUTATE(h->object_kind = 9, QM_EINCOMPAT);
@@ -335,6 +384,8 @@ int main(void) {
     RUN(maxsize_bounds_the_message_count);
     RUN(put_many_reports_how_many_fit);
     RUN(two_handles_share_one_ring);
+    RUN(task_done_counts_against_gets_and_join_waits_for_every_task);
+    RUN(maxsize_can_be_changed_for_every_handle);
     RUN(scribbled_record_word_is_reported_not_followed);
     RUN(header_validation_rejects_every_bad_field);
     RUN(capacity_is_rounded_up_and_bounded);
