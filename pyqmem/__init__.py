@@ -37,7 +37,7 @@ from .group import GroupConsumer
 from .queue import Queue
 from .redrive import redrive
 from .retry import RetryPolicy
-from .topic import Message, RecordMetadata, Topic
+from .topic import Message, Record, RecordMetadata, Topic
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "Message",
     "RetryPolicy",
     "redrive",
+    "Record",
     "RecordMetadata",
     "QmemError",
     "Full",

@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from typing import Any, Dict, List, Optional, Union, overload
+from typing import Any, Dict, List, NamedTuple, Optional, Union, overload
 
 from . import headers as _headers
 from ._args import (
@@ -65,7 +65,7 @@ from .retry import RetryPolicy
 from .serializers import RawSerializer, resolve
 from .shm import SharedMemory
 
-__all__ = ["Topic", "RecordMetadata", "Message", "resolve_backend"]
+__all__ = ["Topic", "Record", "RecordMetadata", "Message", "resolve_backend"]
 
 MAX_PARTITIONS = 128
 _DLQ_SEGMENT_BYTES = 64 * 2**20  # the default segment size
@@ -80,6 +80,19 @@ RecordMetadata = _core.RecordMetadata
 # shared-memory backend's is a C type whose key, headers, data and value are
 # made from the mapping on first use.
 Message = _core.Message
+
+
+class Record(NamedTuple):
+    """One record of a ``send_many`` batch that needs more than its value:
+    its own key, headers, partition or correlation id (each None: as the
+    ``send_many`` call says, i.e. its `key`, no headers, the partition of
+    the key or round robin, no correlation id)."""
+
+    value: Any
+    key: Union[str, bytes, None] = None
+    headers: Optional[Mapping[str, Any]] = None
+    partition: Optional[int] = None
+    correlation_id: Optional[str] = None
 
 
 def resolve_backend(backend, dir):
@@ -294,9 +307,11 @@ class Topic:
         self, values: Iterable[Any], *, key: Union[str, bytes, None] = None
     ) -> List[RecordMetadata]:
         """Send each of `values` (each partition chosen as by send) and
-        return their RecordMetadata in order.  Every value is serialized and
-        checked before the first is appended; if an append fails, the values
-        before it stay appended."""
+        return their RecordMetadata in order.  An item that is a
+        ``pyqmem.Record`` brings its own key, headers, partition and
+        correlation id.  Every value is serialized and checked before the
+        first is appended; if an append fails, the values before it stay
+        appended."""
         return self._send_many(values if type(values) is list else list(values), key)
 
     def _send(self, value, key, headers, partition, correlation_id):
@@ -311,6 +326,8 @@ class Topic:
 
     def _send_many(self, values, key):
         """send_many() in general (`values` is a list)."""
+        if any(type(v) is Record for v in values):
+            return self._send_records(values, key)
         raw_key = None if key is None else key_bytes(key, self._max_value // 2)
         limit = self._max_value
         if self._raw and all(type(v) is bytes and len(v) <= limit for v in values):
@@ -332,6 +349,26 @@ class Topic:
                 offsets[i] = off
         ts = now / 1e9
         return [RecordMetadata(p, off, ts, None) for p, off in zip(parts, offsets)]
+
+    def _send_records(self, values, key):
+        """send_many() of a batch holding Records: each checked and encoded
+        first, then appended one by one, in order."""
+        limit = self._max_value // 2  # key and headers: segment_bytes // 4
+        prepared = []
+        for v in values:
+            r = v if type(v) is Record else Record(v)
+            k = key if r.key is None else r.key
+            raw_key = None if k is None else key_bytes(k, limit)
+            p = self._partition(r.partition, raw_key)
+            head = _headers.encode(r.headers, r.correlation_id, limit - len(raw_key or b""))
+            prepared.append((p, raw_key, head, self._encode(r.value)))
+        if self._closed:
+            raise Closed(f"topic {self._name!r} is closed")
+        now = time.time_ns()
+        return [
+            RecordMetadata(p, self._store.append(p, raw_key, head, value, now), now / 1e9, None)
+            for p, raw_key, head, value in prepared
+        ]
 
     # ----- consuming --------------------------------------------------------
     @overload

@@ -153,3 +153,37 @@ def test_fsync_durability_on_a_disk_does_not_warn(tname):
             warnings.simplefilter("error")
             with pyqmem.Topic(tname, dir=d, durability="fsync", segment_bytes=1 << 16) as t:
                 t.send(b"x")
+
+
+# ----- send_many with per-record metadata ------------------------------------------------
+@pytest.mark.any_backend
+def test_send_many_takes_records_with_their_own_key_headers_partition_and_correlation_id(
+        make_topic):
+    t = make_topic(partitions=3)
+    mds = t.send_many([
+        b"plain",
+        pyqmem.Record(b"h", headers={"trace": b"1"}, correlation_id="req-1"),
+        pyqmem.Record(b"p", partition=2),
+        pyqmem.Record(b"k", key="other"),
+    ], key="batch")
+    assert [md.partition for md in mds[:3]] == [mds[0].partition, mds[0].partition, 2]
+    got = {}
+    with t.consumer() as c:
+        for m in c.get_many(10, timeout=5):
+            got[bytes(m.data)] = m
+    assert set(got) == {b"plain", b"h", b"p", b"k"}
+    assert got[b"plain"].key == b"batch" and got[b"plain"].headers == {}
+    assert got[b"h"].headers == {"trace": b"1"} and got[b"h"].correlation_id == "req-1"
+    assert got[b"h"].key_str == "batch"
+    assert got[b"p"].partition == 2
+    assert got[b"k"].key == b"other"
+
+
+@pytest.mark.any_backend
+def test_a_bad_record_in_a_batch_appends_nothing(make_topic):
+    t = make_topic(partitions=2)
+    with pytest.raises(ValueError):
+        t.send_many([b"ok", pyqmem.Record(b"bad", partition=5)])
+    with pytest.raises(TypeError):
+        t.send_many([b"ok", pyqmem.Record(b"bad", headers={"h": 1})])
+    assert sum(p["end_offset"] for p in t.stats()["partitions"].values()) == 0
