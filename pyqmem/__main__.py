@@ -6,15 +6,16 @@ pyqmem redrive SOURCE [--dir DIR] [--dead-letter TOPIC] [--max N] [--wait S]
 
 import argparse
 import sys
+from typing import NoReturn, Optional, Sequence
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):
+    def error(self, message: str) -> NoReturn:
         """A usage mistake is one line on stderr and exit status 2 (--help has the usage)."""
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = _Parser(
         prog="pyqmem", description="pyqmem's command-line tools: queues and topics on this host."
     )

@@ -4,6 +4,7 @@ TypeError/ValueError a bad number or timeout raises."""
 
 import math
 import numbers
+from typing import Any, Optional
 
 __all__ = [
     "check_int",
@@ -21,7 +22,7 @@ DURABILITIES = ("os", "fsync")
 _RETENTION_SECONDS_MAX = (2**63 - 1) / 1e9
 
 
-def check_int(what, value, low, high):
+def check_int(what: str, value: object, low: int, high: int) -> None:
     """TypeError unless `value` is an int (not a bool); ValueError unless
     ``low <= value <= high``."""
     if not isinstance(value, int) or isinstance(value, bool):
@@ -30,7 +31,7 @@ def check_int(what, value, low, high):
         raise ValueError(f"{what} must be in [{low}, {high}], got {value}")
 
 
-def check_timeout(timeout):
+def check_timeout(timeout: object) -> Optional[float]:
     """Seconds of a blocking call's `timeout`: None (or infinity) waits
     forever and gives None; otherwise a non-negative real number, as a float."""
     if timeout is None:
@@ -45,24 +46,24 @@ def check_timeout(timeout):
     return seconds
 
 
-def check_create(create):
+def check_create(create: object) -> None:
     if create is not None and not isinstance(create, bool):
         raise TypeError(f"create must be None, True or False, not {type(create).__name__}")
 
 
 # ----- a topic's configuration (checked on every open, and on topic.json) ----
-def check_segment_bytes(value):
+def check_segment_bytes(value: Any) -> None:
     check_int("segment_bytes", value, SEGMENT_MIN, SEGMENT_MAX)
     if value % 4096:
         raise ValueError(f"segment_bytes must be a multiple of 4096, got {value}")
 
 
-def check_retention_bytes(value):
+def check_retention_bytes(value: object) -> None:
     if value is not None:
         check_int("retention_bytes", value, 1, 2**64 - 1)
 
 
-def check_retention_seconds(value):
+def check_retention_seconds(value: object) -> None:
     if value is None:
         return
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
@@ -72,7 +73,7 @@ def check_retention_seconds(value):
         raise ValueError(f"retention_seconds must be positive and finite, got {value}")
 
 
-def check_durability(value):
+def check_durability(value: object) -> None:
     if not isinstance(value, str):
         raise TypeError(f"durability must be 'os' or 'fsync', not {type(value).__name__}")
     if value not in DURABILITIES:

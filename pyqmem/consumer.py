@@ -43,11 +43,11 @@ Threads
 import datetime
 import numbers
 import sys
-from collections.abc import Iterator, Mapping
-from typing import Dict, List, Optional
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Protocol, Tuple, Union
 
 from ._args import check_int as _check_int
-from .backend import Message, Start
+from .backend import Message, Start, SubscriberReader
 from .errors import Closed
 from .naming import check_name
 
@@ -56,8 +56,18 @@ __all__ = ["Consumer"]
 _MODES = ("at_least_once", "at_most_once")
 _OFFSET_MAX = 2**63 - 1
 
+if TYPE_CHECKING:
 
-def _timestamp_ns(start):
+    class _ConsumerLike(Protocol):
+        """What iterate() needs of a consumer (a Consumer or a GroupConsumer)."""
+
+        _closed: bool
+        _topic: str
+
+        def get(self) -> Message: ...
+
+
+def _timestamp_ns(start: object) -> Optional[int]:
     """Unix nanoseconds of a datetime or ``{"timestamp": seconds}`` start, or None."""
     if isinstance(start, datetime.datetime):
         return round(start.timestamp() * 1e6) * 1000
@@ -73,7 +83,7 @@ def _timestamp_ns(start):
     return None
 
 
-def _check_start(start, partitions):
+def _check_start(start: object, partitions: int) -> None:
     if isinstance(start, str):
         if start not in ("earliest", "latest"):
             raise ValueError(
@@ -93,15 +103,15 @@ def _check_start(start, partitions):
 
 
 def check_consumer_args(
-    topic_partitions,
-    start,
-    mode,
-    visibility_timeout,
-    max_deliveries,
-    dead_letter,
-    ordered,
-    partitions,
-):
+    topic_partitions: int,
+    start: Any,
+    mode: str,
+    visibility_timeout: object,
+    max_deliveries: Optional[int],
+    dead_letter: Union[bool, str],
+    ordered: bool,
+    partitions: Optional[Iterable[int]],
+) -> Tuple[List[int], Start]:
     """Validate ``Topic.consumer`` arguments; return the partitions to read
     and where to start (a pyqmem.backend.Start)."""
     if not isinstance(mode, str):
@@ -150,7 +160,7 @@ def check_consumer_args(
     return chosen, _resolve_start(start)
 
 
-def _resolve_start(start):
+def _resolve_start(start: Any) -> Start:
     """The pyqmem.backend.Start of a checked `start` argument."""
     at_ns = _timestamp_ns(start)
     if at_ns is not None:
@@ -164,7 +174,7 @@ def _resolve_start(start):
     return Start(default=start)
 
 
-def iterate(consumer):
+def iterate(consumer: "_ConsumerLike") -> Iterator[Message]:
     """``get()`` forever: the iteration of a consumer (independent or group
     member); ends when the consumer is closed meanwhile."""
     if consumer._closed:
@@ -186,7 +196,9 @@ class Consumer:
     ``close()``; a context manager.  See the module docstring.
     """
 
-    def __init__(self, topic_name, partitions, reader):
+    def __init__(
+        self, topic_name: str, partitions: Iterable[int], reader: SubscriberReader
+    ) -> None:
         """`reader`: the backend's pyqmem.backend.SubscriberReader of `partitions`."""
         self._topic = topic_name
         self._order = list(partitions)
@@ -220,7 +232,7 @@ class Consumer:
         closed consumer raises Closed."""
         return iterate(self)
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise Closed(f"consumer of topic {self._topic!r} is closed")
 
@@ -272,6 +284,6 @@ class Consumer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<pyqmem.Consumer of {self._topic!r} partitions={self._order}{state}>"

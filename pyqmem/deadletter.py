@@ -31,9 +31,37 @@ records it gives up on: it publishes each (or drops it, for
 
 import threading
 import time
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional, Protocol, Tuple, cast
 
 from .errors import CorruptError, MessageTooLarge, StaleAck
+
+if TYPE_CHECKING:
+    from .backend import Message
+
+    class _DeadLetterTopic(Protocol):
+        """What DeadLetters needs of the dead-letter topic (a pyqmem.Topic)."""
+
+        @property
+        def partitions(self) -> int: ...
+        def send(
+            self,
+            value: Any,
+            *,
+            key: Optional[bytes] = None,
+            headers: Optional[Mapping[str, Any]] = None,
+            partition: Optional[int] = None,
+            correlation_id: Optional[str] = None,
+        ) -> object: ...
+        def close(self) -> None: ...
+
+    class _Member(Protocol):
+        """What DeadLetters.publish needs of the group member that calls it."""
+
+        @property
+        def errors(self) -> Dict[Tuple[int, int], str]: ...
+        def count_dead_lettered(self, partition: int, n: int = ...) -> None: ...
+
 
 __all__ = [
     "ERROR_MAX",
@@ -66,7 +94,7 @@ class DeadLetterInfo(NamedTuple):
     timestamp: int  # ns since the epoch
 
 
-def error_text(error):
+def error_text(error: object) -> str:
     """The ``dlq.error`` text of `error` (an exception, a str or None),
     cut to ERROR_MAX bytes of UTF-8 without splitting a character."""
     if error is None:
@@ -82,8 +110,16 @@ def error_text(error):
 
 
 def dead_letter_headers(
-    headers, *, topic, group, partition, offset, delivery_count, error=None, timestamp_ns=None
-):
+    headers: Optional[Mapping[str, bytes]],
+    *,
+    topic: str,
+    group: str,
+    partition: int,
+    offset: int,
+    delivery_count: int,
+    error: object = None,
+    timestamp_ns: Optional[int] = None,
+) -> Dict[str, bytes]:
     """A new dict: the record's user `headers` (any earlier ``dlq.*`` ones
     dropped) plus the ``dlq.*`` headers for this dead-lettering."""
     out = original_headers(headers)
@@ -101,7 +137,12 @@ def dead_letter_headers(
     return out
 
 
-def omitted_headers(headers, msg, user_headers, error):
+def omitted_headers(
+    headers: Mapping[str, bytes],
+    msg: "Message",
+    user_headers: Mapping[str, bytes],
+    error: object,
+) -> Dict[str, bytes]:
     """The headers of the stand-in for `msg` (a Message with `user_headers`)
     when its dead-letter copy with `headers` (from dead_letter_headers) raised
     `error`: only the ``dlq.*`` ones, plus ``dlq.omitted`` naming what is left
@@ -117,18 +158,18 @@ def omitted_headers(headers, msg, user_headers, error):
     return out
 
 
-def original_headers(headers):
+def original_headers(headers: Optional[Mapping[str, bytes]]) -> Dict[str, bytes]:
     """A new dict of `headers` without the ``dlq.*`` ones."""
     return {k: v for k, v in (headers or {}).items() if not k.startswith(PREFIX)}
 
 
-def info(headers):
+def info(headers: Optional[Mapping[str, bytes]]) -> Optional[DeadLetterInfo]:
     """The :class:`DeadLetterInfo` of a record's headers, or None if it was
     not dead-lettered.  ValueError if the ``dlq.*`` headers are incomplete
     or malformed."""
     if not headers or PREFIX + "offset" not in headers:
         return None
-    values: dict = {}
+    values: Dict[str, Any] = {}
     for field in DeadLetterInfo._fields:
         raw = headers.get(PREFIX + field)
         if raw is None:
@@ -164,20 +205,26 @@ class DeadLetters:
     raising instead would fail every get of the group forever.
     """
 
-    def __init__(self, source_topic, group, open_topic):
+    def __init__(
+        self,
+        source_topic: str,
+        group: str,
+        open_topic: "Optional[Callable[[], _DeadLetterTopic]]",
+    ) -> None:
         self._source = source_topic
         self._group = group
         self._open_topic = open_topic
-        self._topic = None
+        self._topic: Optional[_DeadLetterTopic] = None
         self._lock = threading.Lock()
 
-    def _target(self):
+    def _target(self) -> "_DeadLetterTopic":
         with self._lock:
             if self._topic is None:
-                self._topic = self._open_topic()
+                # publish calls this only with an _open_topic
+                self._topic = cast("Callable[[], _DeadLetterTopic]", self._open_topic)()
             return self._topic
 
-    def publish(self, member, msgs):
+    def publish(self, member: "_Member", msgs: "Iterable[Message]") -> None:
         for m in msgs:
             key = (m.partition, m.offset)
             if self._open_topic is not None:
@@ -189,7 +236,7 @@ class DeadLetters:
             member.errors.pop(key, None)
             member.count_dead_lettered(m.partition, 1)
 
-    def _send(self, dlq, m, error):
+    def _send(self, dlq: "_DeadLetterTopic", m: "Message", error: object) -> None:
         try:
             user_headers, correlation_id = m.headers, m.correlation_id
         except CorruptError as exc:  # a malformed header block: drop it, say so
@@ -220,7 +267,7 @@ class DeadLetters:
                 b"", partition=partition, headers=omitted_headers(headers, m, user_headers, exc)
             )
 
-    def close(self):
+    def close(self) -> None:
         """Close the dead-letter topic if it was opened (idempotent)."""
         with self._lock:
             topic, self._topic = self._topic, None

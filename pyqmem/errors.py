@@ -7,6 +7,7 @@ exception means the same thing, from that one too, so code written for
 """
 
 import queue as _queue
+from typing import Optional
 
 __all__ = [
     "QmemError",
@@ -35,9 +36,9 @@ class Full(QmemError, _queue.Full):
     deadline passed (``None`` for a single ``put``).
     """
 
-    count = None
+    count: Optional[int] = None
 
-    def __init__(self, *args, count=None):
+    def __init__(self, *args: object, count: Optional[int] = None) -> None:
         super().__init__(*args)
         self.count = count
 

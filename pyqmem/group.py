@@ -50,13 +50,16 @@ Threads
 
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ._args import check_int as _check_int
-from .backend import Message
+from .backend import GroupMember, Message
 from .consumer import _OFFSET_MAX, iterate
 from .errors import Closed, Empty, StaleAck
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .deadletter import DeadLetters
 
 __all__ = ["GroupConsumer"]
 
@@ -71,7 +74,16 @@ class GroupConsumer:
     context manager.
     """
 
-    def __init__(self, topic_name, name, topic_partitions, partitions, member, retry, dead_letters):
+    def __init__(
+        self,
+        topic_name: str,
+        name: str,
+        topic_partitions: int,
+        partitions: Iterable[int],
+        member: GroupMember,
+        retry: RetryPolicy,
+        dead_letters: "DeadLetters",
+    ) -> None:
         """`member`: the backend's pyqmem.backend.GroupMember, joined with
         `retry`'s delays and `dead_letters` (a pyqmem.deadletter.DeadLetters,
         closed with this consumer)."""
@@ -162,7 +174,7 @@ class GroupConsumer:
         return handled
 
     # ----- positions and state -------------------------------------------------
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise Closed(f"consumer of topic {self._topic!r} is closed")
 
@@ -227,7 +239,7 @@ class GroupConsumer:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return (
             f"<pyqmem.GroupConsumer group={self._name!r} of {self._topic!r} "

@@ -22,6 +22,7 @@ bytes and errors.
 
 import struct
 from collections.abc import Mapping
+from typing import Dict, Optional, Tuple
 
 from .errors import CorruptError, MessageTooLarge
 
@@ -36,7 +37,7 @@ _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 
 
-def encode(headers, correlation_id, limit=None):
+def encode(headers: object, correlation_id: object, limit: Optional[int] = None) -> bytes:
     """The bytes of user `headers` (a mapping str -> bytes-like, or None)
     plus the reserved correlation id (a str, or None).  TypeError/ValueError
     on bad names or values; with `limit`, MessageTooLarge as soon as the
@@ -100,7 +101,7 @@ def encode(headers, correlation_id, limit=None):
     return b"".join(parts)
 
 
-def decode(data):
+def decode(data: bytes) -> Tuple[Dict[str, bytes], Optional[str]]:
     """``(headers, correlation_id)`` from the bytes `data`; CorruptError if
     the lengths do not add up or a name is not UTF-8."""
     if not data:

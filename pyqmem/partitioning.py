@@ -11,6 +11,7 @@
 
 import itertools
 import random
+from typing import Any, Optional
 
 from ._native import _core
 from .errors import MessageTooLarge
@@ -18,14 +19,14 @@ from .errors import MessageTooLarge
 __all__ = ["murmur2", "key_bytes", "partition_for_key", "RoundRobin"]
 
 
-def murmur2(data):
+def murmur2(data: bytes) -> int:
     """Kafka's 32-bit murmur2 of `data` (bytes), as a signed int like Java's
     (``qm_murmur2`` of the C core: the one implementation, the same the
     send fast path and every backend use)."""
     return _core.murmur2(data)
 
 
-def key_bytes(key, limit=None):
+def key_bytes(key: Any, limit: Optional[int] = None) -> bytes:
     """The bytes of a record key: ``str`` as UTF-8, bytes-like as is.
 
     With `limit`, a key longer than `limit` bytes is MessageTooLarge, found
@@ -53,14 +54,14 @@ def key_bytes(key, limit=None):
     return raw
 
 
-def _key_too_large(size, limit):
+def _key_too_large(size: int, limit: int) -> MessageTooLarge:
     return MessageTooLarge(
         f"key of {size} bytes is larger than the limit of {limit} bytes "
         "for key and headers together (a topic's segment_bytes // 4)"
     )
 
 
-def partition_for_key(key, partitions):
+def partition_for_key(key: bytes, partitions: int) -> int:
     """The partition of a record with key bytes `key`."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
@@ -69,9 +70,9 @@ class RoundRobin:
     """Cycles over ``range(partitions)`` from a random start (thread-safe:
     ``next`` on an ``itertools.count`` is atomic)."""
 
-    def __init__(self, partitions):
+    def __init__(self, partitions: int) -> None:
         self._partitions = partitions
         self._counter = itertools.count(random.randrange(partitions))
 
-    def __call__(self):
+    def __call__(self) -> int:
         return next(self._counter) % self._partitions

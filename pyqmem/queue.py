@@ -15,7 +15,18 @@ import threading
 import warnings
 import weakref
 from multiprocessing import reduction
-from typing import Any, Dict, Iterable, List, Optional, Union, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Tuple,
+    Union,
+    overload,
+)
 
 from ._args import check_int as _check_int
 from ._args import check_timeout
@@ -23,6 +34,9 @@ from ._native import _core
 from .errors import Closed, Full, QmemError
 from .naming import check_name
 from .serializers import RawSerializer, resolve
+
+if TYPE_CHECKING:
+    from .serializers import Serializer
 
 __all__ = ["Queue"]
 
@@ -33,7 +47,9 @@ _FOREVER = _core.FOREVER
 _DEFAULT_CAPACITY = 16 * 2**20
 
 
-def _check_attached(ring, name, capacity, maxsize):
+def _check_attached(
+    ring: _core.Ring, name: str, capacity: Optional[int], maxsize: Optional[int]
+) -> None:
     """ValueError if the queue `ring` opened has another capacity or maxsize
     than the ones asked for (None: any)."""
     if capacity is not None:
@@ -50,7 +66,7 @@ def _check_attached(ring, name, capacity, maxsize):
         )
 
 
-def _warn_old_dir_variable():
+def _warn_old_dir_variable() -> None:
     """DeprecationWarning while $PYQMEM_SHM_DIR is set: $PYQMEM_DIR names
     the folder of queues and topics alike (the C core reads it first)."""
     if os.environ.get("PYQMEM_SHM_DIR"):
@@ -61,7 +77,7 @@ def _warn_old_dir_variable():
         warnings.warn(f"$PYQMEM_SHM_DIR {what}", DeprecationWarning, stacklevel=3)
 
 
-def _deadline(block, timeout):
+def _deadline(block: bool, timeout: Optional[float]) -> int:
     """Absolute deadline for queue.Queue-style `block` and `timeout` (seconds)."""
     if not block:
         return _core.NOWAIT
@@ -73,7 +89,7 @@ def _deadline(block, timeout):
     return _core.deadline_ns(check_timeout(timeout))
 
 
-def _keep_if_interrupted(ring, items, exc):
+def _keep_if_interrupted(ring: _core.Ring, items: List[Any], exc: BaseException) -> None:
     """A get took `items` but deserializing them raised `exc`.  Ctrl-C (or
     another signal handler's KeyboardInterrupt or SystemExit) that lands
     there must not lose them: they go back to the handle, and its next get
@@ -83,12 +99,12 @@ def _keep_if_interrupted(ring, items, exc):
         ring.keep(items)
 
 
-def _attach(name, serializer, stall_timeout=5.0):
+def _attach(name: str, serializer: Any, stall_timeout: Optional[float] = 5.0) -> "Queue":
     """Unpickle a Queue token: attach to the existing queue by name."""
     return Queue(name, serializer=serializer, create=False, stall_timeout=stall_timeout)
 
 
-def _attach_fd(dup, serializer, stall_timeout):
+def _attach_fd(dup: Any, serializer: Any, stall_timeout: Optional[float]) -> "Queue":
     """Unpickle an anonymous Queue's token: attach through the descriptor
     multiprocessing passed along (``reduction.DupFd``)."""
     fd = dup.detach()
@@ -101,7 +117,7 @@ def _attach_fd(dup, serializer, stall_timeout):
     return q
 
 
-def _stall_ns(stall_timeout):
+def _stall_ns(stall_timeout: object) -> int:
     """Nanoseconds of a `stall_timeout` in seconds (None or 0: never fence)."""
     if stall_timeout is None:
         return 0
@@ -212,7 +228,15 @@ class Queue:
                 raise
         self._setup(ring, name, serializer, serializer_obj, stall_timeout, stall_ns)
 
-    def _setup(self, ring, name, serializer, serializer_obj, stall_timeout, stall_ns):
+    def _setup(
+        self,
+        ring: _core.Ring,
+        name: Optional[str],
+        serializer: Any,
+        serializer_obj: "Serializer",
+        stall_timeout: Optional[float],
+        stall_ns: int,
+    ) -> None:
         """Become the Queue of the open handle `ring`."""
         self._serializer = serializer_obj
         self._raw = isinstance(serializer_obj, RawSerializer)
@@ -224,15 +248,15 @@ class Queue:
         self._origin = ring
         self._origin.set_stall_timeout(stall_ns)
         self._stall_timeout = stall_timeout
-        self._others: weakref.WeakSet = weakref.WeakSet()
+        self._others: weakref.WeakSet[_core.Ring] = weakref.WeakSet()
         self._local = threading.local()
         self._local.ring = self._origin
         self._capacity = self._origin.capacity
         self._max_message = self._origin.max_message
 
-    def _ring(self):
+    def _ring(self) -> _core.Ring:
         """This thread's handle."""
-        local = self._local.__dict__  # a dict lookup is the cheapest way in
+        local: Dict[str, _core.Ring] = self._local.__dict__  # a dict lookup is the cheapest way in
         if "ring" in local:
             return local["ring"]
         with self._lock:
@@ -468,7 +492,7 @@ class Queue:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> Tuple[Callable[..., "Queue"], Tuple[Any, ...]]:
         if self._closed:
             raise Closed(f"queue {self._label} is closed")
         if self._name is None:
@@ -479,6 +503,6 @@ class Queue:
             return _attach_fd, (dup, self._serializer_spec, self._stall_timeout)
         return _attach, (self._name, self._serializer_spec, self._stall_timeout)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return f"<pyqmem.Queue {self._label} capacity={self._capacity}{state}>"

@@ -18,15 +18,30 @@ records that did not fit it (``dlq.omitted``: they carry no payload).  The dead-
 itself is never modified; its retention removes old records.
 """
 
+from typing import TYPE_CHECKING, Optional, Union
+
 from . import deadletter as _deadletter
 from .errors import Empty
 from .naming import check_name
 from .topic import Topic
 
+if TYPE_CHECKING:
+    import os
+
+    from .backend import Backend
+
 __all__ = ["redrive"]
 
 
-def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0, backend=None):
+def redrive(
+    source: str,
+    *,
+    dir: Union[str, "os.PathLike[str]", None] = None,
+    dead_letter: Optional[str] = None,
+    max_records: Optional[int] = None,
+    timeout: Optional[float] = 0.0,
+    backend: "Optional[Backend]" = None,
+) -> int:
     """Send the records of `source`'s dead-letter topic (``"<source>.dlq"``,
     or the topic named by `dead_letter`) back to `source`; returns how many
     were sent.
@@ -71,7 +86,7 @@ def redrive(source, *, dir=None, dead_letter=None, max_records=None, timeout=0.0
                     if _deadletter.OMITTED in msg.headers:
                         msg.ack()  # a stand-in without its payload: nothing to move
                         continue
-                    partition = None
+                    partition: Optional[int] = None
                     if info is not None and info.partition < src.partitions:
                         partition = info.partition
                     src.send(

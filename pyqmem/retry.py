@@ -17,11 +17,12 @@ consumer's ``max_deliveries``, not part of the policy.
 
 import math
 import random as _random
+from typing import Optional
 
 __all__ = ["RetryPolicy"]
 
 
-def _seconds(name, value, allow_zero=True):
+def _seconds(name: str, value: float, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
@@ -44,7 +45,15 @@ class RetryPolicy:
 
     __slots__ = ("initial", "multiplier", "maximum", "jitter", "_rng")
 
-    def __init__(self, initial=0.1, multiplier=2.0, maximum=30.0, jitter=0.2, *, rng=None):
+    def __init__(
+        self,
+        initial: float = 0.1,
+        multiplier: float = 2.0,
+        maximum: float = 30.0,
+        jitter: float = 0.2,
+        *,
+        rng: Optional[_random.Random] = None,
+    ) -> None:
         self.initial = _seconds("initial", initial)
         self.maximum = _seconds("maximum", maximum)
         if self.initial > self.maximum:
@@ -63,7 +72,7 @@ class RetryPolicy:
             raise TypeError("rng must be a random.Random (or have uniform(a, b))")
         self._rng = rng or _random.Random()
 
-    def base(self, delivery_count):
+    def base(self, delivery_count: int) -> float:
         """The delay without jitter after the `delivery_count`-th delivery
         failed (1 for the first)."""
         if isinstance(delivery_count, bool) or not isinstance(delivery_count, int):
@@ -78,7 +87,7 @@ class RetryPolicy:
             return self.maximum
         return min(self.maximum, self.initial * self.multiplier ** (delivery_count - 1))
 
-    def delay(self, delivery_count):
+    def delay(self, delivery_count: int) -> float:
         """Seconds to wait before delivering again a record whose
         `delivery_count`-th delivery failed."""
         base = self.base(delivery_count)
@@ -86,13 +95,13 @@ class RetryPolicy:
             return base
         return self._rng.uniform(base * (1.0 - self.jitter), base)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (
             f"RetryPolicy(initial={self.initial!r}, multiplier={self.multiplier!r}, "
             f"maximum={self.maximum!r}, jitter={self.jitter!r})"
         )
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, RetryPolicy):
             return NotImplemented
         return (self.initial, self.multiplier, self.maximum, self.jitter) == (

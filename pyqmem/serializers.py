@@ -25,12 +25,33 @@ memoryview into the log's mapping (the same bytes ``encode`` produced).
               come back writable without another copy.
 """
 
+from __future__ import annotations
+
 import json
 import pickle
 import struct
 import types
+from typing import TYPE_CHECKING, Any, List, Tuple, Union
 
 from .errors import CorruptError, MessageTooLarge
+
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    from typing_extensions import Buffer
+
+    # What ``encode`` returns: one bytes-like record, or pieces the ring gathers into one.
+    Encoded = Union[Buffer, List[Buffer]]
+
+    class Serializer(Protocol):
+        """What ``resolve`` gives (for type checking only)."""
+
+        frames: bool
+
+        def encode(self, obj: Any, limit: int) -> Encoded: ...
+        def decode(self, item: Any) -> Any: ...
+        def decode_view(self, view: memoryview) -> Any: ...
+
 
 __all__ = ["resolve"]
 
@@ -46,14 +67,14 @@ TAG_OUT_OF_BAND = ord("O")
 _FRAME_HEAD = struct.Struct("<QQ")
 
 
-def _too_large(size, limit):
+def _too_large(size: int, limit: int) -> MessageTooLarge:
     return MessageTooLarge(
         f"message of {size} bytes is larger than the limit of {limit} bytes "
         "(a queue's capacity // 4, a topic's segment_bytes // 2)"
     )
 
 
-def _record(data, limit, what):
+def _record(data: Any, limit: int, what: str) -> Buffer:
     """`data` checked to be bytes-like and at most `limit` bytes, C-contiguous."""
     try:
         view = memoryview(data)
@@ -69,7 +90,7 @@ _NO_BUFFER = {int, float, str, tuple, list, dict, set, frozenset, bool, type(Non
 _NO_BUFFER_MAX = 1024
 
 
-def _check_buffer_size(obj, kind, limit):
+def _check_buffer_size(obj: Any, kind: type, limit: int) -> None:
     """MessageTooLarge, before pickling, for an object exporting a buffer of
     more than `limit` bytes.  Pickle copies a buffer it cannot pass out of
     band (a non-contiguous numpy array: ``np.broadcast_to`` claims any size
@@ -92,7 +113,7 @@ class PickleSerializer:
 
     frames = True
 
-    def encode(self, obj, limit):
+    def encode(self, obj: Any, limit: int) -> Encoded:
         """The record for `obj`; MessageTooLarge if it exceeds `limit` bytes."""
         kind = type(obj)
         if kind is bytes and len(obj) >= _BIG_BYTES:
@@ -105,7 +126,7 @@ class PickleSerializer:
                 raise _too_large(nbytes, limit)
         elif kind not in _NO_BUFFER:
             _check_buffer_size(obj, kind, limit)
-        buffers: list = []
+        buffers: List[pickle.PickleBuffer] = []
         data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
         if not buffers:
             if len(data) > limit:
@@ -115,7 +136,7 @@ class PickleSerializer:
         head = _FRAME_HEAD.pack(len(raws), len(data)) + struct.pack(
             f"<{len(raws)}Q", *[r.nbytes for r in raws]
         )
-        pieces = [b"O", head, data]
+        pieces: List[Buffer] = [b"O", head, data]
         offset = len(head) + len(data)
         for raw in raws:
             pad = -offset % _ALIGN
@@ -127,7 +148,7 @@ class PickleSerializer:
             raise _too_large(offset + 1, limit)
         return pieces
 
-    def decode(self, item):
+    def decode(self, item: Tuple[int, Union[bytes, bytearray]]) -> Any:
         """The object of a ``(tag, obj)`` item from ``Ring.get_frame``."""
         tag, obj = item
         if tag == TAG_PICKLE:
@@ -138,7 +159,7 @@ class PickleSerializer:
             return _load_frame(obj)
         raise CorruptError(f"record does not start with a pickle serializer tag (first byte {tag})")
 
-    def decode_view(self, view):
+    def decode_view(self, view: memoryview) -> Any:
         """The object of a whole record.  Out-of-band buffers are copied
         into one writable bytearray (as ``decode`` gets them), so arrays come
         back writable and independent of the log's mapping."""
@@ -152,7 +173,7 @@ class PickleSerializer:
         return self.decode((tag, bytearray(view[1:])))
 
 
-def _load_frame(frame):
+def _load_frame(frame: Buffer) -> Any:
     view = memoryview(frame)
     size = len(view)
     if size < _FRAME_HEAD.size:
@@ -179,15 +200,15 @@ class RawSerializer:
 
     frames = False
 
-    def encode(self, obj, limit):
+    def encode(self, obj: Any, limit: int) -> Encoded:
         """`obj` itself (C-contiguous), after checking type and size."""
         return _record(obj, limit, "the raw serializer takes")
 
-    def decode(self, item):
+    def decode(self, item: bytes) -> bytes:
         """The bytes of the record."""
         return item
 
-    def decode_view(self, view):
+    def decode_view(self, view: memoryview) -> bytes:
         """A copy of the record as bytes."""
         return view.tobytes()
 
@@ -199,7 +220,7 @@ class CustomSerializer:
 
     frames = False
 
-    def __init__(self, spec):
+    def __init__(self, spec: Any) -> None:
         if not (callable(getattr(spec, "dumps", None)) and callable(getattr(spec, "loads", None))):
             raise TypeError(
                 'serializer must be "pickle", "raw", None, or an object with '
@@ -207,24 +228,24 @@ class CustomSerializer:
             )
         self._spec = spec
 
-    def encode(self, obj, limit):
+    def encode(self, obj: Any, limit: int) -> Encoded:
         """``dumps(obj)``, checked to be bytes-like and to fit."""
         out = self._spec.dumps(obj)
         if isinstance(out, str):
             out = out.encode("utf-8")
         return _record(out, limit, f"{_spec_name(self._spec)}.dumps() must return str or")
 
-    def decode(self, item):
+    def decode(self, item: bytes) -> Any:
         """``loads(bytes)``."""
         return self._spec.loads(item)
 
-    def decode_view(self, view):
+    def decode_view(self, view: memoryview) -> Any:
         """``loads(bytes)`` of a copy of the record (``loads`` gets bytes, as
         from a Queue; ``Message.data`` is the zero-copy view)."""
         return self._spec.loads(view.tobytes())
 
 
-def _spec_name(spec):
+def _spec_name(spec: object) -> str:
     return spec.__name__ if isinstance(spec, types.ModuleType) else type(spec).__name__
 
 
@@ -232,7 +253,7 @@ _PICKLE = PickleSerializer()
 _RAW = RawSerializer()
 
 
-def resolve(spec):
+def resolve(spec: Any) -> Serializer:
     """The serializer for a ``Queue(serializer=...)`` or ``Topic(serializer=...)`` argument."""
     if spec is None or (isinstance(spec, str) and spec == "raw"):
         return _RAW

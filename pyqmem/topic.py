@@ -40,8 +40,8 @@ import random
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Mapping
-from typing import Any, Dict, List, NamedTuple, Optional, Union, overload
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, overload
 
 from . import headers as _headers
 from ._args import (
@@ -95,7 +95,9 @@ class Record(NamedTuple):
     correlation_id: Optional[str] = None
 
 
-def resolve_backend(backend, dir):
+def resolve_backend(
+    backend: Optional[Backend], dir: Union[str, "os.PathLike[str]", None]
+) -> Backend:
     """The backend a Topic (or redrive) uses: `backend` as given, else the
     shared-memory one in `dir` (None: ``$PYQMEM_DIR`` or the per-user
     default).  Giving both is ValueError: `dir` is that backend's argument."""
@@ -114,7 +116,7 @@ def resolve_backend(backend, dir):
     return backend
 
 
-def _attach(name, backend, serializer):
+def _attach(name: str, backend: Backend, serializer: Any) -> "Topic":
     """Unpickle a Topic token: attach to the existing topic."""
     return Topic(name, backend=backend, serializer=serializer, create=False)
 
@@ -177,7 +179,7 @@ class Topic:
         self._name = name
         self._lock = threading.Lock()
         self._closed = False
-        self._consumers: weakref.WeakSet = weakref.WeakSet()
+        self._consumers: weakref.WeakSet[Union[Consumer, GroupConsumer]] = weakref.WeakSet()
         wanted = TopicConfig(
             partitions or 1, segment_bytes, retention_bytes, retention_seconds, durability
         )
@@ -263,11 +265,11 @@ class Topic:
         return self._closed
 
     # ----- producing ------------------------------------------------------
-    def _encode(self, value):
+    def _encode(self, value: Any) -> Any:
         """The record value of `value`; MessageTooLarge beyond max_message."""
         return self._serializer.encode(value, self._max_value)
 
-    def _partition(self, partition, key):
+    def _partition(self, partition: Optional[int], key: Optional[bytes]) -> int:
         if partition is not None:
             check_int("partition", partition, 0, self._config.partitions - 1)
             return partition
@@ -275,7 +277,9 @@ class Topic:
             return partition_for_key(key, self._config.partitions)
         return self._round_robin()
 
-    def _append(self, partition, key, head, record):
+    def _append(
+        self, partition: int, key: Optional[bytes], head: bytes, record: Any
+    ) -> RecordMetadata:
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
         now = time.time_ns()
@@ -314,7 +318,14 @@ class Topic:
         appended."""
         return self._send_many(values if type(values) is list else list(values), key)
 
-    def _send(self, value, key, headers, partition, correlation_id):
+    def _send(
+        self,
+        value: Any,
+        key: Union[str, bytes, None],
+        headers: Optional[Mapping[str, Any]],
+        partition: Optional[int],
+        correlation_id: Optional[str],
+    ) -> RecordMetadata:
         """send() in general."""
         limit = self._max_value // 2  # key and headers: segment_bytes // 4
         raw_key = None if key is None else key_bytes(key, limit)
@@ -324,7 +335,7 @@ class Topic:
             return self._append(p, raw_key, head, value)  # nothing to encode or check
         return self._append(p, raw_key, head, self._encode(value))
 
-    def _send_many(self, values, key):
+    def _send_many(self, values: List[Any], key: Union[str, bytes, None]) -> List[RecordMetadata]:
         """send_many() in general (`values` is a list)."""
         if any(type(v) is Record for v in values):
             return self._send_records(values, key)
@@ -338,7 +349,7 @@ class Topic:
             raise Closed(f"topic {self._name!r} is closed")
         # one batch per partition, each in order (round-robin or by key)
         parts = [self._partition(None, raw_key) for _ in records]
-        batches: dict = {}
+        batches: Dict[int, List[int]] = {}
         for i, p in enumerate(parts):
             batches.setdefault(p, []).append(i)
         now = time.time_ns()
@@ -350,7 +361,9 @@ class Topic:
         ts = now / 1e9
         return [RecordMetadata(p, off, ts, None) for p, off in zip(parts, offsets)]
 
-    def _send_records(self, values, key):
+    def _send_records(
+        self, values: List[Any], key: Union[str, bytes, None]
+    ) -> List[RecordMetadata]:
         """send_many() of a batch holding Records: each checked and encoded
         first, then appended one by one, in order."""
         limit = self._max_value // 2  # key and headers: segment_bytes // 4
@@ -502,7 +515,7 @@ class Topic:
             self._consumers.add(consumer)
         return consumer
 
-    def _dead_letters(self, group, dead_letter):
+    def _dead_letters(self, group: str, dead_letter: Union[bool, str]) -> DeadLetters:
         """The DeadLetters of a member of `group` (`dead_letter` as for
         consumer()).  The dead-letter topic is opened on first use, in this
         topic's root, created with as many partitions and segments at least
@@ -513,7 +526,7 @@ class Topic:
         backend, partitions = self._store.backend, self._config.partitions
         segment_bytes = max(self._config.segment_bytes, _DLQ_SEGMENT_BYTES)
 
-        def open_topic():
+        def open_topic() -> "Topic":
             try:
                 return Topic(
                     name,
@@ -543,7 +556,7 @@ class Topic:
         self._check_open()
         return self._store.retain()
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
 
@@ -607,12 +620,14 @@ class Topic:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __reduce__(self):
+    def __reduce__(
+        self,
+    ) -> Tuple[Callable[[str, Backend, Any], "Topic"], Tuple[str, Backend, Any]]:
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
         return _attach, (self._name, self._store.backend, self._serializer_spec)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = " closed" if self._closed else ""
         return (
             f"<pyqmem.Topic {self._name!r} at {self._store.location!r} "

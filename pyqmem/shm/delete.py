@@ -17,10 +17,13 @@ and the rename keeps handles on the deleted files (its sends go nowhere
 visible).  Delete a topic once its users are done with it.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import shutil
 import uuid
+from typing import TYPE_CHECKING, Optional, cast
 
 from .._native import _core
 from ..errors import InUse, NotFound
@@ -35,16 +38,20 @@ from .folders import (
     root,
 )
 
+if TYPE_CHECKING:
+    from ..backend import TopicConfig
+
 __all__ = ["delete_topic", "TRASH_PREFIX"]
 
 TRASH_PREFIX = ".deleted-"
 
 
-def delete_topic(dir, name, force):
+def delete_topic(dir: Optional[str], name: str, force: bool) -> None:
     top = root(dir, make=False)
     folder = None if top is None else os.path.join(top, name)
     if folder is None or not os.path.isfile(os.path.join(folder, META)):
         raise NotFound(errno.ENOENT, f"no topic {name!r}", folder or dir)
+    top = cast(str, top)  # not None, as folder is not (mypy cannot tell)
     check_private(folder, f"topic folder of {name!r}")
     trash = os.path.join(top, f"{TRASH_PREFIX}{name}-{uuid.uuid4().hex[:12]}")
     with MetaLock(folder):
@@ -58,7 +65,7 @@ def delete_topic(dir, name, force):
     _sweep(top)
 
 
-def _refuse_if_attached(folder, name, config):
+def _refuse_if_attached(folder: str, name: str, config: TopicConfig) -> None:
     for k in range(config.partitions):
         log = _core.Log.open(partition_path(folder, k), _core.OPEN_ONLY, *log_args(config))
         try:
@@ -73,7 +80,7 @@ def _refuse_if_attached(folder, name, config):
             )
 
 
-def _sweep(top):
+def _sweep(top: str) -> None:
     """Remove the hidden folders of deletes (ours, or earlier interrupted ones)."""
     for entry in os.listdir(top):
         if entry.startswith(TRASH_PREFIX):

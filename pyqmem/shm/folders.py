@@ -28,11 +28,14 @@ A topic
     format number: IncompatibleError).
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import json
 import os
 import stat
+from typing import Optional, Tuple, Union
 
 from .._args import (
     check_durability,
@@ -72,7 +75,7 @@ _LOCK = ".lock"
 _DURABILITY = {"os": 0, "fsync": _core.LOG_FSYNC}
 
 
-def log_args(config):
+def log_args(config: TopicConfig) -> Tuple[int, int, int, int]:
     """The configuration arguments of ``_core.Log.open`` for a TopicConfig."""
     retention_ns = 0
     if config.retention_seconds is not None:
@@ -85,7 +88,7 @@ def log_args(config):
     )
 
 
-def dir_argument(dir):
+def dir_argument(dir: Union[str, os.PathLike[str], None]) -> Tuple[str, bool]:
     """The root folder named by the `dir` argument or the environment, and
     whether it is the per-user default (which gets the strict checks)."""
     if dir is None:
@@ -104,7 +107,7 @@ def dir_argument(dir):
 _VOLATILE = {"tmpfs", "ramfs"}
 
 
-def filesystem_type(path):
+def filesystem_type(path: str) -> Optional[str]:
     """The type of the file system holding `path` ("tmpfs", "ext4", ...),
     from /proc/self/mountinfo; None if it cannot be told."""
     try:
@@ -113,6 +116,7 @@ def filesystem_type(path):
     except OSError:
         return None
     real = os.path.realpath(path)
+    kind: Optional[str]
     best, kind = "", None
     for line in lines:
         fields = line.split(" ")
@@ -127,13 +131,13 @@ def filesystem_type(path):
     return kind
 
 
-def is_volatile(path):
+def is_volatile(path: str) -> bool:
     """True if `path` is on a file system in RAM (tmpfs, ramfs): nothing on
     it survives a power loss or a reboot, fsync or not."""
     return filesystem_type(path) in _VOLATILE
 
 
-def check_private(path, what):
+def check_private(path: str, what: str) -> None:
     """PermissionError unless `path` is a real folder of ours, closed to others."""
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
@@ -142,7 +146,7 @@ def check_private(path, what):
         raise PermissionError(errno.EPERM, f"{what} is not private to this user", path)
 
 
-def root(dir, make):
+def root(dir: Optional[str], make: bool) -> Optional[str]:
     """The absolute root folder, created (0700) when `make` and missing.
     Returns None if it does not exist and `make` is false."""
     path, default = dir_argument(dir)
@@ -163,7 +167,7 @@ def root(dir, make):
     return path
 
 
-def open_private(path, flags):
+def open_private(path: str, flags: int) -> int:
     """os.open of a file of ours in a topic folder: a symlink, anything but a
     regular file (a FIFO would block), a file of another user, open to
     group/others or with other hard links is PermissionError, never read."""
@@ -193,7 +197,7 @@ def open_private(path, flags):
     return fd
 
 
-def read_meta(folder):
+def read_meta(folder: str) -> Optional[TopicConfig]:
     """The TopicConfig stored in `folder`, or None if there is no topic.json."""
     path = os.path.join(folder, META)
     try:
@@ -225,7 +229,7 @@ def read_meta(folder):
     return config
 
 
-def fsync_dir(path):
+def fsync_dir(path: str) -> None:
     dfd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(dfd)
@@ -233,7 +237,7 @@ def fsync_dir(path):
         os.close(dfd)
 
 
-def write_meta(folder, config):
+def write_meta(folder: str, config: TopicConfig) -> None:
     """Replace topic.json atomically and durably (the topic folder's own
     entry in its parent too: a topic whose records were fsynced must not
     lose its folder on power loss)."""
@@ -255,10 +259,10 @@ def write_meta(folder, config):
 class MetaLock:
     """``flock`` on ``<topic>/.lock``: held while creating or changing metadata."""
 
-    def __init__(self, folder):
+    def __init__(self, folder: str) -> None:
         self._path = os.path.join(folder, _LOCK)
 
-    def __enter__(self):
+    def __enter__(self) -> MetaLock:
         self._fd = open_private(self._path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -267,9 +271,9 @@ class MetaLock:
             raise
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         os.close(self._fd)  # releases the lock
 
 
-def partition_path(folder, k):
+def partition_path(folder: str, k: int) -> str:
     return os.path.join(folder, f"p{k}")

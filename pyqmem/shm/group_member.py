@@ -10,22 +10,40 @@ the leases of dead members), whichever is first.  A claimed offset whose
 writer died (a gap) or that retention removed is completed silently.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import time
-from typing import Any
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    cast,
+)
 
 from .._native import _core
 from ..errors import NotFound, QmemError
 from .folders import partition_path
+
+if TYPE_CHECKING:
+    from ..backend import GroupOptions, Start
 
 __all__ = ["ShmGroupMember", "group_stats", "topic_group_stats"]
 
 _GROUPS_DIR = "groups"
 _SUFFIX = ".grp"
 
+_T = TypeVar("_T")
 
-def _partition_stats(group, partition, end):
+
+def _partition_stats(group: _core.Group, partition: int, end: int) -> Dict[str, int]:
     st = group.partition_stats(partition)
     return {
         "committed": st["committed"],
@@ -37,15 +55,17 @@ def _partition_stats(group, partition, end):
     }
 
 
-def group_stats(group, ends):
+def group_stats(group: _core.Group, ends: Callable[[int], int]) -> Dict[int, Dict[str, int]]:
     """``{partition: {committed, pending, lag, redelivered, dead_lettered,
     skipped}}`` of a ``_core.Group``; `ends(k)` gives partition k's log end."""
     return {k: _partition_stats(group, k, ends(k)) for k in range(group.partitions)}
 
 
-def topic_group_stats(folder, ends):
+def topic_group_stats(
+    folder: str, ends: Callable[[int], int]
+) -> Dict[str, Dict[int, Dict[str, int]]]:
     """group_stats of every group file in the topic folder `folder`, by name."""
-    out: dict = {}
+    out: Dict[str, Dict[int, Dict[str, int]]] = {}
     try:
         names = sorted(os.listdir(os.path.join(folder, _GROUPS_DIR)))
     except FileNotFoundError:
@@ -69,7 +89,7 @@ def topic_group_stats(folder, ends):
     return out
 
 
-def _being_created(exc):
+def _being_created(exc: BaseException) -> bool:
     """True for the errors of opening a group file its creator is still
     writing: QM_ENOTREADY, or the empty file before it is sized (EINVAL)."""
     if isinstance(exc, NotFound):
@@ -82,27 +102,27 @@ def _being_created(exc):
 class ShmGroupMember:
     def __init__(
         self,
-        topic_name,
-        folder,
-        topic_partitions,
-        chosen,
-        log_args,
-        serializer,
-        raw,
-        name,
-        options,
+        topic_name: str,
+        folder: str,
+        topic_partitions: int,
+        chosen: Sequence[int],
+        log_args: Tuple[int, int, int, int],
+        serializer: Any,
+        raw: bool,
+        name: str,
+        options: GroupOptions,
         *,
-        retry_delay,
-        error_text,
-        dead_letter,
-    ):
+        retry_delay: Callable[[int], float],
+        error_text: Callable[[Any], str],
+        dead_letter: Callable[[Any, List[Any]], None],
+    ) -> None:
         """`chosen`: the partitions to claim from, in the order to try them;
         `options`: a pyqmem.backend.GroupOptions."""
         self._folder = folder
         self._name = name
         self._nparts = topic_partitions
         self._log_args = log_args
-        self._logs = {}
+        self._logs: Dict[int, _core.Log] = {}
         self._group: Any = None
         self._reader: Any = None
         try:
@@ -148,26 +168,26 @@ class ShmGroupMember:
         self.ack_many = self._reader.ack_many
 
     @property
-    def errors(self):
-        return self._reader.errors
+    def errors(self) -> Dict[Tuple[int, int], str]:
+        return cast("Dict[Tuple[int, int], str]", self._reader.errors)
 
-    def count_dead_lettered(self, partition, n=1):
+    def count_dead_lettered(self, partition: int, n: int = 1) -> None:
         self._reader.count_dead_lettered(partition, n)
 
     @property
-    def stale_acks(self):
-        return self._reader.stale_acks
+    def stale_acks(self) -> int:
+        return cast(int, self._reader.stale_acks)
 
     @stale_acks.setter
-    def stale_acks(self, n):
+    def stale_acks(self, n: int) -> None:
         self._reader.stale_acks = n
 
     # ----- opening ------------------------------------------------------------
-    def _open_group(self, start, ordered):
+    def _open_group(self, start: Start, ordered: bool) -> _core.Group:
         """Attach to the group, or create it with `start` resolved now.  A
         file another member is still creating is retried (for up to 10 s)."""
         flags = _core.GROUP_ORDERED if ordered else 0
-        starts = None
+        starts: Optional[List[int]] = None
         give_up = time.monotonic() + 10.0
         while True:
             try:
@@ -191,7 +211,7 @@ class ShmGroupMember:
                     raise
             time.sleep(0.005)
 
-    def _with_log(self, k, fn):
+    def _with_log(self, k: int, fn: Callable[[_core.Log], _T]) -> _T:
         """fn(log) with a handle on partition k (this member's, or a
         temporary one for a partition it does not read)."""
         log = self._logs.get(k)
@@ -203,10 +223,10 @@ class ShmGroupMember:
         finally:
             log.close()
 
-    def _start_offsets(self, start):
+    def _start_offsets(self, start: Start) -> List[int]:
         """Each partition's first offset for a new group."""
 
-        def first(k, log):
+        def first(k: int, log: _core.Log) -> int:
             lo, hi = log.bounds()
             if start.latest:
                 return hi
@@ -216,18 +236,21 @@ class ShmGroupMember:
                 return min(max(cursor.position, lo), hi)
             return min(max(start.offset_for(k), lo), hi)
 
-        return [self._with_log(k, lambda log, k=k: first(k, log)) for k in range(self._nparts)]
+        return [
+            self._with_log(k, cast("Callable[[_core.Log], int]", lambda log, k=k: first(k, log)))
+            for k in range(self._nparts)
+        ]
 
     # ----- positions and state ------------------------------------------------
-    def _locked(self, fn):
+    def _locked(self, fn: Callable[[], _T]) -> _T:
         self._reader.lock()
         try:
             return fn()
         finally:
             self._reader.unlock()
 
-    def lag(self):
-        def lags():
+    def lag(self) -> Dict[int, int]:
+        def lags() -> Dict[int, int]:
             return {
                 k: max(0, log.bounds()[1] - self._group.partition_stats(k)["committed"])
                 for k, log in self._logs.items()
@@ -235,22 +258,22 @@ class ShmGroupMember:
 
         return self._locked(lags)
 
-    def seek(self, partition, offset):
-        def do():
+    def seek(self, partition: int, offset: int) -> None:
+        def do() -> None:
             lo, hi = self._with_log(partition, lambda log: log.bounds())
             self._group.seek(partition, min(max(offset, lo), hi))
             self._reader.after_seek(partition)
 
         self._locked(do)
 
-    def stats(self):
+    def stats(self) -> Dict[int, Dict[str, int]]:
         return self._locked(
             lambda: group_stats(
                 self._group, lambda k: self._with_log(k, lambda log: log.bounds()[1])
             )
         )
 
-    def close(self):
+    def close(self) -> None:
         """Leave the group: this member's leases go back at once."""
         if self._reader is not None:
             self._reader.close()

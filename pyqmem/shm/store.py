@@ -14,6 +14,8 @@ removes them and starts afresh; a creator that fails (a full disk: OSError
 ENOSPC) removes them itself.
 """
 
+from __future__ import annotations
+
 import errno
 import os
 import re
@@ -21,7 +23,19 @@ import shutil
 import threading
 import warnings
 import weakref
-from typing import Any
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    cast,
+)
 
 from .._native import _core
 from ..errors import AlreadyExists, Closed, CorruptError, DurabilityWarning, NotFound
@@ -40,7 +54,12 @@ from .folders import (
 from .group_member import ShmGroupMember, topic_group_stats
 from .subscriber import ShmSubscriber
 
+if TYPE_CHECKING:
+    from ..backend import GroupOptions, Start, TopicConfig
+
 __all__ = ["ShmTopicStore"]
+
+_T = TypeVar("_T")
 
 _PARTITION_DIR = re.compile(r"p[0-9]+")
 _STATS = (
@@ -58,26 +77,34 @@ _STATS = (
 class ShmTopicStore:
     """A topic folder's partition logs, opened (or created) by this process."""
 
-    def __init__(self, dir, name, wanted, grow_to, create):
+    def __init__(
+        self,
+        dir: Optional[str],
+        name: str,
+        wanted: TopicConfig,
+        grow_to: Optional[int],
+        create: Optional[bool],
+    ) -> None:
         self._name = name
         self._lock = threading.Lock()
         self._closed = False
-        self._handles: weakref.WeakSet = weakref.WeakSet()  # every partition handle of this store
+        # every partition handle of this store
+        self._handles: weakref.WeakSet[_core.Log] = weakref.WeakSet()
         self.backend: Any = None  # set by the backend that opened it
         self._local = threading.local()
         top = root(dir, make=create is not False)
         if top is None:
             raise NotFound(errno.ENOENT, f"no topic {name!r}: its folder does not exist", dir)
-        self.dir = top
+        self.dir: Optional[str] = top  # as pyqmem.backend.TopicStore declares it
         self._folder = self.location = os.path.join(top, name)
-        config = None
+        config: Optional[TopicConfig] = None
         if os.path.lexists(self._folder):
             check_private(self._folder, f"topic folder of {name!r}")
             config = read_meta(self._folder)
         if config is None and create is False:
             raise NotFound(errno.ENOENT, f"no topic {name!r}", self._folder)
         if config is not None and create is not True and not self._grows(config, grow_to):
-            self.config = config
+            self.config: TopicConfig = config
             logs = self._open_logs(range(config.partitions))
         else:
             self.config, logs = self._create_or_grow(wanted, grow_to, create)
@@ -94,7 +121,7 @@ class ShmTopicStore:
             )
 
     # ----- opening ----------------------------------------------------------
-    def _grows(self, config, partitions):
+    def _grows(self, config: TopicConfig, partitions: Optional[int]) -> bool:
         """True if `partitions` asks to grow the stored topic; ValueError if
         it asks to shrink it."""
         if partitions is None:
@@ -106,7 +133,9 @@ class ShmTopicStore:
             )
         return partitions > config.partitions
 
-    def _create_or_grow(self, wanted, partitions, create):
+    def _create_or_grow(
+        self, wanted: TopicConfig, partitions: Optional[int], create: Optional[bool]
+    ) -> Tuple[TopicConfig, List[_core.Log]]:
         """Under the metadata lock: create the topic, or grow an existing
         one to `partitions`.  Returns (config, this thread's handles)."""
         try:
@@ -125,8 +154,8 @@ class ShmTopicStore:
                 config = wanted
                 fresh = range(config.partitions)
             elif self._grows(config, partitions):
-                fresh = range(config.partitions, partitions)
-                config = config._replace(partitions=partitions)
+                fresh = range(config.partitions, cast(int, partitions))  # _grows: not None
+                config = config._replace(partitions=cast(int, partitions))
             else:  # grown to this size by another process meanwhile
                 fresh = range(0)
             self.config = config
@@ -145,7 +174,7 @@ class ShmTopicStore:
                     raise
         return config, logs
 
-    def _undo_create(self, fresh):
+    def _undo_create(self, fresh: range) -> None:
         """A new topic failed to be created (a full disk, ...): give back the
         space its partition folders took, unless topic.json made it visible."""
         if len(fresh) != self.config.partitions or os.path.exists(os.path.join(self._folder, META)):
@@ -156,7 +185,7 @@ class ShmTopicStore:
         except OSError:
             pass
 
-    def _remove_leftovers(self):
+    def _remove_leftovers(self) -> None:
         """Partition folders of a creator that died before writing topic.json."""
         for entry in os.listdir(self._folder):
             if _PARTITION_DIR.fullmatch(entry):
@@ -169,9 +198,9 @@ class ShmTopicStore:
                     )
                 shutil.rmtree(path)
 
-    def _open_logs(self, partitions, created=range(0)):
+    def _open_logs(self, partitions: Iterable[int], created: range = range(0)) -> List[_core.Log]:
         """Handles on `partitions`; those in `created` may be created."""
-        logs = []
+        logs: List[_core.Log] = []
         try:
             for k in partitions:
                 logs.append(self._open_log(k, k in created))
@@ -181,7 +210,7 @@ class ShmTopicStore:
             raise
         return logs
 
-    def _open_log(self, k, create=False):
+    def _open_log(self, k: int, create: bool = False) -> _core.Log:
         mode = _core.OPEN_OR_CREATE if create else _core.OPEN_ONLY
         path = partition_path(self._folder, k)
         try:
@@ -198,10 +227,10 @@ class ShmTopicStore:
         self._handles.add(log)
         return log
 
-    def _log(self, partition):
+    def _log(self, partition: int) -> _core.Log:
         """This thread's handle on `partition`."""
         local = self._local.__dict__
-        logs = local.get("logs")
+        logs: Optional[List[Optional[_core.Log]]] = local.get("logs")
         if logs is None or logs[partition] is None:
             with self._lock:
                 if self._closed:
@@ -209,20 +238,31 @@ class ShmTopicStore:
                 if logs is None:
                     logs = local["logs"] = [None] * self.config.partitions
                 logs[partition] = self._open_log(partition)
-        return logs[partition]
+        return cast(_core.Log, logs[partition])  # opened above if it was None
 
     # ----- producing ----------------------------------------------------------
-    def append(self, partition, key, headers, value, timestamp_ns):
+    def append(
+        self, partition: int, key: Optional[bytes], headers: bytes, value: Any, timestamp_ns: int
+    ) -> int:
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
         return self._log(partition).append(key, headers, value, timestamp_ns)
 
-    def append_many(self, partition, key, values, timestamp_ns):
+    def append_many(
+        self, partition: int, key: Optional[bytes], values: Sequence[Any], timestamp_ns: int
+    ) -> List[int]:
         if self._closed:
             raise Closed(f"topic {self._name!r} is closed")
         return self._log(partition).append_many(key, values, timestamp_ns)
 
-    def sender(self, *, round_robin_start, raw, general_send, general_send_many):
+    def sender(
+        self,
+        *,
+        round_robin_start: int,
+        raw: bool,
+        general_send: Callable[[], Optional[Callable[..., Any]]],
+        general_send_many: Callable[[], Optional[Callable[..., Any]]],
+    ) -> _core.TopicSender:
         """The C fast path of send/send_many on the opening thread's handles."""
         return _core.TopicSender(
             self._name,
@@ -236,7 +276,15 @@ class ShmTopicStore:
         )
 
     # ----- reading ------------------------------------------------------------
-    def subscribe(self, partitions, start, *, serializer, raw, check_crcs):
+    def subscribe(
+        self,
+        partitions: Sequence[int],
+        start: Start,
+        *,
+        serializer: Any,
+        raw: bool,
+        check_crcs: bool,
+    ) -> ShmSubscriber:
         return self._track(
             lambda: ShmSubscriber(
                 self._name,
@@ -250,8 +298,17 @@ class ShmTopicStore:
         )
 
     def join_group(
-        self, group, partitions, options, *, serializer, raw, retry_delay, error_text, dead_letter
-    ):
+        self,
+        group: str,
+        partitions: Sequence[int],
+        options: GroupOptions,
+        *,
+        serializer: Any,
+        raw: bool,
+        retry_delay: Callable[[int], float],
+        error_text: Callable[[Any], str],
+        dead_letter: Callable[[Any, List[Any]], None],
+    ) -> ShmGroupMember:
         return self._track(
             lambda: ShmGroupMember(
                 self._name,
@@ -269,32 +326,32 @@ class ShmTopicStore:
             )
         )
 
-    def _track(self, make):
+    def _track(self, make: Callable[[], _T]) -> _T:
         with self._lock:
             if self._closed:
                 raise Closed(f"topic {self._name!r} is closed")
         return make()
 
     # ----- state --------------------------------------------------------------
-    def bounds(self, partition):
+    def bounds(self, partition: int) -> Tuple[int, int]:
         return self._log(partition).bounds()
 
-    def partition_stats(self, partition):
+    def partition_stats(self, partition: int) -> Dict[str, int]:
         st = self._log(partition).stats()
         return {key: st[key] for key in _STATS}
 
-    def group_stats(self):
-        def end(k):
+    def group_stats(self) -> Dict[str, Dict[int, Dict[str, int]]]:
+        def end(k: int) -> int:
             if k < self.config.partitions:
                 return self._log(k).bounds()[1]
             return 0  # a partition another process added since this store opened
 
         return topic_group_stats(self._folder, end)
 
-    def retain(self):
+    def retain(self) -> int:
         return sum(self._log(k).retain() for k in range(self.config.partitions))
 
-    def close(self):
+    def close(self) -> None:
         """Release every partition handle (idempotent); later calls raise Closed."""
         with self._lock:
             if self._closed:

@@ -7,20 +7,34 @@ before the subscriber read them are counted in ``skipped()``; the cursor
 then continues at the partition's start.
 """
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, Sequence, Tuple
 
 from .._native import _core
 from ..errors import NotFound
+
+if TYPE_CHECKING:
+    from ..backend import Start
 
 __all__ = ["ShmSubscriber"]
 
 
 class ShmSubscriber:
-    def __init__(self, topic_name, paths, log_args, serializer, raw, start, check_crcs):
+    def __init__(
+        self,
+        topic_name: str,
+        paths: Sequence[Tuple[int, str]],
+        log_args: Tuple[int, int, int, int],
+        serializer: Any,
+        raw: bool,
+        start: Start,
+        check_crcs: bool,
+    ) -> None:
         """`paths`: (partition, log folder) in the order to try them;
         `start`: a pyqmem.backend.Start."""
-        self._logs = {}
-        self._cursors = {}
+        self._logs: Dict[int, _core.Log] = {}
+        self._cursors: Dict[int, _core.Cursor] = {}
         self._reader: Any = None
         try:
             for k, path in paths:
@@ -43,7 +57,7 @@ class ShmSubscriber:
         self.get_nowait = self._reader.get_nowait
         self.get_many = self._reader.get_many
 
-    def _place(self, start):
+    def _place(self, start: Start) -> None:
         for k, cursor in self._cursors.items():
             if start.latest:
                 cursor.seek(self._logs[k].bounds()[1])
@@ -52,7 +66,7 @@ class ShmSubscriber:
             else:
                 self._seek(k, start.offset_for(k))
 
-    def _seek(self, partition, offset):
+    def _seek(self, partition: int, offset: int) -> None:
         """Place `partition`'s cursor at `offset`, or at the partition's
         start if `offset` is before it (retention may move it meanwhile)."""
         log, cursor = self._logs[partition], self._cursors[partition]
@@ -64,20 +78,20 @@ class ShmSubscriber:
             except NotFound:
                 continue
 
-    def seek(self, partition, offset):
+    def seek(self, partition: int, offset: int) -> None:
         self._reader.lock()
         try:
             self._seek(partition, offset)
         finally:
             self._reader.unlock()
 
-    def position(self):
+    def position(self) -> Dict[int, int]:
         return {k: cursor.position for k, cursor in self._cursors.items()}
 
-    def lag(self):
+    def lag(self) -> Dict[int, int]:
         self._reader.lock()
         try:
-            lags = {}
+            lags: Dict[int, int] = {}
             for k, cursor in self._cursors.items():
                 start, end = self._logs[k].bounds()
                 lags[k] = max(0, end - max(cursor.position, start))
@@ -85,10 +99,10 @@ class ShmSubscriber:
         finally:
             self._reader.unlock()
 
-    def skipped(self):
+    def skipped(self) -> Dict[int, int]:
         return {k: cursor.skipped for k, cursor in self._cursors.items()}
 
-    def close(self):
+    def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
         for log in self._logs.values():
