@@ -324,8 +324,10 @@ class Queue:
         time runs out, raises Full with ``.count`` = how many were put."""
         deadline = _FOREVER if block and timeout is None else _deadline(block, timeout)
         ring = self._ring()
+        if type(objs) is not list:
+            objs = list(objs)  # once: a generator is read one time only
         if self._raw:
-            records = objs if type(objs) is list else list(objs)
+            records = objs
             try:  # bytes-like objects go straight to the ring (it checks every size first)
                 ring.put_many(records, deadline)
                 return

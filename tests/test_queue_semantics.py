@@ -234,6 +234,15 @@ def test_put_many_nonblocking_on_full_queue_reports_zero_put(make_queue):
     assert q.qsize() == 1
 
 
+def test_put_many_of_a_generator_with_a_strided_buffer_puts_every_message(make_queue):
+    # the raw fast path refuses a non-contiguous buffer and falls back to copying it:
+    # the fallback must see the whole generator, not what the first pass left of it
+    q = make_queue(serializer=None)
+    strided = memoryview(b"abcdef")[::2]
+    q.put_many(x for x in [b"y", strided])
+    assert q.get_many(5, timeout=1) == [b"y", b"ace"]
+
+
 def test_put_many_of_nothing_is_a_no_op(make_queue):
     q = make_queue()
     q.put_many([])
