@@ -187,3 +187,21 @@ def test_a_bad_record_in_a_batch_appends_nothing(make_topic):
     with pytest.raises(TypeError):
         t.send_many([b"ok", pyqmem.Record(b"bad", headers={"h": 1})])
     assert sum(p["end_offset"] for p in t.stats()["partitions"].values()) == 0
+
+
+def test_the_mount_of_a_path_is_found_with_escaped_and_non_ascii_mount_points():
+    from pyqmem.shm.folders import mount_type
+
+    info = "\n".join([
+        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw",
+        "30 22 0:25 / /dev/shm rw - tmpfs tmpfs rw",
+        "31 22 0:26 / /mnt/my\\040disk rw - tmpfs tmpfs rw",
+        "32 22 0:27 / /mnt/café rw - ramfs none rw",
+        "garbage line",
+    ])
+    assert mount_type(info, "/dev/shm/pyqmem-0/t") == "tmpfs"
+    assert mount_type(info, "/dev/shmx") == "ext4"  # a prefix of a name is not inside
+    assert mount_type(info, "/mnt/my disk/x") == "tmpfs"
+    assert mount_type(info, "/mnt/café/t") == "ramfs"
+    assert mount_type(info, "/home/u") == "ext4"
+    assert mount_type("", "/x") is None

@@ -34,6 +34,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import stat
 from typing import Optional, Tuple, Union
 
@@ -56,6 +57,7 @@ __all__ = [
     "dir_argument",
     "check_private",
     "filesystem_type",
+    "mount_type",
     "is_volatile",
     "root",
     "open_private",
@@ -105,6 +107,7 @@ def dir_argument(dir: Union[str, os.PathLike[str], None]) -> Tuple[str, bool]:
 
 
 _VOLATILE = {"tmpfs", "ramfs"}
+_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes space as \040, tab as \011
 
 
 def filesystem_type(path: str) -> Optional[str]:
@@ -112,16 +115,21 @@ def filesystem_type(path: str) -> Optional[str]:
     from /proc/self/mountinfo; None if it cannot be told."""
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
+            mountinfo = f.read()
     except OSError:
         return None
-    real = os.path.realpath(path)
+    return mount_type(mountinfo, os.path.realpath(path))
+
+
+def mount_type(mountinfo: str, real: str) -> Optional[str]:
+    """The file system type of the mount in `mountinfo` (the text of
+    /proc/self/mountinfo) holding the resolved path `real`, or None."""
     kind: Optional[str]
     best, kind = "", None
-    for line in lines:
+    for line in mountinfo.splitlines():
         fields = line.split(" ")
         try:
-            point = fields[4].encode().decode("unicode_escape")  # \040 is a space
+            point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
             fstype = fields[fields.index("-") + 1]
         except (IndexError, ValueError):
             continue
