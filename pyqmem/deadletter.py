@@ -154,7 +154,7 @@ def omitted_headers(
         f"{len(user_headers)} user headers ({user} bytes) and the correlation id "
         f"did not fit the dead-letter topic: {error_text(error)}"
     )
-    out[OMITTED] = text.encode("utf-8")[:ERROR_MAX]
+    out[OMITTED] = text.encode("utf-8")[:ERROR_MAX].decode("utf-8", "ignore").encode("utf-8")
     return out
 
 

@@ -65,3 +65,15 @@ def test_incomplete_dlq_headers_raise_value_error():
     del h["dlq.group"]
     with pytest.raises(ValueError, match="dlq.group"):
         dl.info(h)
+
+
+def test_the_omitted_note_is_cut_on_a_character_too():
+    class Msg:
+        data = b"x" * 10
+        key = None
+
+    out = dl.omitted_headers({"dlq.topic": b"t", "user": b"u"}, Msg(), {"user": b"u"},
+                             ValueError("é" * dl.ERROR_MAX))
+    note = out[dl.OMITTED]
+    assert len(note) <= dl.ERROR_MAX and set(out) == {"dlq.topic", dl.OMITTED}
+    assert note.decode("utf-8").startswith("value of 10 bytes")
