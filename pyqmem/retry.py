@@ -22,10 +22,18 @@ from typing import Optional
 __all__ = ["RetryPolicy"]
 
 
+def _finite(value: float) -> bool:
+    """math.isfinite, and False for an int too large for a float."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _seconds(name: str, value: float, allow_zero: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+    if not _finite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(
             f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, not {value!r}"
         )
@@ -60,7 +68,7 @@ class RetryPolicy:
             raise ValueError(f"initial ({initial!r}) is larger than maximum ({maximum!r})")
         if isinstance(multiplier, bool) or not isinstance(multiplier, (int, float)):
             raise TypeError(f"multiplier must be a number, not {type(multiplier).__name__}")
-        if not math.isfinite(multiplier) or multiplier < 1:
+        if not _finite(multiplier) or multiplier < 1:
             raise ValueError(f"multiplier must be a finite number >= 1, not {multiplier!r}")
         self.multiplier = float(multiplier)
         if isinstance(jitter, bool) or not isinstance(jitter, (int, float)):

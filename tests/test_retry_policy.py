@@ -57,6 +57,8 @@ def test_zero_initial_means_retry_at_once():
     ({"initial": 5, "maximum": 1}, ValueError),
     ({"multiplier": 0.5}, ValueError),
     ({"multiplier": math.inf}, ValueError),
+    ({"multiplier": 10**400}, ValueError),   # too large for a float: not OverflowError
+    ({"initial": 10**400}, ValueError),
     ({"multiplier": None}, TypeError),
     ({"jitter": 1.5}, ValueError),
     ({"jitter": -0.1}, ValueError),
