@@ -35,6 +35,8 @@ void qm__os_unlock_byte(int fd, int64_t offset);
 int qm__os_byte_locked(int fd, int64_t offset);
 /* Reserve backing store now (0 or -errno): no SIGBUS on first touch. */
 int qm__os_reserve(int fd, uint64_t size);
+/* Allocate [offset, offset + len) of the file (extending it if shorter). */
+int qm__os_reserve_range(int fd, uint64_t offset, uint64_t len);
 /* A new open file description for the same file (new lock owner). */
 int qm__os_reopen(int fd);
 /* An anonymous shared-memory file (memfd_create, close-on-exec): gone when

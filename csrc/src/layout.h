@@ -344,12 +344,21 @@ typedef struct qm_segment_header {
     uint64_t segment_bytes;          /*  32: file size */
     uint64_t generation;             /*  40: segments rolled before this one */
     uint64_t created_unix_ns;        /*  48 */
-    uint64_t reserved[9];            /*  56..127: zero */
+    _Atomic uint64_t reserved_to;    /*  56: bytes from the start whose space is
+                                      *      allocated (format 1.1); 0: all of them
+                                      *      (1.0 segments were allocated whole) */
+    uint64_t reserved[8];            /*  64..127: zero */
 } qm_segment_header_t;
+
+/* A segment's minor version: 1 added reserved_to (the file is created at
+ * full size but allocated in doubling steps from QM_SEGMENT_FIRST_RESERVE). */
+#define QM_SEGMENT_FORMAT_MINOR 1
+#define QM_SEGMENT_FIRST_RESERVE (UINT64_C(256) << 10)
 
 #define QM_SEGMENT_HEADER 128u
 _Static_assert(sizeof(qm_segment_header_t) == QM_SEGMENT_HEADER, "segment header");
 _Static_assert(offsetof(qm_segment_header_t, base_offset) == 24, "base offset");
+_Static_assert(offsetof(qm_segment_header_t, reserved_to) == 56, "reserved to");
 
 /* A log record: 8-byte aligned, `len` bytes in all.
  *   word0   [state:3 @63][owner:10 @51][len:32 @0]

@@ -189,6 +189,14 @@ int qm__log_append(qm_log_t *lg, const qm_log_entry_t *e, uint64_t *offset_out) 
             }
             continue;
         }
+        if (pos + need + END_ROOM > qm__seg_reserved(seg, lg->segment_bytes)) {
+            /* allocate before claiming: a full disk is this call's error, and
+             * nothing is claimed (the END word a roll writes at the next
+             * position is inside the reservation too) */
+            rc = qm__log_seg_reserve(lg, base, seg, pos + need + END_ROOM);
+            if (rc) return rc;
+            continue;
+        }
         uint64_t offset = base + count;
         uint64_t claim = QM_REC_WORD(QM_REC_WRITING, lg->mb.slot, need);
         atomic_store_explicit(&lg->mb.me->inflight, offset | QM_INFLIGHT_VALID,

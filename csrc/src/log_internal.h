@@ -37,7 +37,7 @@ typedef struct seg_map {
     qm_index_entry_t *idx;    /* NULL if the segment has no index file */
     uint64_t last_use;        /* handle's lookup count at the last lookup */
     _Atomic uint32_t holds;   /* qm_log_hold() not yet released */
-    bool populated;           /* every page mapped (for appending) */
+    uint64_t populated_to;    /* pages below are mapped (for appending) */
 } seg_map_t;
 
 struct qm_log {
@@ -55,6 +55,14 @@ struct qm_log {
 };
 
 static inline uint64_t align8(uint64_t x) { return (x + 7) & ~UINT64_C(7); }
+
+/* Bytes of segment `seg` whose space is allocated (0 in a 1.0 header: all). */
+static inline uint64_t qm__seg_reserved(const uint8_t *seg, uint64_t segment_bytes) {
+    /* [S4] acquire: pairs with [S3]; the space below is allocated */
+    uint64_t r = atomic_load_explicit(&((qm_segment_header_t *)seg)->reserved_to,
+                                      memory_order_acquire);
+    return r == 0 || r > segment_bytes ? segment_bytes : r;
+}
 static inline _Atomic uint64_t *word_at(uint8_t *seg, uint64_t pos) {
     return (_Atomic uint64_t *)(seg + pos);
 }
@@ -83,6 +91,12 @@ seg_map_t *qm__log_seg_cached(qm_log_t *lg, uint64_t base);
 int qm__log_seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append);
 int qm__log_seg_get(qm_log_t *lg, uint64_t base, uint8_t **out);
 int qm__log_seg_create(qm_log_t *lg, uint64_t base, uint64_t generation);
+/* Allocate segment `base` (mapped at `seg`) up to at least `want` bytes
+ * before anyone writes there, then say so in its header: doubling the
+ * reservation, at most to the segment's size.  Idempotent and safe to race
+ * (fallocate twice is harmless; the word only grows).  Errors: -ENOSPC and
+ * other -errno (nothing changed), QM_EPERM. */
+int qm__log_seg_reserve(qm_log_t *lg, uint64_t base, uint8_t *seg, uint64_t want);
 int qm__log_list_base(qm_log_t *lg, bool largest_below, uint64_t below, uint64_t *out);
 int qm__log_list_all(qm_log_t *lg, uint64_t **out, size_t *n);
 int64_t qm__log_newest_in(const qm_log_t *lg, const uint8_t *mem);

@@ -40,7 +40,16 @@ static qm_index_entry_t *idx_map(qm_log_t *lg, uint64_t base) {
     return (qm_index_entry_t *)mem;
 }
 
-/* Create the zeroed index of segment `base` (qm__log_roll lock held; idempotent). */
+/* Bytes of the index that cover the first `seg_bytes` of its segment. */
+static uint64_t idx_cover(const qm_log_t *lg, uint64_t seg_bytes) {
+    uint64_t n = (seg_bytes + QM_INDEX_INTERVAL - 1) / QM_INDEX_INTERVAL * sizeof(qm_index_entry_t);
+    n = (n + 4095) & ~UINT64_C(4095);
+    return n < idx_bytes(lg) ? n : idx_bytes(lg);
+}
+
+/* Create the zeroed index of segment `base` (qm__log_roll lock held;
+ * idempotent): full size, its space allocated for the segment's first
+ * reservation (qm__log_seg_reserve allocates the rest in step). */
 static int idx_create(qm_log_t *lg, uint64_t base) {
     char name[32];
     idx_name(base, name, sizeof name);
@@ -51,9 +60,10 @@ static int idx_create(qm_log_t *lg, uint64_t base) {
     struct stat st;
     int rc = qm__check_file(fd, &st);
     if (!rc && fchmod(fd, 0600) < 0) rc = -errno;
-    if (!rc && (uint64_t)st.st_size != idx_bytes(lg) && (rc = qm__os_reserve(fd, idx_bytes(lg))))
-        rc = qm__fail(rc, "cannot reserve a %llu-byte segment index",
-                      (unsigned long long)idx_bytes(lg));
+    if (!rc && (uint64_t)st.st_size != idx_bytes(lg) && ftruncate(fd, (off_t)idx_bytes(lg)) < 0)
+        rc = -errno;
+    if (!rc && (rc = qm__os_reserve(fd, idx_cover(lg, QM_SEGMENT_FIRST_RESERVE))))
+        rc = qm__fail(rc, "cannot reserve a segment index");
     close(fd);
     return rc;
 }
@@ -192,6 +202,57 @@ seg_map_t *qm__log_seg_cached(qm_log_t *lg, uint64_t base) {
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
 #endif
 
+/* Map the allocated pages of `m` not mapped yet, as the appender will write
+ * them all (best effort: faults work too).  Never past the reservation: in
+ * tmpfs a page touched is a page of RAM. */
+static void populate(qm_log_t *lg, seg_map_t *m) {
+    uint64_t to = qm__seg_reserved(m->mem, lg->segment_bytes);
+    if (to > m->populated_to) {
+        (void)madvise(m->mem + m->populated_to, to - m->populated_to, MADV_POPULATE_WRITE);
+        m->populated_to = to;
+    }
+}
+
+int qm__log_seg_reserve(qm_log_t *lg, uint64_t base, uint8_t *seg, uint64_t want) {
+    uint64_t have = qm__seg_reserved(seg, lg->segment_bytes);
+    if (want <= have) return QM_OK;
+    uint64_t to = have * 2;   /* doubling: a handful of calls per segment */
+    while (to < want) to *= 2;
+    if (to > lg->segment_bytes) to = lg->segment_bytes;
+    char name[32];
+    qm__log_seg_name(base, name, sizeof name);
+    int fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno == ELOOP ? qm__fail(QM_EPERM, "refusing to follow a symlink: %s", name)
+                                      : -errno;
+    struct stat st;
+    int rc = qm__check_file(fd, &st);
+    if (!rc && (rc = qm__os_reserve_range(fd, have, to - have)))
+        rc = qm__fail(rc, "cannot reserve %llu more bytes of segment %llu",
+                      (unsigned long long)(to - have), (unsigned long long)base);
+    close(fd);
+    if (!rc) {
+        idx_name(base, name, sizeof name);
+        fd = openat(lg->dirfd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        if (fd >= 0) {   /* no index (damaged or removed): seeks scan instead */
+            if (qm__check_file(fd, &st) == QM_OK && (uint64_t)st.st_size == idx_bytes(lg))
+                rc = qm__os_reserve(fd, idx_cover(lg, to));
+            close(fd);
+            if (rc) rc = qm__fail(rc, "cannot reserve a segment index");
+        }
+    }
+    if (rc) return rc;
+    _Atomic uint64_t *word = &((qm_segment_header_t *)seg)->reserved_to;
+    uint64_t cur = atomic_load_explicit(word, memory_order_relaxed);
+    /* [S3] release: the allocation before the word that says so; pairs with [S4] */
+    while (cur != 0 && cur < to &&
+           !atomic_compare_exchange_weak_explicit(word, &cur, to, memory_order_release,
+                                                  memory_order_relaxed)) {
+    }
+    seg_map_t *m = qm__log_seg_cached(lg, base);
+    if (m && m->populated_to) populate(lg, m);
+    return QM_OK;
+}
+
 /* Map segment `base` (cached until qm__log_seg_trim drops it). QM_ENOTFOUND if the
  * file does not exist, QM_ENOTREADY while its creator is still writing it.
  * `for_append`: map every page now (MAP_POPULATE, or MADV_POPULATE_WRITE
@@ -203,10 +264,7 @@ seg_map_t *qm__log_seg_cached(qm_log_t *lg, uint64_t base) {
 int qm__log_seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append) {
     seg_map_t *m = qm__log_seg_cached(lg, base);
     if (m) {
-        if (for_append && !m->populated) {   /* best effort: faults work too */
-            (void)madvise(m->mem, lg->segment_bytes, MADV_POPULATE_WRITE);
-            m->populated = true;
-        }
+        if (for_append) populate(lg, m);
         *out = m->mem;
         return QM_OK;
     }
@@ -233,14 +291,13 @@ int qm__log_seg_load(qm_log_t *lg, uint64_t base, uint8_t **out, bool for_append
                             (unsigned long long)lg->segment_bytes);
     }
     if (!rc)
-        rc = qm__map_flags(fd, lg->segment_bytes, true, for_append ? MAP_POPULATE : 0, &lg->fault,
-                           QM_FAULT_SEGMENT | base, &mem);
+        rc = qm__map(fd, lg->segment_bytes, true, &lg->fault, QM_FAULT_SEGMENT | base, &mem);
     close(fd);
     if (rc) return rc;
     rc = qm__segment_check(mem, lg->segment_bytes, base, lg->segment_bytes);
     qm_index_entry_t *idx = rc ? NULL : idx_map(lg, base);
     if (!rc) rc = qm__log_seg_remember(lg, base, mem, idx);
-    if (!rc) lg->segs[lg->nsegs - 1]->populated = for_append;
+    if (!rc && for_append) populate(lg, lg->segs[lg->nsegs - 1]);
     if (rc) {
         qm__unmap(mem, lg->segment_bytes);
         qm__unmap(idx, idx_bytes(lg));
@@ -296,11 +353,14 @@ int qm__log_seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
         }
     }
     if (!rc) rc = idx_create(lg, base);   /* a published segment has its index */
-    if (!rc) {
-        rc = qm__os_reserve(fd, lg->segment_bytes);
-        if (rc) rc = qm__fail(rc, "cannot reserve a %llu-byte segment",
-                              (unsigned long long)lg->segment_bytes);
-    }
+    uint64_t first = QM_SEGMENT_FIRST_RESERVE < lg->segment_bytes ? QM_SEGMENT_FIRST_RESERVE
+                                                                  : lg->segment_bytes;
+    /* full size at once (a published segment is never shorter), its space
+     * allocated only for the first stretch: an empty partition costs that,
+     * and qm__log_seg_reserve allocates more, before any writer needs it */
+    if (!rc && ftruncate(fd, (off_t)lg->segment_bytes) < 0) rc = -errno;
+    if (!rc && (rc = qm__os_reserve(fd, first)))
+        rc = qm__fail(rc, "cannot reserve %llu bytes of a segment", (unsigned long long)first);
     if (!rc) rc = qm__map(fd, lg->segment_bytes, true, &lg->fault, QM_FAULT_SEGMENT | base, &mem);
     if (rc) {
         close(fd);
@@ -309,8 +369,9 @@ int qm__log_seg_create(qm_log_t *lg, uint64_t base, uint64_t generation) {
     }
     qm_segment_header_t *h = (qm_segment_header_t *)mem;
     h->format_major = QM_FORMAT_MAJOR;
-    h->format_minor = QM_FORMAT_MINOR;
+    h->format_minor = QM_SEGMENT_FORMAT_MINOR;
     h->header_bytes = QM_SEGMENT_HEADER;
+    atomic_store_explicit(&h->reserved_to, first, memory_order_relaxed);   /* published by [S1] */
     h->layout_fingerprint = qm__layout_fingerprint();
     h->base_offset = base;
     h->segment_bytes = lg->segment_bytes;

@@ -146,10 +146,12 @@ int qm__os_byte_locked(int fd, int64_t offset) {
     return fl.l_type != F_UNLCK;
 }
 
-int qm__os_reserve(int fd, uint64_t size) {
+int qm__os_reserve(int fd, uint64_t size) { return qm__os_reserve_range(fd, 0, size); }
+
+int qm__os_reserve_range(int fd, uint64_t offset, uint64_t len) {
     int rc;
     do {
-        rc = posix_fallocate(fd, 0, (off_t)size);   /* returns the error */
+        rc = posix_fallocate(fd, (off_t)offset, (off_t)len);   /* returns the error */
     } while (rc == EINTR);
     return -rc;
 }

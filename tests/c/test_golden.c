@@ -1,12 +1,14 @@
 /*
  * test_golden.c - the on-disk format may only change on purpose.
  *
- * tests/golden/segment-v1.log is a segment written by format 1.0 with fixed
- * records.  This test (1) parses it with an independent reader of the
- * documented byte layout (docs/design/format.md), (2) checks that today's
- * validator accepts it, and (3) writes the same records now and compares
- * the bytes.  A deliberate format change bumps the version and regenerates
- * the file: QM_GOLDEN_WRITE=1 ./test_golden (then review the diff).
+ * tests/golden/segment-v1.1.log is a segment written by format 1.1 with
+ * fixed records, segment-v1.log the same records as format 1.0 wrote them
+ * (before reserved_to).  This test (1) parses both with an independent
+ * reader of the documented byte layout (docs/design/format.md), (2) checks
+ * that today's validator accepts both, and (3) writes the same records now
+ * and compares the bytes with the 1.1 file.  A deliberate format change
+ * bumps the version and adds a file: QM_GOLDEN_WRITE=1 ./test_golden writes
+ * the current one (then review the diff).
  */
 #include "check.h"
 #include "internal.h"
@@ -18,7 +20,8 @@
 #include <unistd.h>
 
 #define SEG (64u << 10)
-#define GOLDEN QM_SOURCE_DIR "/tests/golden/segment-v1.log"
+#define GOLDEN QM_SOURCE_DIR "/tests/golden/segment-v1.1.log"
+#define GOLDEN_1_0 QM_SOURCE_DIR "/tests/golden/segment-v1.log"
 #define RECORDS 5
 
 static const char *keys[RECORDS] = {"", "k1", "key-2", "", "a longer key with spaces"};
@@ -60,17 +63,21 @@ static uint8_t *load(const char *path, size_t *len) {
     return p;
 }
 
-static void golden_segment_parses_as_documented(void) {
+static void parses_as_documented(const char *path, unsigned minor, uint64_t reserved_to) {
     size_t len;
     static uint8_t g[SEG];
-    uint8_t *loaded = load(GOLDEN, &len);
+    uint8_t *loaded = load(path, &len);
     CHECK(loaded != NULL);
+    if (!loaded) return;
     memcpy(g, loaded, len < SEG ? len : SEG);
     free(loaded);
     CHECK(len == SEG);
+    CHECK(qm__segment_check(g, len, 0, SEG) == QM_OK);
     CHECK(rd64(g) == UINT64_C(0x716d656d6c736567));   /* "qmemlseg" */
-    CHECK(g[8] == 1 && g[9] == 0 && g[10] == 0 && g[11] == 0);   /* format 1.0 */
+    CHECK(g[8] == 1 && g[9] == 0 && g[10] == minor && g[11] == 0);   /* format 1.minor */
     CHECK(rd32(g + 12) == 128 && rd64(g + 24) == 0 && rd64(g + 32) == SEG);
+    CHECK(rd64(g + 56) == reserved_to);   /* 1.1: allocated bytes; 1.0: 0 (all) */
+    for (int i = 64; i < 128; i++) CHECK(g[i] == 0);
     size_t pos = 128;
     for (int i = 0; i < RECORDS; i++) {
         uint64_t w = rd64(g + pos);
@@ -87,6 +94,11 @@ static void golden_segment_parses_as_documented(void) {
         pos += reclen;
     }
     CHECK(rd64(g + pos) == 0);   /* nothing after the last record */
+}
+
+static void golden_segments_parse_as_documented(void) {
+    parses_as_documented(GOLDEN, 1, SEG);   /* a 64 KiB segment is reserved at once */
+    parses_as_documented(GOLDEN_1_0, 0, 0);
 }
 
 static void golden_segment_is_what_this_build_writes(void) {
@@ -131,7 +143,7 @@ int main(void) {
         if (system(cmd) != 0) return 1;
         fprintf(stderr, "wrote %s\n", GOLDEN);
     }
-    RUN(golden_segment_parses_as_documented);
+    RUN(golden_segments_parse_as_documented);
     RUN(golden_segment_is_what_this_build_writes);
     CHECK_EXIT();
 }

@@ -458,6 +458,46 @@ static void readers_unmap_deleted_and_old_segments_unless_held(void) {
     CHECK(mapped_segments("holds", &deleted) == 0);
 }
 
+/* Bytes of the file's space that are allocated (st_blocks). */
+static uint64_t allocated(const char *tag, const char *file) {
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", logdir(tag), file);
+    struct stat st;
+    return stat(path, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+}
+
+static void segments_are_allocated_in_doubling_steps_ahead_of_the_writers(void) {
+    const uint64_t seg = UINT64_C(8) << 20;
+    qm_log_config_t cfg = {seg, 0, 0, 0};
+    qm_log_t *lg;
+    CHECK_RC(qm_log_open(logdir("steps"), QM_CREATE_ONLY, &cfg, &lg), 0);
+    const char *file = "00000000000000000000.log";
+    struct stat st;
+    char path[600];
+    snprintf(path, sizeof path, "%s/%s", logdir("steps"), file);
+    CHECK(stat(path, &st) == 0 && (uint64_t)st.st_size == seg);   /* full size at once */
+    uint64_t empty = allocated("steps", file);
+    CHECK(empty >= QM_SEGMENT_FIRST_RESERVE && empty <= QM_SEGMENT_FIRST_RESERVE + 65536);
+    CHECK(allocated("steps", "00000000000000000000.idx") <= 4096);
+    static char v[10000];
+    memset(v, 'r', sizeof v - 1);
+    uint64_t off = 0, written = 0;
+    for (int i = 0; written < (UINT64_C(3) << 20); i++) {
+        CHECK_RC(append_str(lg, NULL, v, &off), 0);
+        written += sizeof v;
+    }
+    uint64_t used = allocated("steps", file);
+    CHECK(used >= written && used <= 2 * written + QM_SEGMENT_FIRST_RESERVE);   /* doubling */
+    CHECK(used < seg);
+    qm_log_cursor_t cur = {0};
+    qm_log_record_t rec;
+    CHECK_RC(qm_log_seek(lg, &cur, 0), 0);
+    uint64_t n = 0;
+    while (qm_log_read(lg, &cur, &rec, QM_NOWAIT) == 0) n++;
+    CHECK(n == off + 1);
+    qm_log_close(lg);
+}
+
 static void a_handle_that_left_keeps_its_held_records_but_is_no_member(void) {
     qm_log_t *w, *r;
     CHECK_RC(qm_log_open(logdir("leave"), QM_CREATE_ONLY, segcfg(), &w), 0);
@@ -958,6 +998,7 @@ int main(void) {
     RUN(retention_by_age_keeps_recent_segments);
     RUN(readers_unmap_deleted_and_old_segments_unless_held);
     RUN(a_handle_that_left_keeps_its_held_records_but_is_no_member);
+    RUN(segments_are_allocated_in_doubling_steps_ahead_of_the_writers);
     RUN(a_reader_keeps_only_its_recently_used_segments_mapped);
     RUN(seek_by_time_finds_the_first_record_at_or_after);
     RUN(fsync_mode_group_commits_concurrent_appends);
