@@ -1,7 +1,8 @@
-"""The docs run as printed: every ```python block of README.md, every program in
-examples/ and every docstring example (doctest) of the package, each in a fresh
-process, from a folder outside the checkout, with its own empty PYQMEM_DIR -- and each
-leaves that folder as empty as it found it (examples clean up after themselves)."""
+"""The docs run as printed: every ```python block of README.md and of the user guide
+(docs/guide/*.md), every program in examples/ and every docstring example (doctest)
+of the package, each in a fresh process, from a folder outside the checkout, with its
+own empty PYQMEM_DIR -- and each leaves that folder as empty as it found it (examples
+clean up after themselves)."""
 from __future__ import annotations
 
 import os
@@ -15,10 +16,31 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FENCE = re.compile(r"^```python\n(.*?)^```", re.M | re.S)
 
 
-def _readme_blocks():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+GUIDE = os.path.join(ROOT, "docs", "guide")
+
+
+def _python_blocks(path):
+    """The ```python blocks of the Markdown file `path`, in order."""
+    with open(path, encoding="utf-8") as f:
         text = f.read()
     return [m.group(1) for m in FENCE.finditer(text)]
+
+
+def _readme_blocks():
+    return _python_blocks(os.path.join(ROOT, "README.md"))
+
+
+def _guide_pages():
+    return sorted(f for f in os.listdir(GUIDE) if f.endswith(".md"))
+
+
+def _guide_blocks():
+    """(page, index) of every ```python block of the guide, with ids "page.md-index"."""
+    return [
+        pytest.param(page, index, id=f"{page}-{index}")
+        for page in _guide_pages()
+        for index in range(len(_python_blocks(os.path.join(GUIDE, page))))
+    ]
 
 
 def _examples():
@@ -41,18 +63,32 @@ def _run(tmp_path, args, timeout=120):
     return run.stdout, sorted(os.listdir(objects))
 
 
-def test_the_readme_has_python_blocks_to_run():
+def _run_block(tmp_path, source):
+    """Run one ```python block as a script, as _run runs a program."""
+    script = tmp_path / "block.py"
+    script.write_text(source, encoding="utf-8")
+    out, left = _run(tmp_path, [sys.executable, str(script)])
+    assert out.strip(), "the block printed nothing"
+    assert left == []
+
+
+def test_the_readme_and_the_guide_have_python_blocks_to_run():
     assert len(_readme_blocks()) >= 2
     assert len(_examples()) >= 4
+    assert len(_guide_pages()) >= 7 and len(_guide_blocks()) >= 10
 
 
 @pytest.mark.parametrize("index", range(len(_readme_blocks())))
 def test_a_readme_code_block_runs_as_printed_and_cleans_up(tmp_path, index):
-    script = tmp_path / "block.py"
-    script.write_text(_readme_blocks()[index], encoding="utf-8")
-    out, left = _run(tmp_path, [sys.executable, str(script)])
-    assert out.strip(), "the block printed nothing"
-    assert left == []
+    _run_block(tmp_path, _readme_blocks()[index])
+
+
+@pytest.mark.parametrize("page, index", _guide_blocks())
+def test_a_guide_code_block_runs_as_printed_and_cleans_up(tmp_path, page, index):
+    block = _python_blocks(os.path.join(GUIDE, page))[index]
+    if "import numpy" in block:
+        pytest.importorskip("numpy")
+    _run_block(tmp_path, block)
 
 
 @pytest.mark.parametrize("name", _examples())
