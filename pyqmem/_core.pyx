@@ -1,4 +1,4 @@
-# cython: language_level=3, embedsignature=True
+# cython: language_level=3, embedsignature=True, embedsignature.format=python
 """Adapter between pyqmem's Python layer and the C core (csrc/include/qmem.h).
 
 It owns C handles (``Ring``: a shared ring; ``Log``: one partition log, read

@@ -5,7 +5,7 @@ are both used."""
 
 from __future__ import annotations
 
-import functools
+import types
 from typing import Any, Callable, Optional
 
 __all__ = ["dualmethod"]
@@ -25,7 +25,9 @@ class dualmethod:
         return self
 
     def __get__(self, obj: Any, owner: Optional[type] = None) -> Callable[..., Any]:
+        """A bound method (so help() and inspect show the form's own
+        signature and docstring): of the class, or of the instance."""
         if obj is None:
             assert self._on_class is not None
-            return functools.partial(self._on_class, owner)
-        return functools.partial(self._on_instance, obj)
+            return types.MethodType(self._on_class, owner)
+        return types.MethodType(self._on_instance, obj)

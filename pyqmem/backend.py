@@ -5,7 +5,7 @@ letters, redrive, ``run``) is written against the protocols below and never
 against a particular storage.  One backend ships: shared memory and
 memory-mapped segment files on this host (:class:`pyqmem.shm.SharedMemory`,
 the default).  ``Topic(name, backend=...)`` selects another; that argument
-and :func:`resolve` are the only places a backend is chosen.
+and ``pyqmem.topic.resolve_backend`` are the only places a backend is chosen.
 
 What the layers above own, so a backend never sees it: argument checks,
 serialization, partition choice (explicit, murmur2 of the key, or round

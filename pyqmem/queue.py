@@ -242,7 +242,7 @@ class Queue:
         self._raw = isinstance(serializer_obj, RawSerializer)
         self._serializer_spec = serializer
         self._name = name
-        self._label = repr(name) if name is not None else "(anonymous)"
+        self._label = ring.label  # "queue 'jobs'" or "the anonymous queue", for messages
         self._lock = threading.Lock()
         self._closed = False
         self._origin = ring
@@ -261,7 +261,7 @@ class Queue:
             return local["ring"]
         with self._lock:
             if self._closed:
-                raise Closed(f"queue {self._label} is closed")
+                raise Closed(f"{self._label} is closed")
             ring = self._origin.dup()
             self._others.add(ring)
         self._local.ring = ring
@@ -496,7 +496,7 @@ class Queue:
 
     def __reduce__(self) -> Tuple[Callable[..., "Queue"], Tuple[Any, ...]]:
         if self._closed:
-            raise Closed(f"queue {self._label} is closed")
+            raise Closed(f"{self._label} is closed")
         if self._name is None:
             # the descriptor travels with the pickle: inherited by a child being
             # spawned, else sent over a Unix socket by multiprocessing's
@@ -507,4 +507,5 @@ class Queue:
 
     def __repr__(self) -> str:
         state = " closed" if self._closed else ""
-        return f"<pyqmem.Queue {self._label} capacity={self._capacity}{state}>"
+        name = "anonymous" if self._name is None else repr(self._name)
+        return f"<pyqmem.Queue {name} capacity={self._capacity}{state}>"

@@ -1,7 +1,7 @@
 """When a failed record is tried again: exponential backoff with jitter.
 
 A consumer group uses a :class:`RetryPolicy` for ``msg.nack()`` without a
-delay and for ``Consumer.run`` when the handler raises.  The delay before
+delay and for ``GroupConsumer.run`` when the handler raises.  The delay before
 the next delivery of a record that has been delivered ``n`` times is::
 
     base  = min(maximum, initial * multiplier ** (n - 1))

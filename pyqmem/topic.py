@@ -125,7 +125,7 @@ class Topic:
     """A partitioned, persistent log of messages, readable by any number of
     independent subscribers.
 
-    ``Topic(name, *, partitions=1, dir=None, segment_bytes=64 * 2**20,
+    ``Topic(name, *, partitions=None, dir=None, segment_bytes=64 * 2**20,
     retention_bytes=None, retention_seconds=None, durability="os",
     serializer=None, create=None, backend=None)``
 
@@ -593,6 +593,13 @@ class Topic:
         backend: Optional[Backend] = None,
         force: bool = False,
     ) -> None:
+        """Delete the topic `name` (in `dir` or `backend`, as for Topic)
+        without opening it; ``t.delete(*, force=False)`` on an open Topic
+        closes it and does the same.  Every partition, record and consumer
+        group goes; its dead-letter topic stays.  InUse while any handle has
+        it open, in any process (this one's included), unless `force`;
+        NotFound if there is none.  Interrupted, the topic is either whole
+        or gone."""
         check_name(name, "topic name")
         if not isinstance(force, bool):
             raise TypeError(f"force must be True or False, not {type(force).__name__}")

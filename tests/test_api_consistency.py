@@ -205,3 +205,32 @@ def test_the_mount_of_a_path_is_found_with_escaped_and_non_ascii_mount_points():
     assert mount_type(info, "/mnt/café/t") == "ramfs"
     assert mount_type(info, "/home/u") == "ext4"
     assert mount_type("", "/x") is None
+
+
+# ----- one wording per error ------------------------------------------------------------------
+def test_queues_and_topics_word_the_same_errors_the_same_way(make_queue, qname, make_topic):
+    named, anonymous = make_queue(maxsize=1), pyqmem.Queue(maxsize=1)
+    t = make_topic()
+    c = t.consumer()
+    try:
+        for q, label in ((named, f"queue {qname!r}"), (anonymous, "the anonymous queue")):
+            for get in (lambda: q.get(timeout=0.01), q.get_nowait):
+                with pytest.raises(pyqmem.Empty, match=f"^no message on {label}$"):
+                    get()
+            q.put(1)
+            for put in (lambda: q.put(2, timeout=0.01), lambda: q.put_nowait(2),
+                        lambda: q.put_many([2], timeout=0.01)):
+                with pytest.raises(pyqmem.Full, match=f"^{label} is full$"):
+                    put()
+        for get in (lambda: c.get(timeout=0.01), c.get_nowait):
+            with pytest.raises(pyqmem.Empty, match=f"^no message on topic {t.name!r}$"):
+                get()
+        anonymous.close()
+        c.close()
+        with pytest.raises(pyqmem.Closed, match="^the anonymous queue is closed$"):
+            anonymous.get()
+        with pytest.raises(pyqmem.Closed, match=f"^consumer of topic {t.name!r} is closed$"):
+            c.get()
+    finally:
+        anonymous.close()
+        c.close()

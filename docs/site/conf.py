@@ -13,13 +13,9 @@ the repository (the design notes, examples/, the README) become links to the
 repository, since those files are not part of the site.
 """
 
-import functools
 import importlib
-import inspect
 import os
 import re
-
-from sphinx.util.docstrings import prepare_docstring
 
 import pyqmem
 
@@ -126,17 +122,14 @@ _SELF = re.compile(r"^\(self(, |\))")
 
 def _signature(app, what, name, obj, options, signature, return_annotation):
     """autodoc-process-signature: no constructor signature where users do not
-    construct (the classes above, the backend protocols); a dualmethod's instance
-    form; the compiled classes' signatures without C types and without ``self``."""
+    construct (the classes above, the backend protocols); the compiled classes'
+    signatures without C types and without ``self``."""
+    if not signature:
+        return None  # nothing to change (and Sphinx 9 cannot replace a missing one)
     if what in ("class", "exception") and (
         name in _MADE_BY_PYQMEM or getattr(obj, "_is_protocol", False)
     ):
         return "", None
-    dual = _dualmethod(name, obj)
-    if dual is not None:  # t.delete(*, force=False); its docstring gives the class form
-        sig = inspect.signature(dual._on_instance)
-        sig = sig.replace(parameters=list(sig.parameters.values())[1:])
-        return str(sig.replace(return_annotation=inspect.Signature.empty)), return_annotation
     if signature and _core_object(obj):
         signature = _SELF.sub(lambda m: "(" if m.group(1) == ", " else "()", signature)
         signature = _C_TYPE.sub("", signature)
@@ -170,42 +163,8 @@ def _full_base_names(app, name, obj, options, bases):
         bases[i] = f":py:class:`{module}.{base.__qualname__}`"
 
 
-def _dualmethod(name, obj):
-    """The pyqmem._dual.dualmethod behind `obj`, documented as `name`, or None.
-
-    A dualmethod (``t.delete()`` and ``Topic.delete(name)``) looked up on its class
-    is its class form, a functools.partial bound to the class, with neither the
-    docstring nor the signature of the instance form."""
-    from pyqmem._dual import dualmethod
-
-    if not isinstance(obj, functools.partial) or not obj.args:
-        return None
-    owner, attr = obj.args[0], name.rpartition(".")[2]
-    for klass in getattr(owner, "__mro__", ()) if isinstance(owner, type) else ():
-        if isinstance(klass.__dict__.get(attr), dualmethod):
-            return klass.__dict__[attr]
-    return None
-
-
-def _include_dualmethods(app, what, name, obj, skip, options):
-    """autodoc-skip-member: document a public dualmethod (``Topic.delete``; its
-    class form has no docstring of its own, so autodoc would leave it out)."""
-    if not name.startswith("_") and _dualmethod(name, obj) is not None:
-        return False
-    return None
-
-
-def _dualmethod_docstring(app, what, name, obj, options, lines):
-    """autodoc-process-docstring: a dualmethod's docstring (its instance form's)."""
-    dual = _dualmethod(name, obj)
-    if dual is not None and dual.__doc__:
-        lines[:] = prepare_docstring(dual.__doc__)
-
-
 def setup(app):
     app.connect("include-read", _guide_page_read)
     app.connect("builder-inited", _check_every_guide_page_is_in_the_site)
     app.connect("autodoc-process-signature", _signature)
     app.connect("autodoc-process-bases", _full_base_names)
-    app.connect("autodoc-skip-member", _include_dualmethods)
-    app.connect("autodoc-process-docstring", _dualmethod_docstring)

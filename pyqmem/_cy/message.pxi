@@ -97,7 +97,9 @@ cdef class Message:
     ``key`` (bytes or None), ``headers`` (dict str -> bytes),
     ``correlation_id`` (str or None), ``partition``, ``offset``,
     ``timestamp`` (float seconds since the epoch, UTC), ``id``
-    (``f"{partition}-{offset}"``), ``delivery_count``; ``ack()``, ``nack()``.
+    (``f"{partition}-{offset}"``), ``delivery_count``, ``key_str`` (the key
+    decoded from UTF-8); ``ack()``, ``nack(delay=None, error=None)``,
+    ``extend(seconds)`` (group members; no-ops for an independent subscriber).
     Key, headers, data and value are made from the mapping only when first
     used: the message keeps its log's mapping alive."""
 

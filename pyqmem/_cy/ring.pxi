@@ -63,6 +63,16 @@ cdef object _copy_out(qm_ring_t *r, qm_record_t *rec, bint frame, object name):
     return out
 
 
+cdef object _ring_error(Ring ring, int status, bint putting):
+    """The exception for `status` of a call on `ring`: a put or get that
+    could not finish in time says so in the words Topic uses too."""
+    if status == QM_EAGAIN or status == QM_ETIMEDOUT:
+        if putting:
+            return Full(f"{ring.label} is full")
+        return Empty(f"no message on {ring.label}")
+    return _error(status, ring.name, putting)
+
+
 cdef class Ring:
     """One C handle (``qm_ring_t``) on a shared ring.
 
@@ -76,6 +86,7 @@ cdef class Ring:
     cdef bint _closed
     cdef list _stash        # taken by a get a signal handler then ended: returned next
     cdef readonly str name
+    cdef readonly str label   # for messages: "queue 'jobs'" or "the anonymous queue"
     cdef object __weakref__
 
     def __init__(self):
@@ -103,6 +114,7 @@ cdef class Ring:
             raise _error(status, name, False)
         ring._ring = handle
         ring.name = name
+        ring.label = f"queue {name!r}"
         return ring
 
     @staticmethod
@@ -118,6 +130,7 @@ cdef class Ring:
             raise _error(status, "(anonymous queue)", False)
         ring._ring = handle
         ring.name = "(anonymous queue)"   # for messages
+        ring.label = "the anonymous queue"
         return ring
 
     @staticmethod
@@ -133,6 +146,7 @@ cdef class Ring:
             raise _error(status, "(anonymous queue)", False)
         ring._ring = handle
         ring.name = "(anonymous queue)"   # for messages
+        ring.label = "the anonymous queue"
         return ring
 
     def fd(self):
@@ -146,7 +160,7 @@ cdef class Ring:
 
     cdef qm_ring_t *_handle(self) except NULL:
         if self._closed:
-            raise Closed(f"queue {self.name!r} is closed")
+            raise Closed(f"{self.label} is closed")
         return self._ring
 
     cdef qm_ring_t *_enter(self) except NULL:
@@ -181,9 +195,10 @@ cdef class Ring:
         finally:
             self._leave()
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
         other._ring = handle
         other.name = self.name
+        other.label = self.label
         return other
 
     def put(self, pieces, int64_t deadline_ns):
@@ -210,7 +225,7 @@ cdef class Ring:
             _release(&g)
             self._leave()
         if status < 0:
-            raise _error(status, self.name, True)
+            raise _ring_error(self, status, True)
 
     cdef int _put(self, qm_ring_t *r, qm_iovec_t *iov, int n, int64_t deadline_ns) except? -1:
         """qm_ring_put: a small record is tried once with the GIL held (most
@@ -236,7 +251,7 @@ cdef class Ring:
         cdef int status = qm_ring_set_maxsize(self._enter(), maxsize)
         self._leave()
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
 
     def task_done(self, uint64_t n):
         """Count `n` tasks done (qm_ring_task_done)."""
@@ -245,7 +260,7 @@ cdef class Ring:
         if status == QM_EINVAL:
             raise ValueError("task_done() called more times than messages were got")
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
 
     def unfinished(self):
         """Messages put and not yet counted done (qm_ring_unfinished)."""
@@ -253,7 +268,7 @@ cdef class Ring:
         cdef int status = qm_ring_unfinished(self._enter(), &n)
         self._leave()
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
         return n
 
     def join(self, int64_t deadline_ns):
@@ -273,7 +288,7 @@ cdef class Ring:
             return True
         if status == QM_ETIMEDOUT:
             return False
-        raise _error(status, self.name, False)
+        raise _ring_error(self, status, False)
 
     def put_many(self, items, int64_t deadline_ns):
         """Put each bytes-like object of `items` as one record, in order, and
@@ -296,7 +311,7 @@ cdef class Ring:
             _release(&g)
             self._leave()
         if status < 0:
-            exc = _error(status, self.name, True)
+            exc = _ring_error(self, status, True)
             if isinstance(exc, Full):
                 exc.count = total
             raise exc
@@ -313,7 +328,7 @@ cdef class Ring:
                 if not _again(status, deadline_ns):
                     break
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
         return 0
 
     cdef int _keep(self, list items) except -1:
@@ -394,7 +409,7 @@ cdef class Ring:
         cdef uint64_t depth
         cdef int status = qm_ring_depth(self._handle(), &depth)
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
         return depth
 
     def stats(self):
@@ -402,7 +417,7 @@ cdef class Ring:
         cdef qm_ring_stats_t st
         cdef int status = qm_ring_stats(self._handle(), &st)
         if status < 0:
-            raise _error(status, self.name, False)
+            raise _ring_error(self, status, False)
         return st
 
     @property
