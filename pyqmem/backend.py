@@ -78,20 +78,37 @@ class GroupOptions(NamedTuple):
 
 @runtime_checkable
 class Message(Protocol):
-    """One delivered record.  ``ack``/``nack``/``extend`` are no-ops for an
-    independent subscriber and at-most-once; StaleAck when the lease moved on."""
+    """One delivered record (``pyqmem.Message``: what every consumer of every
+    backend returns).  ``data`` is the value's bytes (zero-copy in the
+    shared-memory backend, valid while the message is referenced),
+    ``value`` those bytes deserialized, ``key`` bytes (``key_str`` decoded
+    from UTF-8), ``timestamp`` float seconds since the epoch (UTC), ``id``
+    ``f"{partition}-{offset}"``, ``delivery_count`` from 1.
+    ``ack``/``nack``/``extend`` are no-ops for an independent subscriber and
+    at-most-once; StaleAck when the lease moved on."""
 
-    partition: int
-    offset: int
-    timestamp: float
-    id: str
-    key: Optional[bytes]
-    key_str: Optional[str]  # the key decoded from UTF-8
-    headers: Dict[str, bytes]
-    correlation_id: Optional[str]
-    data: memoryview
-    value: Any
-    delivery_count: int
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> float: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def key(self) -> Optional[bytes]: ...
+    @property
+    def key_str(self) -> Optional[str]: ...
+    @property
+    def headers(self) -> Dict[str, bytes]: ...
+    @property
+    def correlation_id(self) -> Optional[str]: ...
+    @property
+    def data(self) -> memoryview: ...
+    @property
+    def value(self) -> Any: ...
+    @property
+    def delivery_count(self) -> int: ...
 
     def ack(self) -> None: ...
     def nack(self, delay: Optional[float] = None, error: Any = None) -> None: ...

@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union, overload
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Type, Union, overload
 
 from . import headers as _headers
 from ._args import (
@@ -54,7 +54,7 @@ from ._args import (
 )
 from ._dual import dualmethod
 from ._native import _core
-from .backend import Backend, GroupOptions, TopicConfig
+from .backend import Backend, GroupOptions, Message, TopicConfig
 from .consumer import Consumer, check_consumer_args
 from .deadletter import DeadLetters, error_text
 from .errors import AlreadyExists, Closed
@@ -76,10 +76,9 @@ _DLQ_SEGMENT_BYTES = 64 * 2**20  # the default segment size
 # first use.
 RecordMetadata = _core.RecordMetadata
 
-# One record delivered to a consumer (pyqmem.backend.Message); the
-# shared-memory backend's is a C type whose key, headers, data and value are
-# made from the mapping on first use.
-Message = _core.Message
+# Message (imported from .backend above) is what consumers return, whatever
+# the backend; the shared-memory backend's is _core.Message, a C type whose
+# key, headers, data and value are made from the mapping on first use.
 
 
 class Record(NamedTuple):
@@ -119,6 +118,42 @@ def resolve_backend(
 def _attach(name: str, backend: Backend, serializer: Any) -> "Topic":
     """Unpickle a Topic token: attach to the existing topic."""
     return Topic(name, backend=backend, serializer=serializer, create=False)
+
+
+def _delete_topic(self: "Topic", *, force: bool = False) -> None:
+    """Delete this topic: every partition, record and consumer group (its
+    dead-letter topic stays).  Closes this object first.  InUse while any
+    other handle has it open, in any process, this one's other Topic
+    objects and consumers included (close them first; messages kept after
+    their consumer closed do not count), unless `force`.  Also
+    ``Topic.delete(name, dir=None, *, backend=None, force=False)`` without
+    opening it.  Interrupted, the topic is either whole or gone."""
+    self.close()
+    Topic.delete(self.name, backend=self.backend, force=force)
+
+
+def _delete_named(
+    cls: "Type[Topic]",
+    name: str,
+    dir: Union[str, "os.PathLike[str]", None] = None,
+    *,
+    backend: Optional[Backend] = None,
+    force: bool = False,
+) -> None:
+    """Delete the topic `name` (in `dir` or `backend`, as for Topic) without
+    opening it; ``t.delete(*, force=False)`` on an open Topic closes it and
+    does the same.  Every partition, record and consumer group goes; its
+    dead-letter topic stays.  InUse while any handle has it open, in any
+    process (this one's included), unless `force`; NotFound if there is
+    none.  Interrupted, the topic is either whole or gone."""
+    check_name(name, "topic name")
+    if not isinstance(force, bool):
+        raise TypeError(f"force must be True or False, not {type(force).__name__}")
+    resolve_backend(backend, dir).delete_topic(name, force=force)
+
+
+for _form in (_delete_topic, _delete_named):  # as help() and tracebacks name them
+    _form.__name__, _form.__qualname__ = "delete", "Topic.delete"
 
 
 class Topic:
@@ -571,39 +606,8 @@ class Topic:
         check_name(name, "topic name")
         return resolve_backend(backend, dir).topic_exists(name)
 
-    @dualmethod
-    def delete(self, *, force: bool = False) -> None:
-        """Delete this topic: every partition, record and consumer group
-        (its dead-letter topic stays).  Closes this object first.  InUse
-        while any other handle has it open, in any process, this one's
-        other Topic objects and consumers included (close them first;
-        messages kept after their consumer closed do not count), unless
-        `force`.  Also ``Topic.delete(name, dir=None, *, backend=None,
-        force=False)`` without opening it.  Interrupted, the topic is
-        either whole or gone."""
-        self.close()
-        Topic.delete(self._name, backend=self._store.backend, force=force)
-
-    @delete.on_class
-    def _delete_named(
-        cls,
-        name: str,
-        dir: Union[str, "os.PathLike[str]", None] = None,
-        *,
-        backend: Optional[Backend] = None,
-        force: bool = False,
-    ) -> None:
-        """Delete the topic `name` (in `dir` or `backend`, as for Topic)
-        without opening it; ``t.delete(*, force=False)`` on an open Topic
-        closes it and does the same.  Every partition, record and consumer
-        group goes; its dead-letter topic stays.  InUse while any handle has
-        it open, in any process (this one's included), unless `force`;
-        NotFound if there is none.  Interrupted, the topic is either whole
-        or gone."""
-        check_name(name, "topic name")
-        if not isinstance(force, bool):
-            raise TypeError(f"force must be True or False, not {type(force).__name__}")
-        resolve_backend(backend, dir).delete_topic(name, force=force)
+    # t.delete(*, force=False) and Topic.delete(name, dir=None, ...)
+    delete = dualmethod(_delete_topic).on_class(_delete_named)
 
     # ----- lifetime ---------------------------------------------------------
     def close(self) -> None:

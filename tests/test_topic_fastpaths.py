@@ -134,8 +134,9 @@ def test_message_fields_made_on_first_use_stay_valid_after_close(make_topic):
     assert bytes(m.data) == b"payload" and m.value == b"payload" and m.data is m.data
     assert (m.key, m.headers, m.correlation_id, m.id) == (b"k", {"h": b"1"}, "c", "0-0")
     assert (bare.key, bare.headers, bare.correlation_id) == (None, {}, None)
-    assert isinstance(m, pyqmem.Message) and m.delivery_count == 1
+    assert isinstance(m, pyqmem.Message) and m.delivery_count == 1  # the protocol
+    assert isinstance(m, _core.Message)
     with pytest.raises(TypeError):
-        pyqmem.Message()
+        _core.Message()
     with pytest.raises(pyqmem.Closed):
         c.get(timeout=0)
