@@ -59,7 +59,9 @@ def check_segment_bytes(value: Any) -> None:
 
 
 def check_retention_bytes(value: object) -> None:
-    if value is not None:
+    if value is not None and value != "auto":
+        if isinstance(value, str):
+            raise TypeError(f'retention_bytes must be "auto", None or an int, not {value!r}')
         check_int("retention_bytes", value, 1, 2**64 - 1)
 
 

@@ -39,6 +39,9 @@ cdef extern from "qmem.h" nogil:
     # ----- key hash
     uint32_t qm_murmur2(const void *data, size_t len)
 
+    # ----- file systems
+    int qm_path_in_ram(const char *path)
+
     # ----- names
     int qm_name_check(const char *name)
     int qm_ring_path(const char *name, char *buf, size_t buflen)

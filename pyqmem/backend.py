@@ -23,7 +23,7 @@ guarantees are the shared-memory backend's own.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Dict, List, NamedTuple, Optional, Protocol, Tuple, runtime_checkable
+from typing import Any, Dict, List, NamedTuple, Optional, Protocol, Tuple, Union, runtime_checkable
 
 __all__ = [
     "TopicConfig",
@@ -39,11 +39,13 @@ __all__ = [
 
 
 class TopicConfig(NamedTuple):
-    """A topic's configuration as stored (it wins over a later opener's)."""
+    """A topic's configuration as stored (it wins over a later opener's).
+    In the configuration a Topic asks for, ``retention_bytes`` may be
+    ``"auto"``: the backend stores its own default (``AUTO_RETENTION``)."""
 
     partitions: int
     segment_bytes: int
-    retention_bytes: Optional[int]
+    retention_bytes: Union[int, None, str]  # "auto" only when asked for
     retention_seconds: Optional[float]
     durability: str  # "os" or "fsync"
 

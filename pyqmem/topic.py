@@ -43,6 +43,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Type, Union, overload
 
+from typing_extensions import Literal
+
 from . import headers as _headers
 from ._args import (
     check_create,
@@ -161,7 +163,7 @@ class Topic:
     independent subscribers.
 
     ``Topic(name, *, partitions=None, dir=None, segment_bytes=64 * 2**20,
-    retention_bytes=None, retention_seconds=None, durability="os",
+    retention_bytes="auto", retention_seconds=None, durability="os",
     serializer=None, create=None, backend=None)``
 
     - `partitions`: partition count when creating (default 1); for an
@@ -173,6 +175,10 @@ class Topic:
       [64 KiB, 4 GiB]; a value up to ``segment_bytes // 2`` always fits.
     - `retention_bytes` / `retention_seconds`: drop whole old segments
       beyond this many bytes per partition / older than this; None = keep.
+      ``retention_bytes="auto"`` (the default): a topic in RAM (tmpfs, as
+      the default root in /dev/shm is) keeps at most 4 segments per
+      partition (256 MiB with the default segments); on a disk, everything.
+      The resolved value is stored (``t.retention_bytes``, ``t.stats()``).
     - `durability`: ``"os"`` (page cache; survives any process crash) or
       ``"fsync"`` (``send`` returns after fdatasync; concurrent senders share one).
     - `serializer`: None (bytes-like values; ``Message.value`` is bytes),
@@ -192,7 +198,7 @@ class Topic:
         partitions: Optional[int] = None,
         dir: Union[str, "os.PathLike[str]", None] = None,
         segment_bytes: int = 64 * 2**20,
-        retention_bytes: Optional[int] = None,
+        retention_bytes: Union[int, None, Literal["auto"]] = "auto",
         retention_seconds: Optional[float] = None,
         durability: str = "os",
         serializer: Any = None,
@@ -270,8 +276,10 @@ class Topic:
 
     @property
     def retention_bytes(self) -> Optional[int]:
-        """Per-partition bytes bound of retention, or None."""
-        return self._config.retention_bytes
+        """Per-partition bytes bound of retention, or None (as stored: a
+        topic created with "auto" has the value it resolved to)."""
+        bound = self._config.retention_bytes
+        return None if isinstance(bound, str) else bound  # stored configs hold no "auto"
 
     @property
     def retention_seconds(self) -> Optional[float]:
@@ -577,13 +585,16 @@ class Topic:
 
     # ----- state ------------------------------------------------------------
     def stats(self) -> Dict[str, Any]:
-        """``{"partitions": {k: {start_offset, end_offset, bytes, segments,
+        """``{"config": {partitions, segment_bytes, retention_bytes,
+        retention_seconds, durability}, "partitions": {k: {start_offset,
+        end_offset, bytes, segments,
         segments_rolled, abandoned, syncs, synced_appends}}, "groups":
         {name: {k: {committed, pending, lag, redelivered, dead_lettered,
         skipped}}}}`` (every consumer group of the topic)."""
         self._check_open()
         parts = {k: self._store.partition_stats(k) for k in range(self._config.partitions)}
-        return {"partitions": parts, "groups": self._store.group_stats()}
+        config = self._store.config._asdict()
+        return {"config": config, "partitions": parts, "groups": self._store.group_stats()}
 
     def retain(self) -> int:
         """Apply retention now (it also runs after every segment roll);

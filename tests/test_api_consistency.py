@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import tempfile
 import warnings
 
@@ -14,7 +15,7 @@ import pytest
 
 import pyqmem
 from helpers.paths import queue_path
-from pyqmem.shm.folders import filesystem_type
+from pyqmem.shm.folders import is_volatile
 
 
 # ----- consumers read like queues ---------------------------------------------------
@@ -146,7 +147,7 @@ def test_fsync_durability_in_ram_warns_where_the_topic_is_opened(make_topic, tna
 
 def test_fsync_durability_on_a_disk_does_not_warn(tname):
     base = os.environ.get("TMPDIR") or tempfile.gettempdir()
-    if filesystem_type(base) in (None, "tmpfs", "ramfs"):
+    if is_volatile(base):
         pytest.skip(f"{base} is not on a disk here")
     with tempfile.TemporaryDirectory(dir=base) as d:
         with warnings.catch_warnings():
@@ -189,22 +190,14 @@ def test_a_bad_record_in_a_batch_appends_nothing(make_topic):
     assert sum(p["end_offset"] for p in t.stats()["partitions"].values()) == 0
 
 
-def test_the_mount_of_a_path_is_found_with_escaped_and_non_ascii_mount_points():
-    from pyqmem.shm.folders import mount_type
+def test_a_folder_in_ram_is_told_from_one_on_a_disk(topic_dir):
+    from pyqmem.shm.folders import is_volatile
 
-    info = "\n".join([
-        "22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw",
-        "30 22 0:25 / /dev/shm rw - tmpfs tmpfs rw",
-        "31 22 0:26 / /mnt/my\\040disk rw - tmpfs tmpfs rw",
-        "32 22 0:27 / /mnt/café rw - ramfs none rw",
-        "garbage line",
-    ])
-    assert mount_type(info, "/dev/shm/pyqmem-0/t") == "tmpfs"
-    assert mount_type(info, "/dev/shmx") == "ext4"  # a prefix of a name is not inside
-    assert mount_type(info, "/mnt/my disk/x") == "tmpfs"
-    assert mount_type(info, "/mnt/café/t") == "ramfs"
-    assert mount_type(info, "/home/u") == "ext4"
-    assert mount_type("", "/x") is None
+    for path in (topic_dir, "/", tempfile.gettempdir()):
+        kind = subprocess.run(["stat", "-f", "-c", "%T", path], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        assert is_volatile(path) == (kind in ("tmpfs", "ramfs")), (path, kind)
+    assert is_volatile("/no/such/folder") is False  # cannot tell: not in RAM
 
 
 # ----- one wording per error ------------------------------------------------------------------

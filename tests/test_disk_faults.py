@@ -175,7 +175,7 @@ def test_topic_on_full_disk_raises_enospc_keeps_data_and_resumes_without_reopen(
             spare = os.path.join(fs, "spare")
             with open(spare, "wb") as f:
                 f.write(b"s" * 300 * 1024)
-            t = pyqmem.Topic("t", dir=fs, segment_bytes=128 * 1024)
+            t = pyqmem.Topic("t", dir=fs, segment_bytes=128 * 1024, retention_bytes=None)
             g = t.consumer(group="early", visibility_timeout=60)
             acked = []
             while True:
@@ -329,7 +329,7 @@ def _check_reopen(folder, rep, read_only):
     except pyqmem.NotFound:
         assert not acked
         # a creator that failed left no topic; creating one now works
-        t = pyqmem.Topic("t", dir=str(folder), segment_bytes=disk_scripts.SEGMENT)
+        t = pyqmem.Topic("t", dir=str(folder), segment_bytes=disk_scripts.SEGMENT, retention_bytes=None)
     try:
         c = t.consumer(start="earliest")
         seen = {}

@@ -101,7 +101,7 @@ def test_blocked_get_raises_corrupt_when_another_process_truncates(qname):
 
 def test_topic_segment_truncated_raises_corrupt_on_send_and_read(tmp_path):
     assert_alive(run_child(f"""
-        t = pyqmem.Topic("events", partitions=1, dir={str(tmp_path)!r}, segment_bytes=65536)
+        t = pyqmem.Topic("events", partitions=1, dir={str(tmp_path)!r}, segment_bytes=65536, retention_bytes=None)
         for i in range(10):
             t.send(b"v" * 600)
         c = t.consumer(start="earliest")
@@ -118,7 +118,7 @@ def test_topic_segment_truncated_raises_corrupt_on_send_and_read(tmp_path):
 
 def test_topic_control_file_truncated_raises_corrupt_on_send(tmp_path):
     assert_alive(run_child(f"""
-        t = pyqmem.Topic("events", partitions=1, dir={str(tmp_path)!r}, segment_bytes=65536)
+        t = pyqmem.Topic("events", partitions=1, dir={str(tmp_path)!r}, segment_bytes=65536, retention_bytes=None)
         t.send(b"before")
         os.truncate(os.path.join(t.path, "p0", "control"), 0)
         exc = expect_corrupt(lambda: t.send(b"after"))
@@ -132,13 +132,13 @@ def test_reopening_a_topic_whose_active_segment_was_cut_is_corrupt_and_recreates
         tmp_path, size):
     import pyqmem
 
-    with pyqmem.Topic("events", partitions=1, dir=str(tmp_path), segment_bytes=65536) as t:
+    with pyqmem.Topic("events", partitions=1, dir=str(tmp_path), segment_bytes=65536, retention_bytes=None) as t:
         for i in range(10):
             t.send(b"v%d" % i)
         seg = os.path.join(t.path, "p0", "00000000000000000000.log")
     os.truncate(seg, size)
     with pytest.raises(pyqmem.CorruptError, match="segment 0 "):
-        pyqmem.Topic("events", dir=str(tmp_path))
+        pyqmem.Topic("events", dir=str(tmp_path), retention_bytes=None)
     # not taken for an unfinished roll: the damaged file is left as it was
     assert os.path.getsize(seg) == size
 

@@ -23,7 +23,7 @@ CHILD = textwrap.dedent("""
     import os, sys, pyqmem
     folder, n = sys.argv[1], int(sys.argv[2])
     with pyqmem.Topic("durable", partitions=1, dir=folder, segment_bytes=65536,
-                      durability="fsync") as t:
+                      durability="fsync", retention_bytes=None) as t:
         for i in range(n):
             md = t.send(b"r" * 3000)
             os.write(1, b"ACK %d\\n" % md.offset)

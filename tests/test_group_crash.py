@@ -109,7 +109,7 @@ def test_leases_of_a_sigkilled_member_are_redelivered_to_another_member_within_1
 ):
     ctx = gw.group_ctx()
     parts, per, held_n = 2, 10, 4
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True, retention_bytes=None))
     for seq in range(parts * per):
         t.send(msgs.encode(1, seq, 30), partition=seq % parts)
     kw = {"visibility_timeout": 30.0}
@@ -152,7 +152,7 @@ def test_leases_of_a_sigkilled_member_come_back_within_1s_even_while_a_child_it_
     # A worker that fork()ed a helper process (multiprocessing "fork", os.fork) and then
     # died is dead: the helper never joined the group and must not keep its leases.
     ctx = gw.group_ctx()
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     for seq in range(3):
         t.send(msgs.encode(1, seq, 30), partition=0)
     kw = {"visibility_timeout": 30.0}
@@ -194,7 +194,7 @@ def test_sigstopped_member_loses_its_lease_at_the_visibility_timeout_and_its_lat
 ):
     ctx = gw.group_ctx()
     vt = 0.5
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     for seq in range(3):
         t.send(msgs.encode(1, seq, 30), partition=0)
     kw = {"visibility_timeout": vt}
@@ -250,7 +250,7 @@ def test_record_whose_handler_always_dies_is_dead_lettered_after_max_deliveries_
 ):
     ctx = gw.group_ctx()
     max_deliveries = 3
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True, retention_bytes=None))
     for seq in range(8):
         t.send(msgs.encode(1, seq, 30), partition=0)
     t.send(msgs.encode(2, 0, 30), partition=1)
@@ -342,7 +342,7 @@ def test_record_still_being_written_by_a_stalled_writer_is_neither_counted_as_de
     ctx = gw.group_ctx()
     rng = random.Random(SEED + 7)
     size, n, max_deliveries = 8 << 20, 40, 2
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, segment_bytes=1 << 28, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, segment_bytes=1 << 28, create=True, retention_bytes=None))
     c = tracked(t.consumer(group="g", visibility_timeout=30.0, max_deliveries=max_deliveries, check_crcs=False))
     rep = gw.Reports()
     got = []
@@ -427,7 +427,7 @@ def test_failing_records_reach_the_dead_letter_topic_at_least_once_while_members
     rng = random.Random(SEED + 5)
     info = f"(PYQMEM_GROUP_SEED={SEED})"
     max_deliveries = 2
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True, retention_bytes=None))
     where = {}
     for seq in range(480):
         prod = 9 if seq % 2 == 0 else 1
@@ -501,7 +501,7 @@ def test_failing_records_reach_the_dead_letter_topic_at_least_once_while_members
 def test_at_most_once_record_of_a_killed_member_is_never_redelivered(topic_dir, tname, tracked, reaper):
     ctx = gw.group_ctx()
     parts, total, held_n = 2, 40, 3
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True, retention_bytes=None))
     sent = {}
     for seq in range(total):
         md = t.send(msgs.encode(1, seq, 30), partition=seq % parts)
@@ -590,7 +590,7 @@ def test_ordered_partitions_keep_order_and_one_live_owner_across_member_kills(
     rng = random.Random(SEED)
     info = f"(PYQMEM_GROUP_SEED={SEED})"
     parts, per = 3, 60
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True, retention_bytes=None))
     for seq in range(parts * per):
         t.send(msgs.encode(1, seq, 30), partition=seq % parts)
     kw = {"visibility_timeout": 30.0, "ordered": True}
@@ -646,7 +646,7 @@ def test_group_whose_creator_was_killed_midway_opens_and_works(topic_dir, tname,
     rng = random.Random(SEED + 3)
     info = f"(PYQMEM_GROUP_SEED={SEED})"
     parts = 64                            # a bigger group file: kills land inside its creation
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, segment_bytes=65536, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=parts, segment_bytes=65536, create=True, retention_bytes=None))
     t.send(msgs.encode(1, 0, 10), partition=0)
     outcomes = defaultdict(int)
     for i in range(25):
@@ -687,7 +687,7 @@ def test_group_stats_count_committed_pending_lag_redelivered_and_dead_lettered(
     topic_dir, tname, tracked, reaper
 ):
     ctx = gw.group_ctx()
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True, retention_bytes=None))
     n0, n1 = 20, 3
     for seq in range(n0):
         t.send(msgs.encode(1, seq, 20), partition=0)

@@ -116,7 +116,7 @@ def test_nacked_records_are_not_redelivered_to_another_member_before_their_delay
     topic_dir, tname, tracked, reaper
 ):
     ctx = gw.group_ctx()
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, create=True, retention_bytes=None))
     t.send(msgs.encode(1, 0, 10), partition=0)
     t.send(msgs.encode(1, 1, 10), partition=1)
     c = tracked(t.consumer(group="g", visibility_timeout=30))
@@ -154,7 +154,7 @@ def test_run_backs_off_per_retry_policy_then_dead_letters_with_the_last_error(
     topic_dir, tname, tracked, reaper
 ):
     ctx = gw.group_ctx()
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     bad = msgs.encode(5, 0, 40)
     t.send(msgs.encode(1, 0, 10), partition=0)
     md_bad = t.send(bad, partition=0, key=b"bad-key", headers={"user": b"h1"})
@@ -220,7 +220,7 @@ def test_run_backs_off_per_retry_policy_then_dead_letters_with_the_last_error(
 def test_group_resumes_at_committed_after_every_member_process_exited(topic_dir, tname, tracked, reaper):
     ctx = gw.group_ctx()
     parts, per = 2, 20
-    t = pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True)
+    t = pyqmem.Topic(tname, dir=topic_dir, partitions=parts, create=True, retention_bytes=None)
     for seq in range(parts * per):
         t.send(msgs.encode(1, seq, 20), partition=seq % parts)
     t.close()                            # the parent holds nothing of the topic from here on
@@ -268,7 +268,7 @@ def test_new_group_at_latest_skips_old_records_and_an_existing_group_ignores_sta
     topic_dir, tname, tracked, reaper
 ):
     ctx = gw.group_ctx()
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=3, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=3, create=True, retention_bytes=None))
     for seq in range(30):
         t.send(msgs.encode(1, seq, 20))
     late = tracked(t.consumer(group="late", start="latest"))

@@ -101,7 +101,7 @@ def test_queue_of_a_newer_minor_version_still_opens(qname):
 
 
 def _topic_files(tmp_path):
-    with pyqmem.Topic("events", partitions=1, dir=str(tmp_path), segment_bytes=65536) as t:
+    with pyqmem.Topic("events", partitions=1, dir=str(tmp_path), segment_bytes=65536, retention_bytes=None) as t:
         for i in range(5):
             t.send(b"v%d" % i)
         c = t.consumer(group="workers", start="earliest")
@@ -116,7 +116,7 @@ def _topic_files(tmp_path):
 
 
 def _open_and_read(tmp_path):
-    with pyqmem.Topic("events", dir=str(tmp_path)) as t:
+    with pyqmem.Topic("events", dir=str(tmp_path), retention_bytes=None) as t:
         c = t.consumer(start="earliest")
         try:
             return [c.get(timeout=1).value for _ in range(5)]
@@ -125,7 +125,7 @@ def _open_and_read(tmp_path):
 
 
 def _open_group(tmp_path):
-    with pyqmem.Topic("events", dir=str(tmp_path)) as t:
+    with pyqmem.Topic("events", dir=str(tmp_path), retention_bytes=None) as t:
         c = t.consumer(group="workers", start="earliest")
         try:
             return c.get(timeout=1).value

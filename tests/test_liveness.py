@@ -269,7 +269,7 @@ def test_producer_killed_inside_its_reservation_is_skipped_even_when_its_pid_is_
 def test_leases_of_a_killed_member_come_back_even_when_its_pid_is_reused(topic_dir, tname, tracked):
     figures = []
     for trial in range(trials(PID_TRIALS)):
-        t = tracked(pyqmem.Topic(f"{tname}-{trial}", dir=topic_dir, partitions=1, create=True))
+        t = tracked(pyqmem.Topic(f"{tname}-{trial}", dir=topic_dir, partitions=1, create=True, retention_bytes=None))
         group = "g"
         t.send_many([b"r%d" % i for i in range(3)])
         c = tracked(t.consumer(group=group, visibility_timeout=60))   # created here, idle
@@ -367,7 +367,7 @@ def test_creation_killed_at_a_random_moment_never_leaves_an_object_that_attacher
         if kind == "queue":
             os.unlink(queue_path(probe))
     if kind == "group":                       # the topic exists; groups are what gets created
-        with pyqmem.Topic(name, dir=topic_dir) as t:
+        with pyqmem.Topic(name, dir=topic_dir, retention_bytes=None) as t:
             for i in range(5):
                 t.send(b"r%d" % i, partition=0)
     outcomes: dict = {}
@@ -461,7 +461,7 @@ def test_blocking_put_and_get_on_a_one_message_queue_never_lose_a_wakeup(qname, 
 
 @pytest.mark.timeout(120)
 def test_topic_consumer_blocked_in_get_never_loses_a_wakeup(qname, make_queue, topic_dir, tname, tracked):
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     reply = make_queue(maxsize=1, capacity=4096)
     rep = lw.Reports()
     pid = lw.fork_child(lw.pingpong_reader, topic_dir, tname, qname, HANDOFFS, WAIT_TIMEOUT, rep.writer())
@@ -511,7 +511,7 @@ def test_sigint_at_random_moments_of_blocking_calls_interrupts_them_and_leaks_no
     qget_name, qput_name = names.new("g"), names.new("p")
     qg = tracked(pyqmem.Queue(qget_name, capacity=1 << 16, create=True))
     qp = tracked(pyqmem.Queue(qput_name, capacity=1 << 16, maxsize=2, create=True))
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     group = "g"
     t.consumer(group=group, start="earliest").close()
     rep = lw.Reports()
@@ -657,7 +657,7 @@ def test_members_in_other_pid_namespaces_with_the_same_pid_keep_or_lose_leases_b
     probe = subprocess.run([unshare, "--pid", "--fork", "true"], capture_output=True)
     if probe.returncode != 0:
         pytest.skip(f"unshare --pid is not permitted here: {probe.stderr.decode().strip()}")
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     for i in range(4):
         t.send(b"r%d" % i, partition=0)
     c = tracked(t.consumer(group="g", visibility_timeout=60))

@@ -85,7 +85,7 @@ def raw_log(tmp_path_factory):
     """A one-partition topic, its Log (to append header bytes unchecked) and a
     subscriber reading them back through the C decoder."""
     folder = tmp_path_factory.mktemp("parsing")
-    t = pyqmem.Topic("parse", partitions=1, dir=str(folder), segment_bytes=1 << 20)
+    t = pyqmem.Topic("parse", partitions=1, dir=str(folder), segment_bytes=1 << 20, retention_bytes=None)
     c = t.consumer(start="latest")
     yield t._store._log(0), c
     c.close()
@@ -181,7 +181,7 @@ BAD_BLOCK = b"\x01\x00\x00\x000\x00\x00\x00\x00"   # one header whose value runs
 
 
 def test_a_record_with_a_malformed_header_block_is_delivered_and_its_headers_raise(tmp_path):
-    with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path)) as t:
+    with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path), retention_bytes=None) as t:
         with t.consumer(start="earliest") as c:
             t._store._log(0).append(None, BAD_BLOCK, b"value", 0)
             t.send(b"next", headers={"h": b"1"})
@@ -199,7 +199,7 @@ def test_a_record_with_a_malformed_header_block_is_delivered_and_its_headers_rai
 def test_a_group_dead_letters_a_record_with_a_malformed_header_block_without_them(tmp_path):
     from pyqmem import RetryPolicy
 
-    with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path)) as t:
+    with pyqmem.Topic("bad", partitions=1, dir=str(tmp_path), retention_bytes=None) as t:
         t._store._log(0).append(b"k", BAD_BLOCK, b"value", 0)
         with t.consumer(group="g", max_deliveries=1,
                         retry=RetryPolicy(initial=0.0, maximum=0.0, jitter=0)) as c:
@@ -225,7 +225,7 @@ def test_unknown_reserved_headers_are_skipped_by_both_decoders(tmp_path):
                     struct.pack("<H", 4), b"user", struct.pack("<I", 2), b"ok",
                     struct.pack("<H", 17), b"qm.correlation_id", struct.pack("<I", 2), b"id"])
     assert headers.decode(raw) == ({"user": b"ok"}, "id")
-    with pyqmem.Topic("res", partitions=1, dir=str(tmp_path)) as t:
+    with pyqmem.Topic("res", partitions=1, dir=str(tmp_path), retention_bytes=None) as t:
         with t.consumer(start="earliest") as c:
             t._store._log(0).append(None, raw, b"v", 0)
             m = c.get(timeout=5)

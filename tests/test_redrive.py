@@ -88,8 +88,8 @@ def test_a_second_redrive_moves_nothing_and_max_records_stops_early(make_topic, 
 
 
 def test_a_shared_dead_letter_topic_gives_each_source_only_its_records(topic_dir, tracked):
-    a = tracked(pyqmem.Topic("src-a", dir=topic_dir, create=True))
-    b = tracked(pyqmem.Topic("src-b", dir=topic_dir, create=True))
+    a = tracked(pyqmem.Topic("src-a", dir=topic_dir, create=True, retention_bytes=None))
+    b = tracked(pyqmem.Topic("src-b", dir=topic_dir, create=True, retention_bytes=None))
     a.send(b"from-a")
     b.send(b"from-b")
     for t in (a, b):

@@ -143,9 +143,9 @@ def test_raw_put_many_copies_a_non_contiguous_array_like_put_does(make_queue):
 
 
 _EXTREME_ARGUMENTS = {
-    "Topic(segment_bytes)": lambda t, c, g, q, v: pyqmem.Topic("other", segment_bytes=v),
-    "Topic(partitions)": lambda t, c, g, q, v: pyqmem.Topic("other", partitions=v),
-    "Topic(retention_seconds)": lambda t, c, g, q, v: pyqmem.Topic("other", retention_seconds=v),
+    "Topic(segment_bytes)": lambda t, c, g, q, v: pyqmem.Topic("other", segment_bytes=v, retention_bytes=None),
+    "Topic(partitions)": lambda t, c, g, q, v: pyqmem.Topic("other", partitions=v, retention_bytes=None),
+    "Topic(retention_seconds)": lambda t, c, g, q, v: pyqmem.Topic("other", retention_seconds=v, retention_bytes=None),
     "send(partition)": lambda t, c, g, q, v: t.send(b"x", partition=v),
     "consumer.get_many": lambda t, c, g, q, v: c.get_many(v, timeout=0),
     "group.get_many": lambda t, c, g, q, v: g.get_many(v, timeout=0),
@@ -273,7 +273,7 @@ def _open_close(kind, qname):
             q.close()
     elif kind == "thread-ends-without-close":
         q = pyqmem.Queue(qname)
-        t = pyqmem.Topic("cycled")
+        t = pyqmem.Topic("cycled", retention_bytes=None)
 
         def use():   # this thread's queue handle and partition handle: released at its end
             q.put(1)
@@ -287,15 +287,15 @@ def _open_close(kind, qname):
             assert q.stats()["members"] == 1
     elif kind == "topic":
         def cycle():
-            with pyqmem.Topic("cycled") as t:
+            with pyqmem.Topic("cycled", retention_bytes=None) as t:
                 t.send(b"x", partition=0)
     elif kind == "topic+consumer":
         def cycle():
-            with pyqmem.Topic("cycled") as t, t.consumer(start="latest") as c:
+            with pyqmem.Topic("cycled", retention_bytes=None) as t, t.consumer(start="latest") as c:
                 c.lag()
     elif kind == "group-consumer":
         def cycle():
-            with pyqmem.Topic("cycled") as t, t.consumer(group="cycling") as c:
+            with pyqmem.Topic("cycled", retention_bytes=None) as t, t.consumer(group="cycling") as c:
                 try:
                     c.get(timeout=0).ack()
                 except pyqmem.Empty:
@@ -316,7 +316,7 @@ def test_open_close_cycles_leak_no_fd_and_no_mapping(kind, default, qname, shm_d
     Queue; the Topic kinds default to 10**3 (about 1 ms a cycle; PYQMEM_CYCLES=10000)."""
     with pyqmem.Queue(qname):
         pass
-    with pyqmem.Topic("cycled", partitions=2, segment_bytes=64 * 1024) as t:
+    with pyqmem.Topic("cycled", partitions=2, segment_bytes=64 * 1024, retention_bytes=None) as t:
         t.send_many([b"r"] * 10)
     cycle = _open_close(kind, qname)
     for _ in range(50):

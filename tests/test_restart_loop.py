@@ -49,7 +49,7 @@ def test_every_process_killed_and_restarted_over_and_over_loses_nothing_committe
     group = "g"
     q0 = pyqmem.Queue(qname, capacity=1 << 20, serializer=None, create=True)
     q0.close()
-    t0 = pyqmem.Topic(tname, dir=topic_dir, partitions=2, segment_bytes=1 << 16, create=True)
+    t0 = pyqmem.Topic(tname, dir=topic_dir, partitions=2, segment_bytes=1 << 16, create=True, retention_bytes=None)
     t0.consumer(group=group, start="earliest").close()
     t0.close()
 

@@ -37,7 +37,7 @@ def test_pyqmem_dir_holds_queues_and_topics_alike(two_folders, monkeypatch):
         assert os.path.exists(os.path.join(a, f"pyqmem.{os.geteuid()}.q.{name}"))
         assert pyqmem.Queue.exists(name)
         q.unlink()
-    t = pyqmem.Topic(name, partitions=1, segment_bytes=1 << 16)
+    t = pyqmem.Topic(name, partitions=1, segment_bytes=1 << 16, retention_bytes=None)
     try:
         assert os.path.dirname(t.path) == a
     finally:

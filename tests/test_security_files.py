@@ -65,7 +65,7 @@ def shared_base():
 
 def make_topic(root, name="ev", group="g"):
     """A topic with one record, a consumer group that acked it, closed again."""
-    with pyqmem.Topic(name, dir=root, segment_bytes=SEG) as t:
+    with pyqmem.Topic(name, dir=root, segment_bytes=SEG, retention_bytes=None) as t:
         t.send(b"record")
         if group:
             with t.consumer(group=group) as c:
@@ -238,7 +238,7 @@ def test_a_symlinked_partition_folder_left_by_a_dead_creator_is_refused_not_empt
     os.symlink(canary.path, os.path.join(root, "ev", "p0"))
     canary.arm()
     with pytest.raises(PermissionError, match="symlink"):
-        pyqmem.Topic("ev", dir=root, segment_bytes=SEG)
+        pyqmem.Topic("ev", dir=root, segment_bytes=SEG, retention_bytes=None)
     assert canary.changes() == {}
 
 
@@ -250,7 +250,7 @@ def test_topic_never_uses_a_link_planted_at_an_index_file(root, kind):
     canary = Canary(os.path.join(root, "canary"), content=b"\xff" * 4096)
     plant(kind, canary.path, os.path.join(root, "ev", "p0", INDEX0))
     canary.arm()
-    with pyqmem.Topic("ev", dir=root) as t:
+    with pyqmem.Topic("ev", dir=root, retention_bytes=None) as t:
         with t.consumer(start="earliest") as c:
             assert bytes(c.get(timeout=5).data) == b"record"
         t.send(b"more")
@@ -259,7 +259,7 @@ def test_topic_never_uses_a_link_planted_at_an_index_file(root, kind):
 
 def _next_segment_base(root):
     """(records of 1000 bytes that fill segment 0, base offset of segment 1)."""
-    with pyqmem.Topic("scratch", dir=root, segment_bytes=SEG) as t:
+    with pyqmem.Topic("scratch", dir=root, segment_bytes=SEG, retention_bytes=None) as t:
         n = 0
         while t.stats()["partitions"][0]["segments"] < 2:
             t.send(b"v" * 1000)
@@ -273,7 +273,7 @@ def _next_segment_base(root):
 def test_a_link_planted_at_the_next_segment_or_index_is_refused_at_the_roll(root, kind, ext):
     fill, base = _next_segment_base(root)
     canary = Canary(os.path.join(root, "canary"))
-    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG) as t:
+    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG, retention_bytes=None) as t:
         plant(kind, canary.path, os.path.join(root, "ev", "p0", f"{base:020d}.{ext}"))
         canary.arm()
         for _ in range(fill):
@@ -295,7 +295,7 @@ def test_growing_a_topic_never_writes_through_a_link_in_its_folder(root, kind, s
     plant(kind, canary.path, os.path.join(root, "ev", site))
     canary.arm()
     try:
-        with pyqmem.Topic("ev", dir=root, partitions=2) as t:
+        with pyqmem.Topic("ev", dir=root, partitions=2, retention_bytes=None) as t:
             assert t.partitions == 2
     except PermissionError as exc:
         assert site == ".lock", f"the temp file is ours to replace: {exc}"
@@ -303,7 +303,7 @@ def test_growing_a_topic_never_writes_through_a_link_in_its_folder(root, kind, s
 
 
 def test_dead_lettering_into_a_symlinked_dlq_folder_is_refused_and_the_record_kept(root):
-    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG) as t:
+    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG, retention_bytes=None) as t:
         canary = Canary(os.path.join(root, "canary"), folder=True)
         os.symlink(canary.path, os.path.join(root, "ev.dlq"))
         canary.arm()
@@ -385,7 +385,7 @@ def test_topic_and_dlq_names_squatted_by_another_user_are_refused(sticky_dir):
 
     def squat():
         for name in ("ev", "fine.dlq"):
-            with pyqmem.Topic(name, dir=sticky_dir, segment_bytes=SEG) as t:
+            with pyqmem.Topic(name, dir=sticky_dir, segment_bytes=SEG, retention_bytes=None) as t:
                 t.send(b"from the squatter")
         os.chmod(os.path.join(sticky_dir, "ev"), 0o777)
         return sorted(os.listdir(sticky_dir))
@@ -393,8 +393,8 @@ def test_topic_and_dlq_names_squatted_by_another_user_are_refused(sticky_dir):
     assert as_user(NOBODY, squat) == ("ok", ["ev", "fine.dlq"])
     squatted = tree(sticky_dir)
     with pytest.raises(PermissionError, match="not private"):
-        pyqmem.Topic("ev", dir=sticky_dir)
-    with pyqmem.Topic("fine", dir=sticky_dir, segment_bytes=SEG) as t:
+        pyqmem.Topic("ev", dir=sticky_dir, retention_bytes=None)
+    with pyqmem.Topic("fine", dir=sticky_dir, segment_bytes=SEG, retention_bytes=None) as t:
         t.send(b"poison")
         with t.consumer(group="g", max_deliveries=1, visibility_timeout=0.2) as c:
             c.get(timeout=5).nack()
@@ -430,7 +430,7 @@ def test_default_topic_root_squatted_by_another_user_is_refused(how):
     def victim():
         os.environ.pop("PYQMEM_DIR", None)
         try:
-            pyqmem.Topic("ev")
+            pyqmem.Topic("ev", retention_bytes=None)
         except PermissionError as exc:
             return str(exc)
         return "opened"
@@ -460,18 +460,18 @@ def test_every_file_is_0600_and_every_folder_0700_whatever_the_umask(names, root
     try:
         with pyqmem.Queue(qname, capacity=4096) as q:
             q.put(b"x")
-        with pyqmem.Topic("ev", dir=topic_root, segment_bytes=SEG) as t:
+        with pyqmem.Topic("ev", dir=topic_root, segment_bytes=SEG, retention_bytes=None) as t:
             for i in range(40):                           # rolls: more segments and indexes
                 t.send(os.urandom(4000))
             with t.consumer(group="g") as c:
                 c.get(timeout=5).ack()
-        with pyqmem.Topic("dl", dir=topic_root, segment_bytes=SEG) as t:
+        with pyqmem.Topic("dl", dir=topic_root, segment_bytes=SEG, retention_bytes=None) as t:
             t.send(b"poison")
             with t.consumer(group="g", max_deliveries=1, visibility_timeout=0.2) as c:
                 c.get(timeout=5).nack()
                 with pytest.raises(pyqmem.Empty):         # dead-lettered meanwhile
                     c.get(timeout=0.5)
-        with pyqmem.Topic("ev", dir=topic_root, partitions=2):   # grown: topic.json rewritten
+        with pyqmem.Topic("ev", dir=topic_root, partitions=2, retention_bytes=None):   # grown: topic.json rewritten
             pass
     finally:
         os.umask(old)
@@ -521,12 +521,12 @@ def test_another_user_gets_permission_error_on_a_victims_topic_and_leaves_no_fil
         results = {}
         for create in (None, False, True):
             try:
-                pyqmem.Topic("ev", dir=topics, create=create, partitions=2)
+                pyqmem.Topic("ev", dir=topics, create=create, partitions=2, retention_bytes=None)
                 results[f"Topic create={create}"] = "opened"
             except Exception as exc:
                 results[f"Topic create={create}"] = type(exc).__name__
         for what, fn in {
-            "new topic in the victim's root": lambda: pyqmem.Topic("mine", dir=topics),
+            "new topic in the victim's root": lambda: pyqmem.Topic("mine", dir=topics, retention_bytes=None),
             "redrive": lambda: pyqmem.redrive("ev", dir=topics),
             "unpickled topic token": lambda: pickle.loads(token),
             "read topic.json": lambda: open(os.path.join(ev, "topic.json"), "rb").read(),
@@ -539,7 +539,7 @@ def test_another_user_gets_permission_error_on_a_victims_topic_and_leaves_no_fil
                 results[what] = type(exc).__name__
         return results
 
-    with pyqmem.Topic("ev", dir=topics) as t:
+    with pyqmem.Topic("ev", dir=topics, retention_bytes=None) as t:
         token = pickle.dumps(t)   # a handle sent to the other user's process
     kind, results = as_user(NOBODY, attack)
     assert kind == "ok", results
@@ -613,7 +613,7 @@ def exploit(tmp_path):
 
 def test_topic_default_serializer_never_unpickles(root, exploit):
     payload, marker = exploit
-    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG) as t:
+    with pyqmem.Topic("ev", dir=root, segment_bytes=SEG, retention_bytes=None) as t:
         t.send(payload)
         t.send(payload, key="k", headers={"h": payload})
         with t.consumer() as c:

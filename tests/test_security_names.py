@@ -143,7 +143,7 @@ def test_valid_names_touch_only_pyqmems_own_paths(calls, root, name):
 
 def test_a_dead_letter_name_too_long_is_refused_when_the_consumer_is_made(calls, root):
     name = "d" * 126                                   # "<name>.dlq" is 130 characters
-    with pyqmem.Topic(name, dir=root, segment_bytes=64 * 1024) as t:
+    with pyqmem.Topic(name, dir=root, segment_bytes=64 * 1024, retention_bytes=None) as t:
         before = sorted(os.listdir(os.path.join(root, name)))
         with pytest.raises(ValueError, match="dead-letter"):
             t.consumer(group="g")

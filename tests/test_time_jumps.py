@@ -136,7 +136,7 @@ class Child:
 def test_lease_holder_whose_wall_clock_jumps_an_hour_either_way_keeps_its_leases(
     topic_dir, tname, tracked, tmp_path
 ):
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, create=True, retention_bytes=None))
     for i in range(3):
         t.send(b"r%d" % i, partition=0)
     other = tracked(t.consumer(group="g", visibility_timeout=20))   # a member on the real clock
@@ -170,7 +170,7 @@ def test_sender_with_a_jumped_clock_stamps_its_own_time_and_retention_uses_the_w
 ):
     # segments of 64 KiB, records of 20 KiB: every third send rolls a segment
     t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=1, segment_bytes=1 << 16,
-                             retention_seconds=1800, create=True))
+                             retention_seconds=1800, create=True, retention_bytes=None))
     t.consumer(group="g").close()
 
     def fill(n):

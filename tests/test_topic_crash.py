@@ -124,7 +124,7 @@ def test_killed_writers_lose_no_acknowledged_record_and_tear_none(topic_dir, tna
     rng = random.Random(SEED)
     info = f"(PYQMEM_CRASH_SEED={SEED}, trials={TRIALS})"
     deadline = time.monotonic() + BUDGET
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=PARTS, segment_bytes=SEG, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=PARTS, segment_bytes=SEG, create=True, retention_bytes=None))
     rep = Reports()
 
     r, w = ctx.Pipe(duplex=False)
@@ -280,7 +280,7 @@ def test_topic_whose_creator_was_killed_midway_opens_and_works(topic_dir, tname,
                  else "killed while creating" if os.path.exists(os.path.join(topic_dir, name))
                  else "killed before creating"] += 1
 
-        t = tracked(pyqmem.Topic(name, dir=topic_dir, partitions=CPARTS, segment_bytes=CSEG))
+        t = tracked(pyqmem.Topic(name, dir=topic_dir, partitions=CPARTS, segment_bytes=CSEG, retention_bytes=None))
         assert len(t.stats()["partitions"]) == CPARTS
         for k in range(CPARTS):
             t.send(b"after-%d" % k, partition=k)
@@ -322,7 +322,7 @@ def test_forked_writers_killed_mid_send_leave_no_torn_record_and_do_not_wedge_re
     ctx = mp_ctx("fork")
     rng = random.Random(SEED + 2)
     info = f"(PYQMEM_CRASH_SEED={SEED})"
-    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, segment_bytes=SEG, create=True))
+    t = tracked(pyqmem.Topic(tname, dir=topic_dir, partitions=2, segment_bytes=SEG, create=True, retention_bytes=None))
     t.send(msgs.encode(0, 0, 10), partition=0)  # the parent has used its handles
     t.send(msgs.encode(0, 1, 10), partition=1)
     rep = Reports()

@@ -34,7 +34,7 @@ def test_delete_removes_the_topic_its_records_and_its_groups(make_topic):
     assert not pyqmem.Topic.exists(t.name, backend=backend)
     with pytest.raises(pyqmem.NotFound):
         pyqmem.Topic(t.name, backend=backend, create=False)
-    again = pyqmem.Topic(t.name, backend=backend, partitions=1)
+    again = pyqmem.Topic(t.name, backend=backend, partitions=1, retention_bytes=None)
     try:
         assert again.partitions == 1
         assert again.stats()["partitions"][0]["end_offset"] == 0
@@ -135,7 +135,7 @@ def test_a_delete_killed_at_random_points_leaves_the_topic_whole_or_gone(tname, 
         if time.monotonic() > deadline:
             break
         name = f"{tname[:80]}-{trial}"
-        with pyqmem.Topic(name, dir=topic_dir, partitions=3, segment_bytes=1 << 16) as t:
+        with pyqmem.Topic(name, dir=topic_dir, partitions=3, segment_bytes=1 << 16, retention_bytes=None) as t:
             t.send_many([b"r%d" % i for i in range(300)], key="k")
         child = subprocess.Popen([sys.executable, "-c", _DELETER, name, topic_dir],
                                  stdout=subprocess.PIPE, text=True)
@@ -157,7 +157,7 @@ def test_a_delete_killed_at_random_points_leaves_the_topic_whole_or_gone(tname, 
         assert all(e.startswith(".deleted-") for e in os.listdir(topic_dir)
                    if e.startswith(tname[:80]) or e.startswith("."))
     assert outcomes, "no trial ran"
-    with pyqmem.Topic(tname, dir=topic_dir) as t:
+    with pyqmem.Topic(tname, dir=topic_dir, retention_bytes=None) as t:
         pass
     pyqmem.Topic.delete(tname, dir=topic_dir)
     assert [e for e in os.listdir(topic_dir) if e.startswith(".deleted-")] == []

@@ -43,3 +43,26 @@ def test_a_partition_takes_at_most_about_twice_what_it_holds(ram_topic_dir, tnam
         with t.consumer() as c:
             assert len(c.get_many(5000, timeout=5)) == 2000
     assert held < used < 2 * held + 2**20, (held, used)
+
+
+def test_a_topic_in_ram_keeps_four_segments_per_partition_unless_told_otherwise(
+        ram_topic_dir, tname):
+    seg = 64 * 1024
+    with pyqmem.Topic(tname, dir=ram_topic_dir, segment_bytes=seg) as t:
+        assert t.retention_bytes == 4 * seg == t.stats()["config"]["retention_bytes"]
+        t.send_many([b"x" * 30000] * 40)  # about 19 segments' worth
+        t.retain()
+        assert t.stats()["partitions"][0]["segments"] <= 5  # 4 kept + the active one
+        with t.consumer() as c:  # starts at the first record retention kept
+            kept = c.get_many(100, timeout=5)
+            assert 0 < kept[0].offset and kept[-1].offset == 39 and len(kept) < 40
+    with pyqmem.Topic(tname + "-all", dir=ram_topic_dir, segment_bytes=seg,
+                      retention_bytes=None) as t:
+        assert t.retention_bytes is None  # None: keep everything
+
+
+def test_a_topic_on_a_disk_keeps_everything_by_default(tmp_path, tname):
+    if is_volatile(str(tmp_path)):
+        pytest.skip(f"{tmp_path} is in RAM here")
+    with pyqmem.Topic(tname, dir=tmp_path, segment_bytes=64 * 1024) as t:
+        assert t.retention_bytes is None

@@ -692,7 +692,7 @@ def test_same_key_goes_to_the_same_partition_from_two_topic_objects(make_topic, 
 def _partitions_in_fresh_process(topic_dir, name, keys, hashseed):
     code = (
         "import sys, json, pyqmem\n"
-        "t = pyqmem.Topic(sys.argv[1], dir=sys.argv[2], partitions=8)\n"
+        "t = pyqmem.Topic(sys.argv[1], dir=sys.argv[2], partitions=8, retention_bytes=None)\n"
         "print(json.dumps([t.send(b'x', key=k).partition for k in sys.argv[3:]]))\n"
         "t.close()\n"
     )
@@ -799,7 +799,7 @@ def test_default_dir_without_pyqmem_dir_is_per_user_folder_under_dev_shm(monkeyp
     existed = os.path.exists(base)
     root = os.path.join(base, tname)
     try:
-        t = tracked(pyqmem.Topic(tname, partitions=1))
+        t = tracked(pyqmem.Topic(tname, partitions=1, retention_bytes=None))
         t.send(b"x")
         assert os.path.isdir(os.path.join(root, "p0"))
         assert os.stat(base).st_mode & 0o077 == 0
@@ -925,14 +925,14 @@ def test_shrinking_partitions_on_reopen_is_value_error_and_changes_nothing(make_
 )
 def test_invalid_topic_names_are_value_error_before_any_file_exists(topic_dir, name):
     with pytest.raises(ValueError):
-        pyqmem.Topic(name)
+        pyqmem.Topic(name, retention_bytes=None)
     assert os.listdir(topic_dir) == []
 
 
 @pytest.mark.parametrize("name", [None, 5, b"bytes-name"])
 def test_non_str_topic_names_are_type_error(topic_dir, name):
     with pytest.raises(TypeError):
-        pyqmem.Topic(name)
+        pyqmem.Topic(name, retention_bytes=None)
     assert os.listdir(topic_dir) == []
 
 
@@ -975,7 +975,7 @@ def test_invalid_arguments_are_rejected_before_any_file_exists(topic_dir, tname,
 @pytest.mark.any_backend
 def test_unknown_keyword_is_type_error(topic_dir, tname):
     with pytest.raises(TypeError):
-        pyqmem.Topic(tname, partition=2)
+        pyqmem.Topic(tname, partition=2, retention_bytes=None)
     assert os.listdir(topic_dir) == []
 
 
@@ -1049,7 +1049,7 @@ def test_consumer_close_is_idempotent_and_later_calls_raise_closed(make_topic):
 
 
 def test_context_managers_close_topic_and_consumer(topic_dir, tname):
-    with pyqmem.Topic(tname) as t:
+    with pyqmem.Topic(tname, retention_bytes=None) as t:
         t.send(b"x")
         with t.consumer() as c:
             assert bytes(c.get(timeout=5).value) == b"x"
@@ -1241,7 +1241,7 @@ def test_closing_the_topic_closes_its_consumers(make_topic):
 
 _DATA_AFTER_CLOSE = r"""
 import sys, pyqmem
-t = pyqmem.Topic(sys.argv[1], dir=sys.argv[2], partitions=1)
+t = pyqmem.Topic(sys.argv[1], dir=sys.argv[2], partitions=1, retention_bytes=None)
 payload = bytes(range(256)) * 64
 t.send(payload)
 c = t.consumer()

@@ -120,6 +120,12 @@ uint32_t qm_crc32c(uint32_t crc, const void *data, size_t len);
  * 0xc5f2f8ec, "abc" -> 0x1c94221b. */
 uint32_t qm_murmur2(const void *data, size_t len);
 
+/* ----- file systems -------------------------------------------------------
+ * 1 if `path` is on a file system held in RAM (tmpfs, ramfs: nothing on it
+ * survives a reboot or a power loss, fsync or not), 0 if not, -errno if it
+ * cannot be told (statfs failed). */
+int qm_path_in_ram(const char *path);
+
 /* ----- names ------------------------------------------------------------
  * A name matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$.  Returns QM_OK or
  * QM_EINVAL; checked by every call that takes a name, before any file is

@@ -14,7 +14,9 @@
 #include <linux/futex.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/magic.h>
 #include <sys/mman.h>
+#include <sys/vfs.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -154,6 +156,16 @@ int qm__os_reserve_range(int fd, uint64_t offset, uint64_t len) {
         rc = posix_fallocate(fd, (off_t)offset, (off_t)len);   /* returns the error */
     } while (rc == EINTR);
     return -rc;
+}
+
+int qm_path_in_ram(const char *path) {
+    struct statfs st;
+    int rc;
+    do {
+        rc = statfs(path, &st);
+    } while (rc < 0 && errno == EINTR);
+    if (rc < 0) return -errno;
+    return st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
 }
 
 int qm__os_memfd(const char *name) {

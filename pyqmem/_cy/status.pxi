@@ -148,6 +148,16 @@ def version():
     return qm_version().decode("ascii")
 
 
+def path_in_ram(path):
+    """True if `path` is on a file system held in RAM (qm_path_in_ram);
+    OSError if it cannot be told."""
+    cdef bytes raw = os.fsencode(path)
+    cdef int rc = qm_path_in_ram(raw)
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), path)
+    return rc == 1
+
+
 def now_ns():
     """CLOCK_MONOTONIC now, in nanoseconds: the clock of every deadline."""
     return qm_now_ns()

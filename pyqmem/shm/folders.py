@@ -34,7 +34,6 @@ import errno
 import fcntl
 import json
 import os
-import re
 import stat
 from typing import Optional, Tuple, Union
 
@@ -56,8 +55,6 @@ __all__ = [
     "META_TMP",
     "dir_argument",
     "check_private",
-    "filesystem_type",
-    "mount_type",
     "is_volatile",
     "root",
     "open_private",
@@ -78,13 +75,17 @@ _DURABILITY = {"os": 0, "fsync": _core.LOG_FSYNC}
 
 
 def log_args(config: TopicConfig) -> Tuple[int, int, int, int]:
-    """The configuration arguments of ``_core.Log.open`` for a TopicConfig."""
+    """The configuration arguments of ``_core.Log.open`` for a stored
+    TopicConfig (retention_bytes resolved: an int or None)."""
+    retention_bytes = config.retention_bytes
+    if isinstance(retention_bytes, str):
+        raise ValueError(f"unresolved retention_bytes {retention_bytes!r}")
     retention_ns = 0
     if config.retention_seconds is not None:
         retention_ns = max(1, min(round(config.retention_seconds * 1e9), 2**63 - 1))
     return (
         config.segment_bytes,
-        config.retention_bytes or 0,
+        retention_bytes or 0,
         retention_ns,
         _DURABILITY[config.durability],
     )
@@ -106,43 +107,14 @@ def dir_argument(dir: Union[str, os.PathLike[str], None]) -> Tuple[str, bool]:
     return os.path.abspath(path), False
 
 
-_VOLATILE = {"tmpfs", "ramfs"}
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")  # mountinfo writes space as \040, tab as \011
-
-
-def filesystem_type(path: str) -> Optional[str]:
-    """The type of the file system holding `path` ("tmpfs", "ext4", ...),
-    from /proc/self/mountinfo; None if it cannot be told."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
-            mountinfo = f.read()
-    except OSError:
-        return None
-    return mount_type(mountinfo, os.path.realpath(path))
-
-
-def mount_type(mountinfo: str, real: str) -> Optional[str]:
-    """The file system type of the mount in `mountinfo` (the text of
-    /proc/self/mountinfo) holding the resolved path `real`, or None."""
-    kind: Optional[str]
-    best, kind = "", None
-    for line in mountinfo.splitlines():
-        fields = line.split(" ")
-        try:
-            point = _OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), fields[4])
-            fstype = fields[fields.index("-") + 1]
-        except (IndexError, ValueError):
-            continue
-        inside = real == point or real.startswith(point.rstrip("/") + "/")
-        if inside and len(point) >= len(best):
-            best, kind = point, fstype
-    return kind
-
-
 def is_volatile(path: str) -> bool:
     """True if `path` is on a file system in RAM (tmpfs, ramfs): nothing on
-    it survives a power loss or a reboot, fsync or not."""
-    return filesystem_type(path) in _VOLATILE
+    it survives a power loss or a reboot, fsync or not.  False if that
+    cannot be told."""
+    try:
+        return _core.path_in_ram(path)
+    except OSError:
+        return False
 
 
 def check_private(path: str, what: str) -> None:
@@ -229,6 +201,8 @@ def read_meta(folder: str) -> Optional[TopicConfig]:
         config = TopicConfig(*(meta[field] for field in TopicConfig._fields))
         check_int("partitions", config.partitions, 1, MAX_PARTITIONS)
         check_segment_bytes(config.segment_bytes)
+        if isinstance(config.retention_bytes, str):
+            raise ValueError("retention_bytes is stored resolved, never as a word")
         check_retention_bytes(config.retention_bytes)
         check_retention_seconds(config.retention_seconds)
         check_durability(config.durability)

@@ -74,6 +74,19 @@ _STATS = (
 )
 
 
+# retention_bytes="auto": a topic in RAM keeps this many segments per
+# partition; on a disk it keeps everything (docs/api.md)
+AUTO_RETENTION_SEGMENTS = 4
+
+
+def _with_default_retention(wanted: TopicConfig, folder: str) -> TopicConfig:
+    """`wanted` with retention_bytes "auto" resolved for a topic in `folder`."""
+    if wanted.retention_bytes != "auto":
+        return wanted
+    bound = AUTO_RETENTION_SEGMENTS * wanted.segment_bytes if is_volatile(folder) else None
+    return wanted._replace(retention_bytes=bound)
+
+
 class ShmTopicStore:
     """A topic folder's partition logs, opened (or created) by this process."""
 
@@ -151,7 +164,7 @@ class ShmTopicStore:
                 if create is False:  # removed since we looked
                     raise NotFound(errno.ENOENT, f"no topic {self._name!r}", self._folder)
                 self._remove_leftovers()
-                config = wanted
+                config = _with_default_retention(wanted, self._folder)
                 fresh = range(config.partitions)
             elif self._grows(config, partitions):
                 fresh = range(config.partitions, cast(int, partitions))  # _grows: not None

@@ -86,7 +86,7 @@ def work(run: Run, folder: str, durability: str) -> None:
         run.step("queue_get", lambda: q.get(timeout=1))
         q.close()
     ok, t = run.step("topic_create", lambda: pyqmem.Topic(
-        "t", dir=folder, segment_bytes=SEGMENT, durability=durability))
+        "t", dir=folder, segment_bytes=SEGMENT, durability=durability, retention_bytes=None))
     if not ok:
         return
     for i in range(SENDS):

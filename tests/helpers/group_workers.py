@@ -367,7 +367,7 @@ def groups_implemented() -> bool:
     os.chmod(d, 0o700)
     t = c = None
     try:
-        t = pyqmem.Topic("probe", dir=d, partitions=1)
+        t = pyqmem.Topic("probe", dir=d, partitions=1, retention_bytes=None)
         try:
             c = t.consumer(group="probe")
         except NotImplementedError:

@@ -292,7 +292,7 @@ def open_object(kind: str, name: str, topic_dir: str | None, group: str | None):
 
     if kind == "queue":
         return [pyqmem.Queue(name, capacity=16 << 20, serializer=None)]
-    t = pyqmem.Topic(name, dir=topic_dir, partitions=8, segment_bytes=1 << 20)
+    t = pyqmem.Topic(name, dir=topic_dir, partitions=8, segment_bytes=1 << 20, retention_bytes=None)
     if kind == "topic":
         return [t]
     try:

@@ -64,6 +64,8 @@ class MemoryBackend:
             if data is None:
                 if create is False:
                     raise NotFound(errno.ENOENT, f"no topic {name!r}", name)
+                if wanted.retention_bytes == "auto":   # memory: no default bound
+                    wanted = wanted._replace(retention_bytes=None)
                 data = self._topics[name] = _TopicData(name, wanted)
             elif create is True:
                 raise AlreadyExists(errno.EEXIST, f"topic {name!r} exists", name)

@@ -151,7 +151,7 @@ def exit_holding(qname: str, tname: str, how: str) -> None:
     q = pyqmem.Queue(qname, maxsize=1)
     q.put("occupant")
     empty = pyqmem.Queue(qname + "-empty")
-    t = pyqmem.Topic(tname)
+    t = pyqmem.Topic(tname, retention_bytes=None)
     member = t.consumer(group="g", visibility_timeout=120)
     leased = member.get_many(10, timeout=5)          # the parent sent 3 records
     idle_member = t.consumer(group="g", visibility_timeout=120)

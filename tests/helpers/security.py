@@ -188,14 +188,14 @@ class NameCalls:
 
         self.pyqmem = pyqmem
         self.root = root
-        self.src = pyqmem.Topic("src", dir=root, segment_bytes=SEG)
+        self.src = pyqmem.Topic("src", dir=root, segment_bytes=SEG, retention_bytes=None)
         P, r = pyqmem, root
         self.calls = {
             "Queue": lambda n: P.Queue(n, capacity=4096),
             "Queue create=True": lambda n: P.Queue(n, capacity=4096, create=True),
             "Queue create=False": lambda n: P.Queue(n, create=False),
             "Queue.exists": lambda n: P.Queue.exists(n),
-            "Topic": lambda n: P.Topic(n, dir=r, segment_bytes=SEG),
+            "Topic": lambda n: P.Topic(n, dir=r, segment_bytes=SEG, retention_bytes=None),
             "Topic create=False": lambda n: P.Topic(n, dir=r, create=False),
             "Topic.exists": lambda n: P.Topic.exists(n, dir=r),
             "consumer(group=)": lambda n: self.src.consumer(group=n),
@@ -211,8 +211,8 @@ class NameCalls:
         did not get there)."""
         P = self.pyqmem
         if len(n) + 4 <= 128:   # small segments (the group would make 64 MiB ones)
-            P.Topic(f"{n}.dlq", dir=self.root, segment_bytes=SEG).close()
-        with P.Topic(n, dir=self.root, segment_bytes=SEG) as t:
+            P.Topic(f"{n}.dlq", dir=self.root, segment_bytes=SEG, retention_bytes=None).close()
+        with P.Topic(n, dir=self.root, segment_bytes=SEG, retention_bytes=None) as t:
             with t.consumer(group="g", max_deliveries=1, retry=P.RetryPolicy(0, jitter=0)) as c:
                 t.send(b"poison")
                 c.get(timeout=5).nack()

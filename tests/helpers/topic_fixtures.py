@@ -125,6 +125,9 @@ def make_topic(topic_dir, tname, tracked, topic_backend):
     from helpers.backends import topic_kwargs
 
     def factory(name: str | None = None, **kw):
+        # tests keep every record unless they are about retention (the default,
+        # "auto", bounds a topic in /dev/shm, where the tests' topics live)
+        kw.setdefault("retention_bytes", None)
         return tracked(pyqmem.Topic(tname if name is None else name,
                                     **topic_kwargs(topic_backend, kw)))
 

@@ -252,7 +252,7 @@ def create_victim(dir, name, partitions, segment_bytes, conn):
 
     with reporting(conn, "creator"):
         _send(conn, "ready", "creator", os.getpid())
-        t = pyqmem.Topic(name, dir=dir, partitions=partitions, segment_bytes=segment_bytes)
+        t = pyqmem.Topic(name, dir=dir, partitions=partitions, segment_bytes=segment_bytes, retention_bytes=None)
         _send(conn, "created", "creator", None)
         md = t.send(b"from-creator", partition=0)
         _send(conn, "ack", "creator", (md.partition, md.offset))
@@ -299,7 +299,7 @@ def racing_opener(dir, name, partitions, who, barrier, n, conn):
         _diag()
         barrier.wait(30)
         try:
-            t = pyqmem.Topic(name, dir=dir, partitions=partitions)
+            t = pyqmem.Topic(name, dir=dir, partitions=partitions, retention_bytes=None)
         except ValueError as e:  # another opener grew it past `partitions` first
             _send(conn, "valueerror", who, str(e))
             return
