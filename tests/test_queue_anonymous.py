@@ -16,6 +16,7 @@ import textwrap
 import pytest
 
 import pyqmem
+from helpers import queue_children
 
 
 def _shm_snapshot():
@@ -59,18 +60,13 @@ def test_anonymous_queue_arguments_are_checked(kw, exc, text):
         pyqmem.Queue(5 if "maxsize" in kw else None, **kw)
 
 
-def _echo(q_in, q_out, n):
-    for _ in range(n):
-        q_out.put(("echo", os.getpid(), q_in.get(timeout=30)), timeout=30)
-
-
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
 def test_anonymous_queues_pass_to_children_under_every_start_method(reaper, method):
     ctx = mp.get_context(method)
     q_in, q_out = pyqmem.Queue(), pyqmem.Queue()
     try:
-        procs = [ctx.Process(target=_echo, args=(q_in, q_out, 5)) for _ in range(2)]
+        procs = [ctx.Process(target=queue_children.echo, args=(q_in, q_out, 5)) for _ in range(2)]
         for p in procs:
             p.start()
             reaper.add(p)
@@ -86,34 +82,16 @@ def test_anonymous_queues_pass_to_children_under_every_start_method(reaper, meth
         q_out.close()
 
 
-_POOL_QUEUE = None
-
-
-def _pool_init(q):
-    global _POOL_QUEUE
-    _POOL_QUEUE = q
-
-
-def _pool_task(i):
-    _POOL_QUEUE.put(i * i, timeout=30)
-    return i
-
-
-def _pool_task_with_queue(q, i):
-    q.put(-i, timeout=30)
-    return i
-
-
 @pytest.mark.timeout(120)
 def test_anonymous_queues_pass_as_pool_initargs_and_as_task_arguments():
     ctx = mp.get_context("spawn")
     with pyqmem.Queue() as q, concurrent.futures.ProcessPoolExecutor(
-            2, mp_context=ctx, initializer=_pool_init, initargs=(q,)) as pool:
-        assert sorted(pool.map(_pool_task, range(6))) == list(range(6))
+            2, mp_context=ctx, initializer=queue_children.pool_init, initargs=(q,)) as pool:
+        assert sorted(pool.map(queue_children.pool_task, range(6))) == list(range(6))
         assert sorted(q.get(timeout=30) for _ in range(6)) == [i * i for i in range(6)]
         # a task argument travels through the pool's pipe: the descriptor goes by
         # multiprocessing's resource sharer
-        assert pool.submit(_pool_task_with_queue, q, 7).result(timeout=60) == 7
+        assert pool.submit(queue_children.pool_task_with_queue, q, 7).result(timeout=60) == 7
         assert q.get(timeout=30) == -7
 
 
@@ -145,18 +123,12 @@ def test_nothing_is_left_behind_when_the_creator_exits_or_is_killed(how):
     assert _shm_snapshot() == before
 
 
-def _take_one_and_die(q, ready):
-    q.get(timeout=30)
-    ready.put("took")
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 @pytest.mark.timeout(120)
 def test_a_killed_child_attached_to_an_anonymous_queue_wedges_nothing(reaper):
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with pyqmem.Queue() as q, pyqmem.Queue() as ready:
         q.put("for the child")
-        p = ctx.Process(target=_take_one_and_die, args=(q, ready))
+        p = ctx.Process(target=queue_children.take_one_and_die, args=(q, ready))
         p.start()
         reaper.add(p)
         assert ready.get(timeout=30) == "took"

@@ -4,27 +4,20 @@ works with workers in other processes, and a killed worker is a documented case.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import signal
 import threading
 
 import pytest
 
 import pyqmem
-
-
-def _worker(jobs, results):
-    for item in iter(jobs.get, None):
-        results.put(item * 2)
-        jobs.task_done()
-    jobs.task_done()  # the sentinel is a task too
+from helpers import queue_children
 
 
 @pytest.mark.timeout(120)
 def test_join_waits_until_workers_in_other_processes_mark_every_task_done(reaper):
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with pyqmem.Queue() as jobs, pyqmem.Queue() as results:
-        procs = [ctx.Process(target=_worker, args=(jobs, results)) for _ in range(3)]
+        procs = [ctx.Process(target=queue_children.double_until_none, args=(jobs, results)) for _ in range(3)]
         for p in procs:
             p.start()
             reaper.add(p)
@@ -68,18 +61,12 @@ def test_join_returns_when_another_thread_finishes_the_last_task(make_queue):
         timer.join()
 
 
-def _take_and_die(q, ready):
-    q.get(timeout=30)
-    ready.put("took")
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
 @pytest.mark.timeout(120)
 def test_a_worker_killed_between_get_and_task_done_leaves_its_task_unfinished(reaper):
     ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with pyqmem.Queue() as q, pyqmem.Queue() as ready:
         q.put("job")
-        p = ctx.Process(target=_take_and_die, args=(q, ready))
+        p = ctx.Process(target=queue_children.take_one_and_die, args=(q, ready))
         p.start()
         reaper.add(p)
         assert ready.get(timeout=30) == "took"
