@@ -334,7 +334,10 @@ def test_open_close_cycles_leak_no_fd_and_no_mapping(kind, default, qname, shm_d
             (after[0] - before[0], after[1] - before[1], after[2] - before[2]))
     assert after[0] == before[0], f"open fds {before[0]} -> {after[0]} over {n} cycles"
     assert after[2] == before[2], f"mappings of pyqmem files {before[2]} -> {after[2]}"
-    assert abs(after[1] - before[1]) <= 8, f"mappings {before[1]} -> {after[1]} over {n} cycles"
+    # the allocators map arenas by themselves: a few lines, more under ASan, whose
+    # allocator keeps per-thread regions (the pyqmem mappings above stay exact)
+    slack = 32 if "libasan" in os.environ.get("LD_PRELOAD", "") else 8
+    assert abs(after[1] - before[1]) <= slack, f"mappings {before[1]} -> {after[1]} over {n} cycles"
 
 
 # ----------------------------------------------------------------------------
