@@ -24,12 +24,14 @@ from typing import (
     List,
     Optional,
     Tuple,
+    Type,
     Union,
     overload,
 )
 
 from ._args import check_int as _check_int
 from ._args import check_timeout
+from ._dual import dualmethod
 from ._native import _core
 from .errors import Closed, Full, QmemError
 from .naming import check_name
@@ -132,6 +134,37 @@ def _stall_ns(stall_timeout: object) -> int:
     return int(stall_timeout * 1e9)
 
 
+def _unlink_queue(self: "Queue", missing_ok: bool = False) -> None:
+    """Remove the queue's name so it can no longer be attached; handles
+    already attached (in any process) keep working until closed.  Raises
+    NotFound if there is none, unless `missing_ok`.  Also works after
+    close().  An anonymous queue has no name: nothing to do (it goes when
+    its last handle does).  Also ``Queue.unlink(name, missing_ok=False)``
+    without opening it."""
+    if self._name is not None:
+        _unlink_name(self._name, missing_ok)
+
+
+def _unlink_named(cls: "Type[Queue]", name: str, missing_ok: bool = False) -> None:
+    """Remove the name of the queue `name` without opening it (attached
+    handles keep working); NotFound if there is none, unless `missing_ok`.
+    Also ``q.unlink(missing_ok=False)`` on an open Queue."""
+    _unlink_name(check_name(name, "queue name"), missing_ok)
+
+
+def _unlink_name(name: str, missing_ok: bool) -> None:
+    _warn_old_dir_variable()
+    try:
+        _core.unlink(name)
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+for _form in (_unlink_queue, _unlink_named):  # as help() and tracebacks name them
+    _form.__name__, _form.__qualname__ = "unlink", "Queue.unlink"
+
+
 class Queue:
     """A FIFO of Python objects in shared memory, usable from any process.
 
@@ -204,6 +237,11 @@ class Queue:
                 raise TypeError("Queue() got maxsize twice (positionally and by keyword)")
             name, maxsize = None, name
         if name is not None:
+            if not isinstance(name, str):
+                raise TypeError(
+                    "a queue's name must be a str (or an int: the maxsize of an anonymous "
+                    f"queue), not {type(name).__name__}"
+                )
             name = check_name(name, "queue name")
             _warn_old_dir_variable()
         elif create is not None:
@@ -467,19 +505,8 @@ class Queue:
         for ring in rings:
             ring.close()
 
-    def unlink(self, missing_ok: bool = False) -> None:
-        """Remove the queue's name so it can no longer be attached; handles
-        already attached (in any process) keep working until closed.
-        Raises NotFound if there is none, unless `missing_ok`.  Also works
-        after close().  An anonymous queue has no name: nothing to do (it
-        goes when its last handle does)."""
-        if self._name is None:
-            return
-        try:
-            _core.unlink(self._name)
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
+    # q.unlink(missing_ok=False) and Queue.unlink(name, missing_ok=False)
+    unlink = dualmethod(_unlink_queue).on_class(_unlink_named)
 
     @staticmethod
     def exists(name: str) -> bool:

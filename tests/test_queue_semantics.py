@@ -654,3 +654,16 @@ def test_threads_sharing_one_handle_deliver_every_message_exactly_once(make_queu
             assert s > last.get(p, -1)
             last[p] = s
     assert q.qsize() == 0
+
+
+def test_a_queue_is_unlinked_by_name_without_opening_it(make_queue, qname):
+    q = make_queue()
+    q.put("stays readable")
+    pyqmem.Queue.unlink(qname)
+    assert not pyqmem.Queue.exists(qname)
+    assert q.get(timeout=1) == "stays readable"  # attached handles keep working
+    with pytest.raises(pyqmem.NotFound):
+        pyqmem.Queue.unlink(qname)
+    pyqmem.Queue.unlink(qname, missing_ok=True)
+    with pytest.raises(ValueError):
+        pyqmem.Queue.unlink("../etc")

@@ -34,6 +34,8 @@ def queues() -> None:
     assert_type(q.unfinished_tasks, int)
     assert_type(q.stats(), Dict[str, int])
     assert_type(pyqmem.Queue.exists("jobs"), bool)
+    assert_type(pyqmem.Queue.unlink("jobs", missing_ok=True), None)
+    assert_type(q.unlink(), None)
     q.get(timeout="soon")  # type: ignore[arg-type]
     pyqmem.Queue(b"jobs")  # type: ignore[call-overload]
     pyqmem.Queue(10, create=True)  # type: ignore[call-overload]
