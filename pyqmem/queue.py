@@ -149,11 +149,12 @@ def _unlink_named(cls: "Type[Queue]", name: str, missing_ok: bool = False) -> No
     """Remove the name of the queue `name` without opening it (attached
     handles keep working); NotFound if there is none, unless `missing_ok`.
     Also ``q.unlink(missing_ok=False)`` on an open Queue."""
-    _unlink_name(check_name(name, "queue name"), missing_ok)
+    name = check_name(name, "queue name")
+    _warn_old_dir_variable()  # (an open queue warned when it was opened)
+    _unlink_name(name, missing_ok)
 
 
 def _unlink_name(name: str, missing_ok: bool) -> None:
-    _warn_old_dir_variable()
     try:
         _core.unlink(name)
     except FileNotFoundError:
