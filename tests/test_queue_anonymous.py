@@ -125,15 +125,9 @@ def test_nothing_is_left_behind_when_the_creator_exits_or_is_killed(how):
 
 @pytest.mark.timeout(120)
 def test_a_killed_child_attached_to_an_anonymous_queue_wedges_nothing(reaper):
-    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
     with pyqmem.Queue() as q, pyqmem.Queue() as ready:
         q.put("for the child")
-        p = ctx.Process(target=queue_children.take_one_and_die, args=(q, ready))
-        p.start()
-        reaper.add(p)
-        assert ready.get(timeout=30) == "took"
-        p.join(30)
-        assert p.exitcode == -signal.SIGKILL
+        queue_children.kill_a_child_holding_one(q, ready, reaper)
         q.put("after")
         assert q.get(timeout=5) == "after"
         assert q.stats()["members"] == 1

@@ -202,6 +202,15 @@ static int handle_finish(qm_ring_t *r, uint8_t *base, uint64_t len, qm_ring_t **
     return QM_OK;
 }
 
+/* Finish a new handle on the object file `obj` it opened or created. */
+static int handle_finish_object(qm_ring_t *r, const qm_object_t *obj, qm_ring_t **out) {
+    r->mb.fd = obj->fd;
+    r->base = obj->base;
+    r->map_len = obj->len;
+    r->owns_mapping = true;
+    return handle_finish(r, obj->base, obj->len, out);
+}
+
 typedef struct ring_params {
     unsigned cap_log2;
     uint64_t maxsize;
@@ -230,11 +239,7 @@ int qm_ring_open(const char *name, qm_open_mode_t mode, uint64_t capacity, uint6
     qm_object_t obj;
     rc = qm__object_open(AT_FDCWD, r->path, mode, &spec, &obj);
     if (rc) goto fail;
-    r->mb.fd = obj.fd;
-    r->base = obj.base;
-    r->map_len = obj.len;
-    r->owns_mapping = true;
-    return handle_finish(r, obj.base, obj.len, out);
+    return handle_finish_object(r, &obj, out);
 fail:
     handle_free(r);
     return rc;
@@ -264,11 +269,7 @@ int qm_ring_create_anonymous(uint64_t capacity, uint64_t maxsize, qm_ring_t **ou
         close(fd);
         goto fail;
     }
-    r->mb.fd = obj.fd;
-    r->base = obj.base;
-    r->map_len = obj.len;
-    r->owns_mapping = true;
-    return handle_finish(r, obj.base, obj.len, out);
+    return handle_finish_object(r, &obj, out);
 fail:
     handle_free(r);
     return rc;

@@ -3,6 +3,7 @@
 are not)."""
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import signal
 
@@ -43,3 +44,15 @@ def double_until_none(jobs, results):
         results.put(item * 2)
         jobs.task_done()
     jobs.task_done()  # the sentinel is a task too
+
+
+def kill_a_child_holding_one(q, ready, reaper):
+    """Parent side: a child (forkserver, else spawn) takes one message of `q`
+    with take_one_and_die; returns once it is dead of SIGKILL."""
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    p = mp.get_context(method).Process(target=take_one_and_die, args=(q, ready))
+    p.start()
+    reaper.add(p)
+    assert ready.get(timeout=30) == "took"
+    p.join(30)
+    assert p.exitcode == -signal.SIGKILL
